@@ -1,0 +1,222 @@
+"""Pure layer functions over ``jax.lax``: convolution, pooling, dense, flatten, activations.
+
+Everything here is a plain function of arrays. There is no spec, no state and no I/O, so a
+developer can call ``conv2d`` or ``max_pool`` inside any JAX code and ``jit``, ``grad`` or
+``vmap`` it. Activations are NHWC (batch, height, width, channels); convolution kernels are
+HWIO (height, width, in-channels per group, out-channels), the layout Flax and TensorFlow use.
+
+Padding takes every form :func:`jaxcnn.geometry.resolve_padding` accepts ("valid", "same",
+an int, per-axis ints or explicit pairs) and the output size follows the article's formula;
+see :mod:`jaxcnn.geometry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn.geometry import (
+    PADDING_FORMS,
+    IntPair,
+    PaddingLike,
+    PaddingPairs,
+    as_pair,
+    is_int,
+    output_size,
+    resolve_padding,
+)
+
+Array = jax.Array
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+__all__ = [
+    "ACTIVATIONS",
+    "PADDING_FORMS",
+    "activation",
+    "as_pair",
+    "avg_pool",
+    "conv2d",
+    "dense",
+    "flatten",
+    "max_pool",
+    "output_size",
+    "resolve_padding",
+]
+
+def _check_nhwc(x: Array, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(
+            f"{what} expects a 4-D NHWC batch (batch, height, width, channels); got shape {tuple(x.shape)}"
+        )
+
+
+def _check_fits(x_hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPairs, dilation: IntPair, what: str) -> None:
+    for axis, name in enumerate(("height", "width")):
+        out = output_size(x_hw[axis], size[axis], stride[axis], *pads[axis], dilation[axis])
+        if out < 1:
+            lo, hi = pads[axis]
+            raise ValueError(
+                f"{what}: the window of {size[axis]} (dilation {dilation[axis]}) does not fit the input "
+                f"{name} {x_hw[axis]} with padding ({lo}, {hi}): "
+                f"floor(({x_hw[axis]} + {lo} + {hi} - {dilation[axis] * (size[axis] - 1) + 1}) / {stride[axis]}) + 1 = {out}"
+            )
+
+
+def conv2d(
+    x: Array,
+    kernel: Array,
+    bias: Array | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = "valid",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Array:
+    """2-D convolution (cross-correlation, as in every deep-learning library) of an NHWC batch.
+
+    ``kernel`` is HWIO with I = in_channels / groups. Each output pixel is the sum over the
+    window of input times kernel, plus the bias: the article's "slide the filter and add up".
+    """
+    _check_nhwc(x, "conv2d")
+    if kernel.ndim != 4:
+        raise ValueError(f"conv2d expects a 4-D HWIO kernel; got shape {tuple(kernel.shape)}")
+    if not is_int(groups) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    in_channels = x.shape[3]
+    if in_channels % groups or kernel.shape[3] % groups:
+        raise ValueError(
+            f"groups={groups} must divide the input channels ({in_channels}) and the filters ({kernel.shape[3]})"
+        )
+    if kernel.shape[2] * groups != in_channels:
+        raise ValueError(
+            f"conv2d kernel has {kernel.shape[2]} input channels per group; with groups={groups} "
+            f"the input needs {kernel.shape[2] * groups} channels but has {in_channels}"
+        )
+    size = (int(kernel.shape[0]), int(kernel.shape[1]))
+    strides = as_pair(stride, "stride")
+    dilations = as_pair(dilation, "dilation")
+    pads = resolve_padding(padding, size, strides, dilations, (x.shape[1], x.shape[2]))
+    _check_fits((x.shape[1], x.shape[2]), size, strides, pads, dilations, "conv2d")
+    y = lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=pads,
+        rhs_dilation=dilations,
+        dimension_numbers=_DIMENSION_NUMBERS,
+        feature_group_count=groups,
+    )
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _pool_setup(
+    x: Array, size: int | Sequence[int], stride: int | Sequence[int] | None, padding: PaddingLike, what: str
+) -> tuple[IntPair, IntPair, PaddingPairs]:
+    _check_nhwc(x, what)
+    window = as_pair(size, "pool size")
+    strides = window if stride is None else as_pair(stride, "pool stride")
+    pads = resolve_padding(padding, window, strides, (1, 1), (x.shape[1], x.shape[2]))
+    _check_fits((x.shape[1], x.shape[2]), window, strides, pads, (1, 1), what)
+    return window, strides, pads
+
+
+def max_pool(
+    x: Array,
+    size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: PaddingLike = "valid",
+) -> Array:
+    """Max pooling of an NHWC batch: each output is the largest value in its window.
+
+    The stride defaults to the window size (the article's f=2, s=2). Padding counts as -inf,
+    so a padded pixel is never the maximum.
+    """
+    window, strides, pads = _pool_setup(x, size, stride, padding, "max_pool")
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        init = jnp.array(-jnp.inf, x.dtype)
+    else:
+        init = jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
+    return lax.reduce_window(
+        x, init, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
+    )
+
+
+def avg_pool(
+    x: Array,
+    size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: PaddingLike = "valid",
+    *,
+    count_include_pad: bool,
+) -> Array:
+    """Average pooling of an NHWC batch.
+
+    ``count_include_pad`` must be given: libraries disagree (PyTorch and Flax divide by the
+    full window, ``True``; Keras divides by the pixels inside the image, ``False``), and it
+    changes every border output whenever there is padding.
+    """
+    window, strides, pads = _pool_setup(x, size, stride, padding, "avg_pool")
+    zero = jnp.array(0, x.dtype)
+    all_pads = ((0, 0), *pads, (0, 0))
+    dims, steps = (1, *window, 1), (1, *strides, 1)
+    total = lax.reduce_window(x, zero, lax.add, dims, steps, all_pads)
+    if count_include_pad:
+        return total / (window[0] * window[1])
+    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
+    counts = lax.reduce_window(ones, zero, lax.add, dims, steps, all_pads)
+    return total / counts
+
+
+def dense(x: Array, kernel: Array, bias: Array | None = None) -> Array:
+    """Fully connected layer: ``x @ kernel + bias`` on a (batch, features) array."""
+    if x.ndim != 2:
+        raise ValueError(f"dense expects a 2-D (batch, features) array; flatten first. Got shape {tuple(x.shape)}")
+    if kernel.ndim != 2 or kernel.shape[0] != x.shape[1]:
+        raise ValueError(f"dense kernel shape {tuple(kernel.shape)} does not take {x.shape[1]} input features")
+    y = x @ kernel
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def flatten(x: Array) -> Array:
+    """Flatten every axis but the batch: (N, H, W, C) -> (N, H*W*C), in row-major HWC order."""
+    return x.reshape(x.shape[0], -1)
+
+
+def linear(x: Array) -> Array:
+    """The identity: a layer with no activation."""
+    return x
+
+
+def softmax(x: Array) -> Array:
+    """Softmax over the last axis: turns scores into probabilities that sum to 1."""
+    return jax.nn.softmax(x, axis=-1)
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "linear": linear,
+    "relu": jax.nn.relu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "elu": jax.nn.elu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "softmax": softmax,
+}
+"""Activation functions by the name a spec uses. ``softmax`` acts on the last axis."""
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """Look up an activation function by name, with an error listing the valid names."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None

@@ -1,0 +1,239 @@
+"""A resolved spec -> a ``Model``: pure ``init`` and ``apply`` functions, plus summary rows.
+
+Parameters are a plain dict keyed by layer name (``{"conv1": {"kernel": ..., "bias": ...}}``);
+only layers with weights (conv, dense) appear in it. ``apply`` returns logits: a final softmax
+in the spec is left to :meth:`Model.predict`, so training can use a numerically stable
+softmax cross-entropy on the logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcnn import layers as L
+from jaxcnn.spec import AnyLayer, ConvLayer, DenseLayer, NetworkSpec, PoolLayer, Shape, load_spec
+
+Params = dict[str, dict[str, jax.Array]]
+
+_kernel_init = jax.nn.initializers.lecun_normal()  # Flax's default for Conv and Dense kernels
+
+
+class InputShapeError(ValueError):
+    """An input batch whose shape or dtype does not match the spec's input."""
+
+
+def param_shapes(layer: AnyLayer) -> dict[str, Shape]:
+    """The shapes of one layer's weights: HWIO conv kernels, (in, out) dense kernels, biases."""
+    shapes: dict[str, Shape] = {}
+    if isinstance(layer, ConvLayer):
+        per_group = layer.input_shape[2] // layer.groups
+        shapes["kernel"] = (*layer.size, per_group, layer.filters)
+        if layer.use_bias:
+            shapes["bias"] = (layer.filters,)
+    elif isinstance(layer, DenseLayer):
+        shapes["kernel"] = (layer.input_shape[0], layer.units)
+        if layer.use_bias:
+            shapes["bias"] = (layer.units,)
+    return shapes
+
+
+def param_count(layer: AnyLayer) -> int:
+    """Number of weights in one layer (a 3x3x3 filter plus its bias is 28)."""
+    total = 0
+    for shape in param_shapes(layer).values():
+        size = 1
+        for n in shape:
+            size *= n
+        total += size
+    return total
+
+
+def flops(layer: AnyLayer) -> int:
+    """Analytic FLOPs for one example: 2 x multiply-adds of conv and dense layers, 0 elsewhere."""
+    if isinstance(layer, ConvLayer):
+        out_h, out_w, filters = layer.output_shape
+        macs_per_output = layer.size[0] * layer.size[1] * (layer.input_shape[2] // layer.groups)
+        return 2 * out_h * out_w * filters * macs_per_output
+    if isinstance(layer, DenseLayer):
+        return 2 * layer.input_shape[0] * layer.units
+    return 0
+
+
+def _pair_text(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+def settings_text(layer: AnyLayer) -> str:
+    """The layer's settings in the article's words: f (size), s (stride), p (resolved pairs)."""
+    parts: list[str] = []
+    if isinstance(layer, (ConvLayer, PoolLayer)):
+        (top, bottom), (left, right) = layer.padding
+        parts += [f"f={_pair_text(layer.size)}", f"s={_pair_text(layer.stride)}", f"p=({top},{bottom}),({left},{right})"]
+    if isinstance(layer, ConvLayer):
+        if layer.dilation != (1, 1):
+            parts.append(f"d={_pair_text(layer.dilation)}")
+        if layer.groups != 1:
+            parts.append(f"groups={layer.groups}")
+    if isinstance(layer, PoolLayer) and layer.type == "avg_pool":
+        parts.append(f"count_include_pad={str(layer.count_include_pad).lower()}")
+    if isinstance(layer, (ConvLayer, DenseLayer)):
+        parts.append(layer.activation)
+        if not layer.use_bias:
+            parts.append("no bias")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of the article-style table."""
+
+    index: int
+    name: str
+    type: str
+    input_shape: Shape
+    output_shape: Shape
+    settings: str
+    params: int
+    flops: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, shapes as lists."""
+        return {
+            "index": self.index,
+            "name": self.name,
+            "type": self.type,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "settings": self.settings,
+            "params": self.params,
+            "flops": self.flops,
+        }
+
+
+class Model:
+    """A network built from a resolved spec: ``init(key)``, ``apply(params, x)``, ``predict``."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        self.spec = spec
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Model:
+        """Load a spec file and build its model (raises ``SpecError`` on a bad spec)."""
+        return cls(load_spec(path))
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.spec.input_shape
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.spec.output_shape
+
+    def init(self, key: jax.Array) -> Params:
+        """Fresh parameters: LeCun-normal kernels (Flax's default), zero biases."""
+        params: Params = {}
+        for layer in self.spec.layers:
+            shapes = param_shapes(layer)
+            if not shapes:
+                continue
+            layer_key = jax.random.fold_in(key, layer.index)
+            weights = {"kernel": _kernel_init(layer_key, shapes["kernel"], jnp.float32)}
+            if "bias" in shapes:
+                weights["bias"] = jnp.zeros(shapes["bias"], jnp.float32)
+            params[layer.name] = weights
+        return params
+
+    def check_input(self, x: Any) -> None:
+        """Raise :class:`InputShapeError` unless ``x`` is a float batch of the spec's input shape."""
+        shape = tuple(getattr(x, "shape", ()))
+        expected = self.spec.input_shape
+        if len(shape) != len(expected) + 1 or shape[1:] != expected:
+            dims = ", ".join(str(n) for n in expected)
+            raise InputShapeError(
+                f"{self.spec.name} ({self.spec.source}) takes a batch of shape (batch, {dims}); got {shape}. "
+                "A single image needs a batch axis: x[None]"
+            )
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise InputShapeError(
+                f"{self.spec.name} takes floating-point input; got dtype {dtype}. "
+                "Scale uint8 images to [0, 1] floats first (x.astype('float32') / 255)"
+            )
+
+    def check_params(self, params: Params) -> None:
+        """Raise ``ValueError`` naming the layer when ``params`` lack a weight or have the wrong shape."""
+        for layer in self.spec.layers:
+            for field, shape in param_shapes(layer).items():
+                value = params.get(layer.name, {}).get(field) if isinstance(params, dict) else None
+                actual = tuple(getattr(value, "shape", ()))
+                if value is None or actual != shape:
+                    found = "nothing" if value is None else f"shape {actual}"
+                    raise ValueError(
+                        f"params['{layer.name}']['{field}'] should have shape {shape} for {self.spec.name}; found {found}"
+                    )
+
+    def _run(self, params: Params, x: jax.Array, *, final_activation: bool) -> jax.Array:
+        self.check_input(x)
+        self.check_params(params)
+        last = len(self.spec.layers) - 1
+        for layer in self.spec.layers:
+            x = _apply_layer(layer, params.get(layer.name, {}), x)
+            activation = getattr(layer, "activation", "linear")
+            if layer.index == last and activation == "softmax" and not final_activation:
+                continue
+            x = L.activation(activation)(x)
+        return x
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        """The network's output for a float NHWC batch, without a final softmax (logits)."""
+        return self._run(params, x, final_activation=False)
+
+    def predict(self, params: Params, x: jax.Array) -> jax.Array:
+        """The network's output with every activation the spec names, the final softmax included."""
+        return self._run(params, x, final_activation=True)
+
+    def summary(self) -> list[SummaryRow]:
+        """One row per layer: shapes, settings, weights and FLOPs per example."""
+        return [
+            SummaryRow(
+                index=layer.index,
+                name=layer.name,
+                type=layer.type,
+                input_shape=layer.input_shape,
+                output_shape=layer.output_shape,
+                settings=settings_text(layer),
+                params=param_count(layer),
+                flops=flops(layer),
+            )
+            for layer in self.spec.layers
+        ]
+
+    def param_count(self) -> int:
+        """Total number of weights."""
+        return sum(param_count(layer) for layer in self.spec.layers)
+
+
+def _apply_layer(layer: AnyLayer, weights: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    """One layer's linear part (the activation is applied by the caller)."""
+    if isinstance(layer, ConvLayer):
+        return L.conv2d(
+            x,
+            weights["kernel"],
+            weights.get("bias"),
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+        )
+    if isinstance(layer, PoolLayer):
+        if layer.type == "max_pool":
+            return L.max_pool(x, layer.size, layer.stride, layer.padding)
+        return L.avg_pool(x, layer.size, layer.stride, layer.padding, count_include_pad=bool(layer.count_include_pad))
+    if isinstance(layer, DenseLayer):
+        return L.dense(x, weights["kernel"], weights.get("bias"))
+    return L.flatten(x)
