@@ -202,14 +202,17 @@ def _describe(value: Any) -> str:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer as JSON Schema sees one: 5 or 5.0, but not 5.5 and not true/false."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def _int(ctx: _Context, value: Any, field: str, minimum: int, maximum: int) -> int:
     if not _is_int(value):
         raise ctx.error(f"must be an integer from {minimum} to {maximum}, got {_describe(value)}", field)
     if not minimum <= value <= maximum:
-        raise ctx.error(f"must be from {minimum} to {maximum}, got {value}", field)
+        raise ctx.error(f"must be from {minimum} to {maximum}, got {_describe(value)}", field)
     return int(value)
 
 
@@ -246,17 +249,28 @@ def _activation(ctx: _Context, value: Any, is_last: bool) -> str:
     return value
 
 
+def _integral(value: Any) -> Any:
+    """Integral floats (2.0) become ints, inside nested lists too, as JSON Schema treats them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _padding(ctx: _Context, value: Any, size: IntPair, stride: IntPair, dilation: IntPair, hw: IntPair) -> PaddingPairs:
+    value = _integral(value)
     if isinstance(value, str) and value not in ("valid", "same"):
-        raise ctx.error(f"must be {G.PADDING_FORMS}; got {_describe(value)}.{_suggest(value, ['valid', 'same'])}", "padding")
-    if isinstance(value, float) or isinstance(value, bool):
+        hint = _suggest(value.lower(), ["valid", "same"])
+        raise ctx.error(f"must be {G.PADDING_FORMS}; got {_describe(value)}.{hint}", "padding")
+    if isinstance(value, (bool, float)):
         raise ctx.error(f"must be {G.PADDING_FORMS}; got {_describe(value)}", "padding")
     try:
         pads = G.resolve_padding(value, size, stride, dilation, hw)
     except ValueError:
-        raise ctx.error(f"must be {G.PADDING_FORMS} (non-negative); got {_describe(value)}", "padding") from None
+        raise ctx.error(f"must be {G.PADDING_FORMS}, all non-negative; got {_describe(value)}", "padding") from None
     if max(max(pair) for pair in pads) > MAX_WINDOW:
-        raise ctx.error(f"padding must be at most {MAX_WINDOW} pixels a side, got {_describe(value)}", "padding")
+        raise ctx.error(f"must be at most {MAX_WINDOW} pixels a side, got {_describe(value)}", "padding")
     return pads
 
 
