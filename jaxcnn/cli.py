@@ -56,7 +56,7 @@ def summary_table(spec: NetworkSpec) -> str:
     right = {0, 5, 6}
 
     def fmt(line: tuple[str, ...]) -> str:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(fmt(header))
@@ -64,7 +64,10 @@ def summary_table(spec: NetworkSpec) -> str:
     if spec.description:
         lines.append(spec.description)
     lines += ["", fmt(header), rule, *(fmt(b) for b in body[:-1]), rule, fmt(body[-1])]
-    lines.append("settings: f = filter size, s = stride, p = (top,bottom),(left,right) padding; FLOPs per image = 2 x multiply-adds")
+    lines.append(
+        "settings: f = filter size, s = stride, p = (top,bottom),(left,right) padding; "
+        "FLOPs per image = 2 x multiply-adds"
+    )
     return "\n".join(lines)
 
 
@@ -86,7 +89,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             failures += 1
             print(f"error: {err}", file=sys.stderr)
             continue
-        print(f"ok: {path} ({spec.name}: {len(spec.layers)} layers, input {_shape(spec.input_shape)}, output {_shape(spec.output_shape)})")
+        print(
+            f"ok: {path} ({spec.name}: {len(spec.layers)} layers, "
+            f"input {_shape(spec.input_shape)}, output {_shape(spec.output_shape)})"
+        )
     return 1 if failures else 0
 
 

@@ -20,7 +20,7 @@ many further steps of ``s`` fit after that first position: a window that fits ex
 
 from __future__ import annotations
 
-import operator
+import numbers
 from collections.abc import Sequence
 from typing import Union
 
@@ -29,20 +29,13 @@ PaddingPairs = tuple[IntPair, IntPair]
 PaddingLike = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
 
 PADDING_FORMS = (
-    '"valid", "same", an int p (p on every side), [ph, pw] (per axis, both sides) '
-    "or [[top, bottom], [left, right]]"
+    '"valid", "same", an int p (p on every side), [ph, pw] (per axis, both sides) or [[top, bottom], [left, right]]'
 )
 
 
 def is_int(value: object) -> bool:
-    """True for Python and NumPy integers (anything with ``__index__``), but not for bools."""
-    if isinstance(value, bool):
-        return False
-    try:
-        operator.index(value)  # type: ignore[call-overload]
-    except TypeError:
-        return False
-    return not hasattr(value, "ndim") or value.ndim == 0  # type: ignore[attr-defined]
+    """True for Python and NumPy integers, but not for bools (``True`` is not a size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def as_pair(value: int | Sequence[int], what: str, minimum: int = 1) -> IntPair:
@@ -110,10 +103,7 @@ def resolve_padding(
         if all(is_int(v) for v in padding):
             ph, pw = (int(v) for v in padding)  # type: ignore[arg-type]
             pairs = ((ph, ph), (pw, pw))
-        elif all(
-            isinstance(v, (list, tuple)) and len(v) == 2 and all(is_int(x) for x in v)
-            for v in padding
-        ):
+        elif all(isinstance(v, (list, tuple)) and len(v) == 2 and all(is_int(x) for x in v) for v in padding):
             (t, b), (left, r) = ((int(x) for x in v) for v in padding)  # type: ignore[union-attr]
             pairs = ((t, b), (left, r))
         else:

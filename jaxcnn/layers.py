@@ -47,6 +47,7 @@ __all__ = [
     "resolve_padding",
 ]
 
+
 def _check_nhwc(x: Array, what: str) -> None:
     if x.ndim != 4:
         raise ValueError(
@@ -54,7 +55,9 @@ def _check_nhwc(x: Array, what: str) -> None:
         )
 
 
-def _check_fits(x_hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPairs, dilation: IntPair, what: str) -> None:
+def _check_fits(
+    x_hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPairs, dilation: IntPair, what: str
+) -> None:
     for axis, name in enumerate(("height", "width")):
         out = output_size(x_hw[axis], size[axis], stride[axis], *pads[axis], dilation[axis])
         if out < 1:
@@ -62,7 +65,8 @@ def _check_fits(x_hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPair
             raise ValueError(
                 f"{what}: the window of {size[axis]} (dilation {dilation[axis]}) does not fit the input "
                 f"{name} {x_hw[axis]} with padding ({lo}, {hi}): "
-                f"floor(({x_hw[axis]} + {lo} + {hi} - {dilation[axis] * (size[axis] - 1) + 1}) / {stride[axis]}) + 1 = {out}"
+                f"floor(({x_hw[axis]} + {lo} + {hi} - {dilation[axis] * (size[axis] - 1) + 1}) / {stride[axis]}) + 1 "
+                f"= {out}"
             )
 
 
@@ -142,9 +146,7 @@ def max_pool(
         init = jnp.array(-jnp.inf, x.dtype)
     else:
         init = jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
-    return lax.reduce_window(
-        x, init, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
-    )
+    return lax.reduce_window(x, init, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
 
 def avg_pool(

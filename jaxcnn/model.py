@@ -73,7 +73,11 @@ def settings_text(layer: AnyLayer) -> str:
     parts: list[str] = []
     if isinstance(layer, (ConvLayer, PoolLayer)):
         (top, bottom), (left, right) = layer.padding
-        parts += [f"f={_pair_text(layer.size)}", f"s={_pair_text(layer.stride)}", f"p=({top},{bottom}),({left},{right})"]
+        parts += [
+            f"f={_pair_text(layer.size)}",
+            f"s={_pair_text(layer.stride)}",
+            f"p=({top},{bottom}),({left},{right})",
+        ]
     if isinstance(layer, ConvLayer):
         if layer.dilation != (1, 1):
             parts.append(f"d={_pair_text(layer.dilation)}")
@@ -174,19 +178,23 @@ class Model:
                 if value is None or actual != shape:
                     found = "nothing" if value is None else f"shape {actual}"
                     raise ValueError(
-                        f"params['{layer.name}']['{field}'] should have shape {shape} for {self.spec.name}; found {found}"
+                        f"params['{layer.name}']['{field}'] should have shape {shape} for {self.spec.name}; "
+                        f"found {found}"
                     )
 
-    def _run(self, params: Params, x: jax.Array, *, final_activation: bool) -> jax.Array:
+    def _run(
+        self, params: Params, x: jax.Array, *, final_activation: bool, keep: dict[str, jax.Array] | None = None
+    ) -> jax.Array:
         self.check_input(x)
         self.check_params(params)
         last = len(self.spec.layers) - 1
         for layer in self.spec.layers:
             x = _apply_layer(layer, params.get(layer.name, {}), x)
             activation = getattr(layer, "activation", "linear")
-            if layer.index == last and activation == "softmax" and not final_activation:
-                continue
-            x = L.activation(activation)(x)
+            if not (layer.index == last and activation == "softmax" and not final_activation):
+                x = L.activation(activation)(x)
+            if keep is not None:
+                keep[layer.name] = x
         return x
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
@@ -196,6 +204,12 @@ class Model:
     def predict(self, params: Params, x: jax.Array) -> jax.Array:
         """The network's output with every activation the spec names, the final softmax included."""
         return self._run(params, x, final_activation=True)
+
+    def intermediates(self, params: Params, x: jax.Array) -> dict[str, jax.Array]:
+        """Every layer's output (after its activation), keyed by layer name, in order: feature maps."""
+        keep: dict[str, jax.Array] = {}
+        self._run(params, x, final_activation=True, keep=keep)
+        return keep
 
     def summary(self) -> list[SummaryRow]:
         """One row per layer: shapes, settings, weights and FLOPs per example."""

@@ -291,7 +291,8 @@ def _window_output(
             reach = d * (f - 1) + 1
             dilated = f" (dilation {d} makes it span {reach})" if d > 1 else ""
             raise ctx.error(
-                f"a {_shape_text(size)} {what}{dilated} does not fit the {_shape_text(hw)} input: along the {axis_name}, "
+                f"a {_shape_text(size)} {what}{dilated} does not fit the {_shape_text(hw)} input: "
+                f"along the {axis_name}, "
                 f"floor((n + p_lo + p_hi - f) / s) + 1 = floor(({n} + {lo} + {hi} - {reach}) / {s}) + 1 = {o}, "
                 "but it must be at least 1. Use a smaller size or more padding",
                 "size",
@@ -300,7 +301,9 @@ def _window_output(
     return (out[0], out[1])
 
 
-def _check_keys(ctx: _Context, obj: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], what: str) -> None:
+def _check_keys(
+    ctx: _Context, obj: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], what: str
+) -> None:
     for key in obj:
         if key not in allowed:
             raise ctx.error(
@@ -313,7 +316,7 @@ def _check_keys(ctx: _Context, obj: Mapping[str, Any], allowed: tuple[str, ...],
 
 def _layer_type(ctx: _Context, raw: Any) -> str:
     if not isinstance(raw, dict):
-        raise ctx.error(f"each layer must be a JSON object like {{\"type\": \"conv\", ...}}, got {_describe(raw)}")
+        raise ctx.error(f'each layer must be a JSON object like {{"type": "conv", ...}}, got {_describe(raw)}')
     if "type" not in raw:
         raise ctx.error(f"missing required field 'type'; allowed types: {', '.join(LAYER_FIELDS)}", "type")
     kind = raw["type"]
@@ -323,10 +326,12 @@ def _layer_type(ctx: _Context, raw: Any) -> str:
     return kind
 
 
-def _resolve_layer(ctx: _Context, raw: dict[str, Any], kind: str, shape: Shape, is_last: bool) -> AnyLayer:
+def _resolve_layer(
+    ctx: _Context, raw: dict[str, Any], index: int, name: str, kind: str, shape: Shape, is_last: bool
+) -> AnyLayer:
     """Validate one layer's fields against its input shape and compute its output shape."""
     _check_keys(ctx, raw, LAYER_FIELDS[kind], REQUIRED_LAYER_FIELDS[kind], f"a {kind} layer")
-    common = {"index": ctx.index, "name": ctx.name, "type": kind, "input_shape": shape}
+    common: dict[str, Any] = {"index": index, "name": name, "type": kind, "input_shape": shape}
     if kind == "dense":
         if len(shape) != 1:
             raise ctx.error(
@@ -357,7 +362,8 @@ def _resolve_layer(ctx: _Context, raw: dict[str, Any], kind: str, shape: Shape, 
         groups = _int(ctx, raw.get("groups", 1), "groups", 1, MAX_WIDTH)
         if shape[2] % groups or filters % groups:
             raise ctx.error(
-                f"groups={groups} must divide both the input channels ({shape[2]}) and the filters ({filters})", "groups"
+                f"groups={groups} must divide both the input channels ({shape[2]}) and the filters ({filters})",
+                "groups",
             )
         pads = _padding(ctx, raw.get("padding", "valid"), size, stride, dilation, hw)
         out_hw = _window_output(ctx, hw, size, stride, pads, dilation, "filter")
@@ -417,7 +423,9 @@ def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
         raise ctx.error(f"a spec must be a JSON object with {', '.join(REQUIRED_TOP_LEVEL)}, got {_describe(data)}")
     _check_keys(ctx, data, tuple(TOP_LEVEL_FIELDS), REQUIRED_TOP_LEVEL, "a spec")
     if data["format"] != FORMAT:
-        raise ctx.error(f"must be {FORMAT!r} (the only version this jaxcnn reads), got {_describe(data['format'])}", "format")
+        raise ctx.error(
+            f"must be {FORMAT!r} (the only version this jaxcnn reads), got {_describe(data['format'])}", "format"
+        )
     default_name = Path(source).stem if source != "<spec>" else "network"
     name = data.get("name", default_name)
     description = data.get("description", "")
@@ -448,10 +456,12 @@ def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
         if layer_name in seen_names:
             raise ctx.error(f"the name {layer_name!r} is already used by layers[{seen_names[layer_name]}]", "name")
         seen_names[layer_name] = index
-        layer = _resolve_layer(ctx, raw, kind, shape, index == len(raw_layers) - 1)
+        layer = _resolve_layer(ctx, raw, index, layer_name, kind, shape, index == len(raw_layers) - 1)
         resolved.append(layer)
         shape = layer.output_shape
-    return NetworkSpec(name=name, description=description, input_shape=input_shape, layers=tuple(resolved), source=source)
+    return NetworkSpec(
+        name=name, description=description, input_shape=input_shape, layers=tuple(resolved), source=source
+    )
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -473,13 +483,17 @@ def loads_spec(text: str | bytes, source: str = "<spec>") -> NetworkSpec:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise SpecError(f"is not UTF-8 text (byte {text[err.start]:#04x} at offset {err.start})", source=source) from None
+            raise SpecError(
+                f"is not UTF-8 text (byte {text[err.start]:#04x} at offset {err.start})", source=source
+            ) from None
     if not text.strip():
         raise SpecError("is empty; a spec is a JSON object with format, input and layers", source=source)
     try:
         data = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
-        raise SpecError(f"is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}", source=source) from None
+        raise SpecError(
+            f"is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}", source=source
+        ) from None
     except (ValueError, RecursionError) as err:
         raise SpecError(f"is not valid JSON: {err}", source=source) from None
     return parse_spec(data, source)

@@ -54,29 +54,29 @@ def conv2d_ref(
     return out
 
 
-def _windows(h: int, w: int, size: tuple[int, int], stride: tuple[int, int], pads: Pairs):
-    """Yield (i, j, rows, cols) with the window's in-image rows and cols and its full size."""
-    oh = (h + sum(pads[0]) - size[0]) // stride[0] + 1
-    ow = (w + sum(pads[1]) - size[1]) // stride[1] + 1
-    for i in range(oh):
-        for j in range(ow):
-            top = i * stride[0] - pads[0][0]
-            left = j * stride[1] - pads[1][0]
-            rows = [r for r in range(top, top + size[0]) if 0 <= r < h]
-            cols = [c for c in range(left, left + size[1]) if 0 <= c < w]
-            yield i, j, rows, cols, oh, ow
+def _out_size(h: int, w: int, size: tuple[int, int], stride: tuple[int, int], pads: Pairs) -> tuple[int, int]:
+    return (h + sum(pads[0]) - size[0]) // stride[0] + 1, (w + sum(pads[1]) - size[1]) // stride[1] + 1
+
+
+def _window(i: int, j: int, h: int, w: int, size: tuple[int, int], stride: tuple[int, int], pads: Pairs):
+    """The in-image rows and columns of output (i, j)'s window."""
+    top = i * stride[0] - pads[0][0]
+    left = j * stride[1] - pads[1][0]
+    rows = [r for r in range(top, top + size[0]) if 0 <= r < h]
+    cols = [c for c in range(left, left + size[1]) if 0 <= c < w]
+    return rows, cols
 
 
 def max_pool_ref(x: np.ndarray, size: tuple[int, int], stride: tuple[int, int], pads: Pairs) -> np.ndarray:
     """Max over each window; padded positions never win."""
     n, h, w, c = x.shape
-    results = {}
-    oh = ow = 0
-    for i, j, rows, cols, oh, ow in _windows(h, w, size, stride, pads):
-        results[i, j] = x[:, rows][:, :, cols].max(axis=(1, 2)) if rows and cols else np.full((n, c), -np.inf)
-    out = np.zeros((n, oh, ow, c))
-    for (i, j), v in results.items():
-        out[:, i, j] = v
+    oh, ow = _out_size(h, w, size, stride, pads)
+    out = np.full((n, oh, ow, c), -np.inf)
+    for i in range(oh):
+        for j in range(ow):
+            rows, cols = _window(i, j, h, w, size, stride, pads)
+            if rows and cols:
+                out[:, i, j] = x[:, rows][:, :, cols].max(axis=(1, 2))
     return out
 
 
@@ -85,13 +85,11 @@ def avg_pool_ref(
 ) -> np.ndarray:
     """Mean over each window, dividing by the full window or by the in-image pixels."""
     n, h, w, c = x.shape
-    results = {}
-    oh = ow = 0
-    for i, j, rows, cols, oh, ow in _windows(h, w, size, stride, pads):
-        total = x[:, rows][:, :, cols].sum(axis=(1, 2))
-        count = size[0] * size[1] if count_include_pad else len(rows) * len(cols)
-        results[i, j] = total / count
+    oh, ow = _out_size(h, w, size, stride, pads)
     out = np.zeros((n, oh, ow, c))
-    for (i, j), v in results.items():
-        out[:, i, j] = v
+    for i in range(oh):
+        for j in range(ow):
+            rows, cols = _window(i, j, h, w, size, stride, pads)
+            total = x[:, rows][:, :, cols].sum(axis=(1, 2))
+            out[:, i, j] = total / (size[0] * size[1] if count_include_pad else len(rows) * len(cols))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,18 +12,19 @@ from jaxcnn import layers as L
 from jaxcnn.geometry import output_size, resolve_padding
 from jaxcnn.model import Model, param_count
 from jaxcnn.spec import load_spec, parse_spec
+
 from conftest import SPECS_DIR
 
 ARTICLE_IMAGE = [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]
 ARTICLE_FILTER = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
 
 
-def nhwc(rows: list[list[float]] | np.ndarray) -> jnp.ndarray:
+def nhwc(rows: Any) -> jnp.ndarray:
     a = jnp.asarray(rows, jnp.float32)
     return a[None, :, :, None]
 
 
-def hwio(rows: list[list[float]] | np.ndarray) -> jnp.ndarray:
+def hwio(rows: Any) -> jnp.ndarray:
     return jnp.asarray(rows, jnp.float32)[:, :, None, None]
 
 
@@ -44,7 +47,9 @@ def test_vertical_edge_filter_lights_up_the_edge():
 
 
 def test_rgb_3x3x3_filter_plus_bias_is_28_weights():
-    spec = parse_spec({"format": "jaxcnn.spec/1", "input": [6, 6, 3], "layers": [{"type": "conv", "filters": 1, "size": 3}]})
+    spec = parse_spec(
+        {"format": "jaxcnn.spec/1", "input": [6, 6, 3], "layers": [{"type": "conv", "filters": 1, "size": 3}]}
+    )
     assert param_count(spec.layers[0]) == 28
 
 
@@ -59,8 +64,17 @@ def test_padding_6x6_with_3x3_filter_valid_4x4_same_6x6():
 
 @pytest.mark.parametrize(
     ("n", "f", "s", "p", "expected"),
-    [(39, 3, 1, 0, 37), (37, 5, 2, 0, 17), (17, 5, 2, 0, 7), (32, 5, 1, 0, 28), (28, 2, 2, 0, 14), (7, 3, 2, 0, 3),
-     (6, 3, 1, 1, 6), (28, 5, 1, 2, 28), (5, 5, 1, 0, 1)],
+    [
+        (39, 3, 1, 0, 37),
+        (37, 5, 2, 0, 17),
+        (17, 5, 2, 0, 7),
+        (32, 5, 1, 0, 28),
+        (28, 2, 2, 0, 14),
+        (7, 3, 2, 0, 3),
+        (6, 3, 1, 1, 6),
+        (28, 5, 1, 2, 28),
+        (5, 5, 1, 0, 1),
+    ],
 )
 def test_output_size_formula(n, f, s, p, expected):
     assert output_size(n, f, s, p, p) == expected
@@ -130,7 +144,9 @@ def test_same_padding_puts_the_extra_pixel_on_the_high_side():
 
 def test_max_pool_same_stride_2_exact():
     x = np.arange(25, dtype=np.float32).reshape(5, 5)
-    np.testing.assert_array_equal(plane(L.max_pool(nhwc(x), 2, padding="same")), [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+    np.testing.assert_array_equal(
+        plane(L.max_pool(nhwc(x), 2, padding="same")), [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
+    )
 
 
 def test_max_pool_padding_never_wins_even_for_negative_inputs():

@@ -27,8 +27,9 @@ def test_conv_matches_flax(padding, stride, dilation, groups):
     variables = jax.tree_util.tree_map(lambda v: v + 0.1, variables)  # non-zero bias too
     params = variables["params"]
     expected = module.apply(variables, x)
-    got = L.conv2d(x, params["kernel"], params["bias"], stride=stride, padding=_ours(padding), dilation=dilation,
-                   groups=groups)
+    got = L.conv2d(
+        x, params["kernel"], params["bias"], stride=stride, padding=_ours(padding), dilation=dilation, groups=groups
+    )
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 

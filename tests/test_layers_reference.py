@@ -9,6 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 from jaxcnn import layers as L
+
 from reference import avg_pool_ref, conv2d_ref, max_pool_ref, same_pads
 
 CASES = 24
@@ -100,8 +101,12 @@ def test_avg_pool_matches_numpy_loops(seed, include):
 def test_conv2d_gradients(seed):
     x, w, b, kw = _conv_case(seed)
     with jax.enable_x64(True):
-        check_grads(lambda x, w, b: L.conv2d(x, w, b, **kw), (jnp.asarray(x), jnp.asarray(w), jnp.asarray(b)),
-                    order=2, modes=["fwd", "rev"])
+        check_grads(
+            lambda x, w, b: L.conv2d(x, w, b, **kw),
+            (jnp.asarray(x), jnp.asarray(w), jnp.asarray(b)),
+            order=2,
+            modes=["fwd", "rev"],
+        )
 
 
 def test_conv2d_kernel_gradient_matches_numpy_finite_differences():

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from jaxcnn.spec import SpecError, load_spec, loads_spec, parse_spec
+
 from conftest import NETWORK_SPECS, SPECS_DIR
 
 SCHEMA = json.loads((SPECS_DIR / "schema.json").read_text())
@@ -64,10 +65,25 @@ CASES: list[tuple[str, Any, list[str], bool]] = [
     ("layers not a list", top(layers={"type": "conv"}), ["field 'layers'"], True),
     ("layer not an object", top(layers=["conv"]), ["layers[0]", "JSON object"], True),
     ("missing type", without(0, "type"), ["layers[0]", "field 'type'", "missing"], True),
-    ("misspelt type", with_layer(1, type="maxpool"), ["layers[1]", "unknown layer type", "Did you mean 'max_pool'?"], True),
+    (
+        "misspelt type",
+        with_layer(1, type="maxpool"),
+        ["layers[1]", "unknown layer type", "Did you mean 'max_pool'?"],
+        True,
+    ),
     ("type not a string", with_layer(1, type=2), ["layers[1]", "unknown layer type 2"], True),
-    ("unknown key", with_layer(0, filtres=8), ["layers[0] (conv 'conv1')", "field 'filtres'", "Did you mean 'filters'?"], True),
-    ("kernel_size alias", with_layer(0, kernel_size=5), ["field 'kernel_size'", "allowed: type, name, filters, size"], True),
+    (
+        "unknown key",
+        with_layer(0, filtres=8),
+        ["layers[0] (conv 'conv1')", "field 'filtres'", "Did you mean 'filters'?"],
+        True,
+    ),
+    (
+        "kernel_size alias",
+        with_layer(0, kernel_size=5),
+        ["field 'kernel_size'", "allowed: type, name, filters, size"],
+        True,
+    ),
     ("missing filters", without(0, "filters"), ["layers[0]", "missing required field 'filters'"], True),
     ("missing units", without(5, "units"), ["layers[5] (dense 'dense1')", "field 'units'"], True),
     ("negative stride", with_layer(0, stride=-1), ["layers[0] (conv 'conv1')", "field 'stride'", "from 1 to"], True),
@@ -84,28 +100,77 @@ CASES: list[tuple[str, Any, list[str], bool]] = [
     ("unknown activation", with_layer(0, activation="rleu"), ["field 'activation'", "Did you mean 'relu'?"], True),
     ("use_bias not bool", with_layer(0, use_bias="yes"), ["field 'use_bias'", "true or false"], True),
     ("bad layer name", with_layer(0, name="conv 1"), ["field 'name'", "letter or _"], True),
-    ("unknown pool key", with_layer(1, count_include_pad=True), ["layers[1] (max_pool 'pool1')", "count_include_pad"], True),
+    (
+        "unknown pool key",
+        with_layer(1, count_include_pad=True),
+        ["layers[1] (max_pool 'pool1')", "count_include_pad"],
+        True,
+    ),
     # Only the loader can see these: they depend on shapes, order or the whole list.
-    ("window larger than input", tiny({"type": "conv", "filters": 2, "size": 5}),
-     ["layers[0] (conv 'conv1')", "field 'size'", "a 5x5 filter does not fit the 4x4 input", "floor((4 + 0 + 0 - 5) / 1) + 1 = 0"],
-     False),
-    ("pool too large late in the net", with_layer(3, size=11),
-     ["layers[3] (max_pool 'pool2')", "11x11 pooling window does not fit the 10x10 input", "floor((10 + 0 + 0 - 11) / 2) + 1 = 0"],
-     False),
-    ("dilation too wide", tiny({"type": "conv", "filters": 1, "size": 3, "dilation": 2}),
-     ["dilation 2 makes it span 5", "does not fit"], False),
-    ("dense before flatten", tiny({"type": "dense", "units": 3}),
-     ["layers[0] (dense 'dense1')", "needs a flat input", "4x4x1", "add {\"type\": \"flatten\"}"], False),
-    ("conv after flatten", tiny({"type": "flatten"}, {"type": "conv", "filters": 1, "size": 1}),
-     ["layers[1] (conv 'conv1')", "already flat", "16 features"], False),
-    ("flatten twice", tiny({"type": "flatten"}, {"type": "flatten"}), ["layers[1] (flatten 'flatten2')", "already flat"], False),
-    ("softmax not last", with_layer(5, activation="softmax"),
-     ["layers[5] (dense 'dense1')", "field 'activation'", "only on the last layer"], False),
+    (
+        "window larger than input",
+        tiny({"type": "conv", "filters": 2, "size": 5}),
+        [
+            "layers[0] (conv 'conv1')",
+            "field 'size'",
+            "a 5x5 filter does not fit the 4x4 input",
+            "floor((4 + 0 + 0 - 5) / 1) + 1 = 0",
+        ],
+        False,
+    ),
+    (
+        "pool too large late in the net",
+        with_layer(3, size=11),
+        [
+            "layers[3] (max_pool 'pool2')",
+            "11x11 pooling window does not fit the 10x10 input",
+            "floor((10 + 0 + 0 - 11) / 2) + 1 = 0",
+        ],
+        False,
+    ),
+    (
+        "dilation too wide",
+        tiny({"type": "conv", "filters": 1, "size": 3, "dilation": 2}),
+        ["dilation 2 makes it span 5", "does not fit"],
+        False,
+    ),
+    (
+        "dense before flatten",
+        tiny({"type": "dense", "units": 3}),
+        ["layers[0] (dense 'dense1')", "needs a flat input", "4x4x1", 'add {"type": "flatten"}'],
+        False,
+    ),
+    (
+        "conv after flatten",
+        tiny({"type": "flatten"}, {"type": "conv", "filters": 1, "size": 1}),
+        ["layers[1] (conv 'conv1')", "already flat", "16 features"],
+        False,
+    ),
+    (
+        "flatten twice",
+        tiny({"type": "flatten"}, {"type": "flatten"}),
+        ["layers[1] (flatten 'flatten2')", "already flat"],
+        False,
+    ),
+    (
+        "softmax not last",
+        with_layer(5, activation="softmax"),
+        ["layers[5] (dense 'dense1')", "field 'activation'", "only on the last layer"],
+        False,
+    ),
     ("duplicate names", with_layer(2, name="conv1"), ["layers[2]", "field 'name'", "already used by layers[0]"], False),
-    ("groups do not divide", tiny({"type": "conv", "filters": 3, "size": 1, "groups": 2}, input_shape=[4, 4, 2]),
-     ["field 'groups'", "must divide both the input channels (2) and the filters (3)"], False),
-    ("padded avg_pool without count_include_pad", tiny({"type": "avg_pool", "size": 2, "padding": 1}),
-     ["layers[0] (avg_pool 'pool1')", "field 'count_include_pad'", "PyTorch", "Keras"], False),
+    (
+        "groups do not divide",
+        tiny({"type": "conv", "filters": 3, "size": 1, "groups": 2}, input_shape=[4, 4, 2]),
+        ["field 'groups'", "must divide both the input channels (2) and the filters (3)"],
+        False,
+    ),
+    (
+        "padded avg_pool without count_include_pad",
+        tiny({"type": "avg_pool", "size": 2, "padding": 1}),
+        ["layers[0] (avg_pool 'pool1')", "field 'count_include_pad'", "PyTorch", "Keras"],
+        False,
+    ),
 ]
 
 

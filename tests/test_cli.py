@@ -1,0 +1,66 @@
+"""The jaxcnn command, run as a user runs it: in a subprocess, reading stdout, stderr and the exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, SPECS_DIR
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxcnn", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_summary_json_article_lenet():
+    result = run("summary", "specs/article_lenet.json", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    shapes = [row["output_shape"] for row in data["layers"]]
+    assert shapes == [[28, 28, 8], [14, 14, 8], [10, 10, 16], [5, 5, 16], [400], [120], [84], [10]]
+    assert data["totals"]["params"] == 62_958
+    assert all({"name", "type", "output_shape", "params", "flops"} <= set(row) for row in data["layers"])
+
+
+def test_summary_json_worked_example():
+    data = json.loads(run("summary", "specs/article_worked_example.json", "--json").stdout)
+    assert [row["output_shape"] for row in data["layers"]][:4] == [[37, 37, 10], [17, 17, 20], [7, 7, 40], [1960]]
+
+
+def test_summary_table_shows_resolved_padding_and_totals():
+    result = run("summary", "specs/lenet_mnist.json")
+    assert result.returncode == 0
+    assert "p=(2,2),(2,2)" in result.stdout
+    assert "28x28x8" in result.stdout
+    assert "62,558" in result.stdout
+
+
+def test_validate_ok_and_bad(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "format": "jaxcnn.spec/1",
+                "input": [28, 28, 1],
+                "layers": [{"type": "conv", "filters": 4, "size": 3, "strides": 2}],
+            }
+        )
+    )
+    good = run("validate", *(str(p) for p in sorted(SPECS_DIR.glob("*_*.json"))))
+    assert good.returncode == 0, good.stderr
+    result = run("validate", str(SPECS_DIR / "lenet_mnist.json"), str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "layers[0] (conv 'conv1')" in result.stderr and "field 'strides'" in result.stderr
+    assert "Did you mean 'stride'?" in result.stderr
+    assert "ok: " in result.stdout
+
+
+def test_summary_of_missing_file_is_one_line_not_a_traceback(tmp_path):
+    result = run("summary", str(tmp_path / "missing.json"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "missing.json: no such file" in result.stderr
