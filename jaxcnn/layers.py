@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxcnn.geometry import (
@@ -142,10 +143,11 @@ def max_pool(
     so a padded pixel is never the maximum.
     """
     window, strides, pads = _pool_setup(x, size, stride, padding, "max_pool")
+    # A NumPy (not JAX) init value: reduce_window is differentiable only with a known constant.
     if jnp.issubdtype(x.dtype, jnp.floating):
-        init = jnp.array(-jnp.inf, x.dtype)
+        init = np.array(-np.inf, x.dtype)
     else:
-        init = jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
+        init = np.array(np.iinfo(x.dtype).min, x.dtype)
     return lax.reduce_window(x, init, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
 
@@ -164,7 +166,7 @@ def avg_pool(
     changes every border output whenever there is padding.
     """
     window, strides, pads = _pool_setup(x, size, stride, padding, "avg_pool")
-    zero = jnp.array(0, x.dtype)
+    zero = np.array(0, x.dtype)
     all_pads = ((0, 0), *pads, (0, 0))
     dims, steps = (1, *window, 1), (1, *strides, 1)
     total = lax.reduce_window(x, zero, lax.add, dims, steps, all_pads)

@@ -166,3 +166,12 @@ def test_activations_and_dense():
 def test_layer_errors_are_clear(call, fragment):
     with pytest.raises(ValueError, match=fragment):
         call()
+
+
+def test_pool_gradients_under_jit():
+    """reduce_window needs a constant init value to be differentiable inside jit."""
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+    g_max = jax.jit(jax.grad(lambda x: L.max_pool(x, 2).sum()))(x)
+    g_avg = jax.jit(jax.grad(lambda x: L.avg_pool(x, 2, padding=1, count_include_pad=False).sum()))(x)
+    assert float(g_max.sum()) == 2 * 3 * 3 * 3  # one max per window gets the gradient
+    assert g_avg.shape == x.shape

@@ -1,0 +1,65 @@
+"""Checkpoints with orbax: one per epoch, keeping the latest and the best (by test accuracy).
+
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a crash
+or a kill in the middle of a save leaves the previous checkpoints intact and loadable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+BEST_METRIC = "test_accuracy"
+
+
+class Checkpoints:
+    """The checkpoints of one run directory (``RUN/checkpoints/<epoch>``)."""
+
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
+        policy = checkpoint_managers.AnyPreservationPolicy(
+            [
+                checkpoint_managers.LatestN(n=1),
+                checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=False,
+            best_fn=lambda m: m[BEST_METRIC],  # what best_step() ranks by
+            best_mode="max",
+            preservation_policy=policy,
+            create=create,
+        )
+        self.directory = directory.absolute()
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, epoch: int, state: Any, metrics: dict[str, float]) -> None:
+        """Save ``state`` (any pytree) as ``epoch``, with the metrics that decide the best one."""
+        self._manager.save(epoch, args=ocp.args.StandardSave(state), metrics=metrics)
+        self._manager.wait_until_finished()
+
+    def latest_epoch(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_epoch(self) -> int | None:
+        return self._manager.best_step()
+
+    def epochs(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def restore(self, epoch: int, like: Any) -> Any:
+        """Restore ``epoch`` into the structure of ``like`` (arrays or ShapeDtypeStructs)."""
+        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
+        return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+    def restore_params(self, epoch: int) -> Any:
+        """Only the ``params`` of ``epoch`` (no optimizer state needed), as NumPy arrays."""
+        restored = self._manager.restore(epoch, args=ocp.args.StandardRestore())
+        return jax.tree_util.tree_map(np.asarray, restored["params"])
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,356 @@
+"""Run directories: train into one, resume one, load one for prediction.
+
+A run directory holds ``config.json`` (spec, data set, preprocessing, hyperparameters, library
+versions, devices), ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (orbax: the latest
+and the best epoch) and ``curves.png``. Files are written to a temporary name and renamed, so
+a crash never leaves half a file, and an existing run is never replaced without ``overwrite``.
+Everything that can fail (spec, data, compilation) is checked before the directory is touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcnn.checkpoint import Checkpoints
+from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
+from jaxcnn.model import Model, Params
+from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
+from jaxcnn.train import EpochResult, TrainConfig, Trainer, TrainState
+
+RUN_FORMAT = "jaxcnn.run/1"
+
+
+class RunError(Exception):
+    """A run directory that cannot be created, resumed or loaded; the message says what to do."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("jaxcnn", "jax", "jaxlib", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.json``, or a RunError saying what is wrong."""
+    path = run_dir / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run_dir}: not a jaxcnn run directory (no config.json)") from None
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: unreadable ({err}); the run cannot be resumed or loaded") from None
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise RunError(f"{path}: not a {RUN_FORMAT} config")
+    return config
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Every epoch's metrics recorded so far (an absent file is an empty list)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def spec_from_config(config: dict[str, Any], run_dir: Path) -> NetworkSpec:
+    return parse_spec(config["spec"], f"{run_dir / 'config.json'}: spec")
+
+
+@dataclass
+class RunResult:
+    """What a training run produced (also on disk in the run directory)."""
+
+    run_dir: Path | None
+    metrics: list[dict[str, float]]
+    params: Params
+    compile_seconds: float
+    data_seconds: float
+    wall_seconds: float
+    steps_per_epoch: int
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_test_accuracy(self) -> float:
+        return max((m["test_accuracy"] for m in self.metrics), default=0.0)
+
+
+def _print_epoch(result: EpochResult, epochs: int) -> None:
+    print(
+        f"epoch {result.epoch:>3}/{epochs}  train loss {result.train_loss:.4f} acc {100 * result.train_accuracy:6.2f}%"
+        f"  test loss {result.test_loss:.4f} acc {100 * result.test_accuracy:6.2f}%"
+        f"  {result.seconds:6.2f} s  {result.images_per_second:>9,.0f} img/s",
+        flush=True,
+    )
+
+
+def train_run(
+    spec: NetworkSpec | str | Path,
+    dataset: str | Dataset,
+    config: TrainConfig,
+    out: str | Path | None,
+    *,
+    data_dir: str | Path | None = None,
+    pad: bool = False,
+    grey_to_rgb: bool = False,
+    normalize: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    verbose: bool = True,
+    stop_at_accuracy: float | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> RunResult:
+    """Train ``spec`` on ``dataset`` into the run directory ``out`` (None: keep nothing on disk).
+
+    ``stop_at_accuracy`` ends the run after the first epoch whose test accuracy reaches it.
+    """
+    started = time.perf_counter()
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise RunError(
+            f"{run_dir}: already exists and is not empty. Pass --resume {run_dir} to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+    if not isinstance(spec, NetworkSpec):
+        spec = load_spec(spec)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    preprocess = plan_preprocess(data, spec.input_shape, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
+    _check_classes(spec, data)
+    data_seconds = time.perf_counter() - started
+    record = {
+        "format": RUN_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "spec": json.loads(Path(spec.source).read_text()) if Path(spec.source).is_file() else None,
+        "spec_source": spec.source,
+        "dataset": {
+            "name": data.name,
+            "source": data.source,
+            "class_names": list(data.class_names),
+            "image_shape": list(data.image_shape),
+            "train_count": len(data.train_images),
+            "test_count": len(data.test_images),
+        },
+        "preprocess": preprocess.to_dict(),
+        "train": config.to_dict(),
+        "versions": _versions(),
+        "devices": [str(d) for d in jax.devices()],
+        "command": sys.argv,
+    }
+    if record["spec"] is None:
+        raise RunError(f"the spec {spec.source!r} must be a file so the run can record it; use load_spec(path)")
+    return _run(spec, data, preprocess, config, run_dir, record, 0, [], None, progress, verbose, stop_at_accuracy,
+                on_epoch, started, data_seconds, overwrite)  # fmt: skip
+
+
+def resume_run(
+    out: str | Path,
+    *,
+    epochs: int | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+) -> RunResult:
+    """Continue the run in ``out`` from its latest complete checkpoint, up to ``epochs`` (default: as configured).
+
+    The continued run's final parameters equal those of an uninterrupted run with the same seed.
+    """
+    started = time.perf_counter()
+    run_dir = Path(out)
+    record = read_config(run_dir)
+    spec = spec_from_config(record, run_dir)
+    train = dict(record["train"])
+    if epochs is not None:
+        train["epochs"] = epochs
+    config = TrainConfig.from_dict(train)
+    record["train"] = config.to_dict()
+    data = load_dataset(record["dataset"]["name"], data_dir)
+    preprocess = Preprocess.from_dict(record["preprocess"])
+    data_seconds = time.perf_counter() - started
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    latest = checkpoints.latest_epoch()
+    metrics = [m for m in read_metrics(run_dir) if latest is not None and m["epoch"] <= latest]
+    return _run(spec, data, preprocess, config, run_dir, record, latest or 0, metrics, checkpoints, progress,
+                verbose, None, None, started, data_seconds, False)  # fmt: skip
+
+
+def _check_classes(spec: NetworkSpec, data: Dataset) -> None:
+    if spec.output_shape != (data.num_classes,):
+        raise RunError(
+            f"{spec.source}: the network ends in {'x'.join(map(str, spec.output_shape))} outputs but {data.name} has "
+            f"{data.num_classes} classes; make the last layer a dense layer of {data.num_classes} units"
+        )
+
+
+def _run(
+    spec: NetworkSpec,
+    data: Dataset,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    run_dir: Path | None,
+    record: dict[str, Any],
+    done_epochs: int,
+    metrics: list[dict[str, float]],
+    checkpoints: Checkpoints | None,
+    progress: bool,
+    verbose: bool,
+    stop_at_accuracy: float | None,
+    on_epoch: Callable[[EpochResult], None] | None,
+    started: float,
+    data_seconds: float,
+    overwrite: bool,
+) -> RunResult:
+    model = Model(spec)
+    trainer = Trainer(
+        model,
+        config,
+        preprocess,
+        preprocess.fit(data.train_images),
+        data.train_labels,
+        preprocess.fit(data.test_images),
+        data.test_labels,
+    )
+    state = trainer.init_state()
+    if checkpoints is not None and done_epochs:
+        restored = checkpoints.restore(done_epochs, state._asdict())
+        state = TrainState(**restored)
+    compile_seconds = trainer.compile(state)
+    if verbose:
+        print(
+            f"{spec.name} on {data.name} ({data.source}): {len(data.train_images):,} train / "
+            f"{len(data.test_images):,} test images, {trainer.steps_per_epoch} steps of {config.batch_size} "
+            f"per epoch; data {data_seconds:.2f} s, compile {compile_seconds:.2f} s",
+            flush=True,
+        )
+    if run_dir is not None:
+        if overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)  # only now: everything that could fail on bad input has been checked
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        if checkpoints is None:
+            checkpoints = Checkpoints(run_dir / "checkpoints")
+    stopped_early = False
+    for epoch in range(done_epochs + 1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        bar = _progress_bar(progress, trainer.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
+        state, train_loss, train_acc = trainer.run_epoch(state, epoch, bar.update if bar else None)
+        seconds = time.perf_counter() - epoch_start
+        if bar:
+            bar.close()
+        eval_start = time.perf_counter()
+        test_loss, test_acc, _ = trainer.evaluate(state.params)
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            seconds=seconds,
+            images_per_second=trainer.steps_per_epoch * config.batch_size / seconds,
+            eval_seconds=time.perf_counter() - eval_start,
+        )
+        metrics.append(result.to_dict())
+        if run_dir is not None and checkpoints is not None:
+            checkpoints.save(epoch, state._asdict(), {"test_accuracy": test_acc})
+            write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        if verbose:
+            _print_epoch(result, config.epochs)
+        if on_epoch is not None:
+            on_epoch(result)
+        if stop_at_accuracy is not None and test_acc >= stop_at_accuracy:
+            stopped_early = True
+            break
+    if run_dir is not None and metrics:
+        from jaxcnn.plots import plot_curves
+
+        plot_curves(metrics, run_dir / "curves.png", f"{spec.name} on {data.name}")
+    params = jax.device_get(state.params)
+    return RunResult(
+        run_dir=run_dir,
+        metrics=metrics,
+        params=params,
+        compile_seconds=compile_seconds,
+        data_seconds=data_seconds,
+        wall_seconds=time.perf_counter() - started,
+        steps_per_epoch=trainer.steps_per_epoch,
+        stopped_early=stopped_early,
+    )
+
+
+def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
+
+
+class Run:
+    """A trained run loaded for use: ``model``, ``params`` (best epoch), ``class_names``, ``predict``."""
+
+    def __init__(self, run_dir: str | Path, which: str = "best") -> None:
+        self.run_dir = Path(run_dir)
+        self.config = read_config(self.run_dir)
+        self.model = Model(spec_from_config(self.config, self.run_dir))
+        self.class_names: tuple[str, ...] = tuple(self.config["dataset"]["class_names"])
+        self.preprocess = Preprocess.from_dict(self.config["preprocess"])
+        self.image_shape = tuple(self.config["dataset"]["image_shape"])
+        checkpoints = Checkpoints(self.run_dir / "checkpoints", create=False)
+        epoch = checkpoints.best_epoch() if which == "best" else checkpoints.latest_epoch()
+        if epoch is None:
+            raise RunError(f"{self.run_dir}: has no complete checkpoint yet; train it (or resume it) first")
+        self.epoch = epoch
+        self.params: Params = checkpoints.restore_params(epoch)
+        self.model.check_params(self.params)
+        self._predict = jax.jit(lambda p, x: self.model.predict(p, self.preprocess.to_float(x)))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x classes) for uint8 NHWC images of the spec's input shape.
+
+        Images of the data set's original shape are accepted too when the run padded or
+        converted them (for example 28x28x1 digits for a 32x32x3 spec).
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ValueError(f"predict takes uint8 images (0-255); got dtype {images.dtype}")
+        if images.ndim == 4 and images.shape[1:] == self.image_shape:
+            images = self.preprocess.fit(images)
+        if images.ndim != 4 or images.shape[1:] != self.model.input_shape:
+            raise ValueError(
+                f"predict takes a batch of uint8 images of shape (N, {', '.join(map(str, self.model.input_shape))}); "
+                f"got {images.shape}"
+            )
+        return np.asarray(self._predict(self.params, images))
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> Run:
+    """Load a trained run directory: ``load_run(RUN).predict(images)`` gives class probabilities."""
+    return Run(run_dir, which)
