@@ -6,9 +6,9 @@ accelerators an epoch is a few calls of one compiled ``lax.scan`` over a fixed n
 (chunks exist only so a progress bar can move); on the CPU, where XLA runs loop bodies about 3x
 slower, it is a Python loop over one compiled, buffer-donating step (see :func:`resolve_loop`).
 The last partial batch of an epoch is dropped (a different one each epoch); evaluation pads the
-test set to whole batches and masks the padding, so neither causes a second compilation. For a given seed, results are deterministic,
-and an epoch's shuffle depends only on (seed, epoch), which is what lets ``--resume`` reproduce
-an uninterrupted run exactly.
+test set to whole batches and masks the padding, so neither causes a second compilation. For a
+given seed, results are deterministic, and an epoch's shuffle depends only on (seed, epoch),
+which is what lets ``--resume`` reproduce an uninterrupted run exactly.
 """
 
 from __future__ import annotations
