@@ -12,14 +12,18 @@ from jaxcnn.spec import FORMAT, NetworkSpec, SpecError, load_spec, loads_spec, p
 
 if TYPE_CHECKING:
     from jaxcnn.model import Model
+    from jaxcnn.runs import Run, load_run
 
 __version__ = "0.1.0"
-__all__ = ["FORMAT", "Model", "NetworkSpec", "SpecError", "load_spec", "loads_spec", "parse_spec"]
+__all__ = ["FORMAT", "Model", "NetworkSpec", "Run", "SpecError", "load_run", "load_spec", "loads_spec", "parse_spec"]
+
+_LAZY = {"Model": "jaxcnn.model", "Run": "jaxcnn.runs", "load_run": "jaxcnn.runs"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Model":
-        from jaxcnn.model import Model
+    """``jaxcnn.Model``, ``jaxcnn.Run`` and ``jaxcnn.load_run`` import JAX only when first used."""
+    if name in _LAZY:
+        import importlib
 
-        return Model
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")

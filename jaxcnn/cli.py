@@ -1,4 +1,4 @@
-"""The ``jaxcnn`` command: ``summary`` and ``validate`` for specs.
+"""The ``jaxcnn`` command: ``summary`` and ``validate`` specs, ``train``, ``evaluate`` and ``predict``.
 
 User errors (a bad spec, a missing file) print one readable message and exit non-zero; a
 Python traceback means a bug in jaxcnn.
@@ -12,6 +12,32 @@ import sys
 from collections.abc import Sequence
 
 from jaxcnn.spec import NetworkSpec, SpecError, load_spec
+
+# Kept in step with jaxcnn.train and jaxcnn.data without importing JAX at start-up.
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
+LOOPS = ("auto", "scan", "step")
+DATA_DIR_ENV = "JAXCNN_DATA_DIR"
+
+
+class UsageError(Exception):
+    """Arguments that do not go together."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: shown as one line, without a traceback."""
+    errors: list[type[BaseException]] = [SpecError]
+    loaded = (
+        ("jaxcnn.data", "DataError"),
+        ("jaxcnn.runs", "RunError"),
+        ("jaxcnn.model", "InputShapeError"),
+        ("jaxcnn.train", "ConfigError"),
+    )
+    for module, name in loaded:
+        mod = sys.modules.get(module)
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -96,6 +122,92 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from jaxcnn.runs import resume_run, train_run
+    from jaxcnn.train import TrainConfig
+
+    if args.resume:
+        if args.spec or args.out:
+            raise UsageError("--resume RUN continues a run: give no SPEC and no --out")
+        resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, progress=not args.no_progress)
+        return 0
+    if not args.spec or not args.out or not args.dataset:
+        raise UsageError("train needs SPEC, --dataset NAME and --out RUN (or --resume RUN)")
+    config = TrainConfig(
+        epochs=10 if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        loop=args.loop,
+    )
+    train_run(
+        args.spec,
+        args.dataset,
+        config,
+        args.out,
+        data_dir=args.data_dir,
+        pad=args.pad,
+        grey_to_rgb=args.grey_to_rgb,
+        normalize=args.normalize,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(f"run saved in {args.out} (config.json, metrics.jsonl, checkpoints/, curves.png)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jaxcnn.data import confusion_matrix, load_dataset
+    from jaxcnn.runs import load_run
+
+    run = load_run(args.run, args.which)
+    name = args.dataset or run.config["dataset"]["name"]
+    data = load_dataset(name, args.data_dir)
+    probs = np.concatenate([run.predict(data.test_images[i : i + 1000]) for i in range(0, len(data.test_images), 1000)])
+    predictions = probs.argmax(axis=1)
+    accuracy = float((predictions == data.test_labels).mean())
+    k = run.model.output_shape[0]
+    counts = confusion_matrix(data.test_labels, predictions, k)
+    print(f"run {args.run}, {args.which} checkpoint (epoch {run.epoch}); {name} test set, {len(predictions):,} images")
+    print(f"accuracy: {100 * accuracy:.2f}%")
+    print("confusion matrix (rows: true class, columns: predicted class):")
+    width = max(len(str(int(counts.max()))), len(str(k - 1))) + 1
+    print(" " * 4 + "".join(str(j).rjust(width) for j in range(k)))
+    for i in range(k):
+        name_i = run.class_names[i] if i < len(run.class_names) else str(i)
+        print(f"{i:>3} " + "".join(str(int(c)).rjust(width) for c in counts[i]) + f"   {name_i}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jaxcnn.data import DataError, read_image_file
+    from jaxcnn.runs import load_run
+
+    run = load_run(args.run, args.which)
+    failures = 0
+    for path in args.images:
+        try:
+            image = read_image_file(path, run.image_shape)
+        except DataError as err:
+            failures += 1
+            print(f"error: {err}", file=sys.stderr)
+            continue
+        probs = run.predict(image[None])[0]
+        top = np.argsort(probs)[::-1][: args.top]
+        ranked = ", ".join(f"{run.class_names[j]} ({100 * probs[j]:.1f}%)" for j in top)
+        print(f"{path}: {ranked}")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description="Convolutional networks from JSON specs, on JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,20 +215,64 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="print a spec's layer table (shapes, settings, weights, FLOPs)")
     summary.add_argument("spec", help="path to a JSON network spec")
     summary.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    summary.set_defaults(run=_cmd_summary)
+    summary.set_defaults(handler=_cmd_summary)
 
     validate = commands.add_parser("validate", help="check specs; exit non-zero if any is invalid")
     validate.add_argument("specs", nargs="+", metavar="SPEC", help="paths to JSON network specs")
-    validate.set_defaults(run=_cmd_validate)
+    validate.set_defaults(handler=_cmd_validate)
+
+    train = commands.add_parser("train", help="train a spec on a data set into a run directory")
+    train.add_argument("spec", nargs="?", help="path to a JSON network spec")
+    train.add_argument(
+        "--dataset", help="mnist, fashion_mnist, cifar10, folder:PATH, or another tensorflow-datasets name"
+    )
+    train.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV}; unset: download)")
+    train.add_argument("--out", help="the run directory to create")
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--epochs", type=int, help="number of epochs (default 10; with --resume: the new total)")
+    train.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 0.001)")
+    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="default adam")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, Nesterov (default 0.9)")
+    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    train.add_argument("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule")
+    train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length in epochs")
+    train.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default 0)")
+    train.add_argument("--loop", default="auto", choices=LOOPS, help="epoch loop: scan or per-step (auto: by device)")
+    train.add_argument("--pad", action="store_true", help="pad images with zeros up to the spec's input size")
+    train.add_argument("--grey-to-rgb", action="store_true", help="repeat a grey channel to feed an RGB spec")
+    train.add_argument(
+        "--normalize", action="store_true", help="normalise each channel by the training set's mean and std"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy and confusion matrix of a trained run")
+    evaluate.add_argument("run", help="a run directory")
+    evaluate.add_argument("--dataset", help="data set to evaluate on (default: the one it was trained on)")
+    evaluate.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV})")
+    evaluate.add_argument("--which", default="best", choices=("best", "latest"), help="which checkpoint (default best)")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="classify PNG/JPEG images with a trained run")
+    predict.add_argument("run", help="a run directory")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, resized and converted as needed")
+    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    predict.add_argument("--which", default="best", choices=("best", "latest"), help="which checkpoint (default best)")
+    predict.set_defaults(handler=_cmd_predict)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxcnn`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
-    except SpecError as err:
+        return int(args.handler(args))
+    except UsageError as err:
+        parser.error(str(err))
+    except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -496,3 +496,27 @@ def plan_preprocess(
             mean_c, std_c = np.repeat(mean_c, 3), np.repeat(std_c, 3)
         mean, std = tuple(float(v) for v in mean_c), tuple(float(v) for v in std_c)
     return Preprocess(pad=pads, grey_to_rgb=grey_to_rgb and c == 1 and want_c == 3, mean=mean, std=std)
+
+
+def read_image_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A PNG or JPEG file as uint8 HxWxC of ``shape``: converted to grey or RGB and resized if needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = shape
+    try:
+        with Image.open(path) as original:
+            converted = original.convert("L" if channels == 1 else "RGB")
+        if converted.size != (width, height):
+            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(converted, np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable PNG or JPEG image ({err})") from None
+    return array.reshape(height, width, channels)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[true, predicted] over a test set."""
+    index = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)

@@ -31,6 +31,10 @@ LOOPS = ("auto", "scan", "step")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 
 
+class ConfigError(ValueError):
+    """Hyperparameters out of range; the message lists each problem."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of a run; recorded in ``config.json``."""
@@ -63,7 +67,7 @@ class TrainConfig:
         if self.weight_decay < 0 or not 0 <= self.momentum < 1 or self.warmup_epochs < 0:
             problems.append("weight_decay and warmup_epochs must be >= 0 and momentum in [0, 1)")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
