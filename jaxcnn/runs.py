@@ -126,11 +126,14 @@ def train_run(
     progress: bool = True,
     verbose: bool = True,
     stop_at_accuracy: float | None = None,
+    stop_after_epochs: int | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> RunResult:
     """Train ``spec`` on ``dataset`` into the run directory ``out`` (None: keep nothing on disk).
 
-    ``stop_at_accuracy`` ends the run after the first epoch whose test accuracy reaches it.
+    ``stop_at_accuracy`` ends the run after the first epoch whose test accuracy reaches it;
+    ``stop_after_epochs`` ends this session after that many epochs, leaving the run resumable
+    with :func:`resume_run` exactly as if it had been interrupted.
     """
     started = time.perf_counter()
     run_dir = Path(out) if out is not None else None
@@ -166,8 +169,9 @@ def train_run(
     }
     if record["spec"] is None:
         raise RunError(f"the spec {spec.source!r} must be a file so the run can record it; use load_spec(path)")
-    return _run(spec, data, preprocess, config, run_dir, record, 0, [], None, progress, verbose, stop_at_accuracy,
-                on_epoch, started, data_seconds, overwrite)  # fmt: skip
+    stops = _Stops(stop_at_accuracy, stop_after_epochs, on_epoch)
+    return _run(spec, data, preprocess, config, run_dir, record, 0, [], None, progress, verbose, stops, started,
+                data_seconds, overwrite)  # fmt: skip
 
 
 def resume_run(
@@ -175,12 +179,14 @@ def resume_run(
     *,
     epochs: int | None = None,
     data_dir: str | Path | None = None,
+    dataset: Dataset | None = None,
     progress: bool = True,
     verbose: bool = True,
 ) -> RunResult:
     """Continue the run in ``out`` from its latest complete checkpoint, up to ``epochs`` (default: as configured).
 
     The continued run's final parameters equal those of an uninterrupted run with the same seed.
+    ``dataset`` passes the data in memory instead of loading the recorded data set by name.
     """
     started = time.perf_counter()
     run_dir = Path(out)
@@ -191,14 +197,27 @@ def resume_run(
         train["epochs"] = epochs
     config = TrainConfig.from_dict(train)
     record["train"] = config.to_dict()
-    data = load_dataset(record["dataset"]["name"], data_dir)
+    data = dataset if dataset is not None else load_dataset(record["dataset"]["name"], data_dir)
     preprocess = Preprocess.from_dict(record["preprocess"])
     data_seconds = time.perf_counter() - started
     checkpoints = Checkpoints(run_dir / "checkpoints")
     latest = checkpoints.latest_epoch()
     metrics = [m for m in read_metrics(run_dir) if latest is not None and m["epoch"] <= latest]
     return _run(spec, data, preprocess, config, run_dir, record, latest or 0, metrics, checkpoints, progress,
-                verbose, None, None, started, data_seconds, False)  # fmt: skip
+                verbose, _Stops(), started, data_seconds, False)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Stops:
+    """When a training session ends before its last epoch, and who hears about each epoch."""
+
+    at_accuracy: float | None = None
+    after_epochs: int | None = None
+    on_epoch: Callable[[EpochResult], None] | None = None
+
+    def after(self, result: EpochResult, epochs_this_session: int) -> bool:
+        reached = self.at_accuracy is not None and result.test_accuracy >= self.at_accuracy
+        return reached or (self.after_epochs is not None and epochs_this_session >= self.after_epochs)
 
 
 def _check_classes(spec: NetworkSpec, data: Dataset) -> None:
@@ -221,8 +240,7 @@ def _run(
     checkpoints: Checkpoints | None,
     progress: bool,
     verbose: bool,
-    stop_at_accuracy: float | None,
-    on_epoch: Callable[[EpochResult], None] | None,
+    stops: _Stops,
     started: float,
     data_seconds: float,
     overwrite: bool,
@@ -283,9 +301,9 @@ def _run(
             write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
         if verbose:
             _print_epoch(result, config.epochs)
-        if on_epoch is not None:
-            on_epoch(result)
-        if stop_at_accuracy is not None and test_acc >= stop_at_accuracy:
+        if stops.on_epoch is not None:
+            stops.on_epoch(result)
+        if stops.after(result, epoch - done_epochs):
             stopped_early = True
             break
     if run_dir is not None and metrics:

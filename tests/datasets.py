@@ -1,0 +1,93 @@
+"""Tiny data sets made in the tests: IDX files, CIFAR-10 binary batches, class folders, arrays."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jaxcnn.data import Dataset
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` (uint8) as a gzip IDX file: magic 0 0 8 ndim, big-endian sizes, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+    return path
+
+
+def quadrant_images(n: int, seed: int = 0, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A learnable 4-class problem: class k has a bright quadrant k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n).astype(np.int32)
+    images = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
+    half = size // 2
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), 2)
+        images[i, r * half : (r + 1) * half, c * half : (c + 1) * half] += 150
+    return images, labels
+
+
+def quadrant_dataset(train: int = 512, test: int = 300) -> Dataset:
+    x, y = quadrant_images(train, 0)
+    tx, ty = quadrant_images(test, 1)
+    return Dataset("quadrants", x, y, tx, ty, ("top-left", "top-right", "bottom-left", "bottom-right"), "made in tests")
+
+
+TINY_SPEC = {
+    "format": "jaxcnn.spec/1",
+    "name": "tiny",
+    "input": [8, 8, 1],
+    "layers": [
+        {"type": "conv", "filters": 4, "size": 3, "padding": "same", "activation": "relu"},
+        {"type": "max_pool", "size": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 4, "activation": "softmax"},
+    ],
+}
+
+
+def write_spec(path: Path, spec: dict | None = None) -> Path:
+    path.write_text(json.dumps(spec or TINY_SPEC))
+    return path
+
+
+def write_class_folders(root: Path, data: Dataset) -> Path:
+    """PNG files in root/{train,test}/<class>/NNNN.png."""
+    for split, images, labels in (
+        ("train", data.train_images, data.train_labels),
+        ("test", data.test_images, data.test_labels),
+    ):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            folder = root / split / data.class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(folder / f"{i:04d}.png")
+    return root
+
+
+def write_cifar_binary(path: Path, per_batch: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny cifar-10-binary.tar.gz: 5 train batches and a test batch of ``per_batch`` records."""
+    rng = np.random.default_rng(seed)
+    expected: dict[str, list[np.ndarray]] = {
+        "train_images": [],
+        "train_labels": [],
+        "test_images": [],
+        "test_labels": [],
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+            split = "test" if name.startswith("test") else "train"
+            labels = rng.integers(0, 10, per_batch).astype(np.uint8)
+            chw = rng.integers(0, 256, (per_batch, 3, 32, 32)).astype(np.uint8)
+            raw = np.concatenate([labels[:, None], chw.reshape(per_batch, -1)], axis=1).tobytes()
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+            expected[f"{split}_images"].append(chw.transpose(0, 2, 3, 1))
+            expected[f"{split}_labels"].append(labels.astype(np.int32))
+    return {k: np.concatenate(v) for k, v in expected.items()}

@@ -1,0 +1,202 @@
+"""Data loading on tiny generated files: IDX, CIFAR-10 binary, class folders, checksums, cache."""
+
+from __future__ import annotations
+
+import tarfile
+import time
+
+import numpy as np
+import pytest
+
+from jaxcnn import data as D
+from jaxcnn.data import DataError, confusion_matrix, load_dataset, plan_preprocess, read_idx
+
+from datasets import quadrant_dataset, write_cifar_binary, write_class_folders, write_idx
+
+
+@pytest.fixture
+def offline_mnist(tmp_path, monkeypatch):
+    """A tiny data folder laid out like ../shared/data, with checksums recorded for its files."""
+    monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": rng.integers(0, 256, (20, 28, 28)).astype(np.uint8),
+        "train_labels": rng.integers(0, 10, 20).astype(np.uint8),
+        "test_images": rng.integers(0, 256, (7, 28, 28)).astype(np.uint8),
+        "test_labels": rng.integers(0, 10, 7).astype(np.uint8),
+    }
+    for key, filename in D.IDX_FILES.items():
+        write_idx(folder / filename, arrays[key])
+    records = {f: ("https://example.invalid/" + f, D.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
+    monkeypatch.setattr(D, "recorded_checksums", lambda name: records)
+    return tmp_path / "data", arrays
+
+
+def test_read_idx_round_trip(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "i.gz", images), 3), images)
+
+
+def test_idx_truncated_bad_magic_and_not_gzip(tmp_path):
+    path = write_idx(tmp_path / "i.gz", np.zeros((4, 5, 5), np.uint8))
+    raw = __import__("gzip").decompress(path.read_bytes())
+    (tmp_path / "short.gz").write_bytes(__import__("gzip").compress(raw[:-7]))
+    with pytest.raises(DataError, match=r"short.gz: truncated or padded: the header promises 4x5x5 = 100 bytes"):
+        read_idx(tmp_path / "short.gz", 3)
+    with pytest.raises(DataError, match="bad magic number"):
+        read_idx(path, 1)
+    (tmp_path / "plain.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match=r"plain\.gz: not a readable gzip file"):
+        read_idx(tmp_path / "plain.gz", 3)
+
+
+def test_offline_load_verifies_and_caches(offline_mnist):
+    folder, arrays = offline_mnist
+    data = load_dataset("mnist", folder)
+    assert data.train_images.shape == (20, 28, 28, 1) and data.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(data.train_images[..., 0], arrays["train_images"])
+    np.testing.assert_array_equal(data.test_labels, arrays["test_labels"])
+    assert data.class_names == tuple("0123456789")
+    assert "sha256 verified" in data.source
+    again = load_dataset("mnist", folder)
+    np.testing.assert_array_equal(again.train_images, data.train_images)
+    assert list((D.cache_dir() / "arrays").glob("mnist-*.npz"))
+
+
+def test_env_var_is_the_offline_option(offline_mnist, monkeypatch):
+    folder, _ = offline_mnist
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(folder))
+    assert load_dataset("mnist").train_images.shape[0] == 20
+
+
+def test_corrupt_file_names_file_and_both_checksums(offline_mnist):
+    folder, _ = offline_mnist
+    target = folder / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    expected = D.sha256_of(target)
+    target.write_bytes(target.read_bytes()[:-3])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", folder)
+    message = str(info.value)
+    assert str(target) in message and expected in message and D.sha256_of(target) in message
+    assert "replace it with the original" in message
+
+
+def test_missing_file_and_missing_folder(offline_mnist):
+    folder, _ = offline_mnist
+    (folder / "mnist" / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: missing"):
+        load_dataset("mnist", folder)
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("mnist", folder / "nowhere")
+
+
+def test_cache_hit_is_fast_and_checksums_still_checked(offline_mnist):
+    folder, _ = offline_mnist
+    load_dataset("mnist", folder)
+    start = time.perf_counter()
+    load_dataset("mnist", folder)
+    assert time.perf_counter() - start < 1.0
+    (folder / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    with pytest.raises(DataError, match="sha256 is"):
+        load_dataset("mnist", folder)
+
+
+def test_cifar10_binary_decodes_chw_to_hwc(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "cifar10"
+    folder.mkdir(parents=True)
+    expected = write_cifar_binary(folder / D.CIFAR10_BINARY)
+    monkeypatch.setattr(
+        D, "recorded_checksums", lambda name: {D.CIFAR10_BINARY: ("u", D.sha256_of(folder / D.CIFAR10_BINARY))}
+    )
+    data = load_dataset("cifar10", tmp_path / "data")
+    assert data.train_images.shape == (15, 32, 32, 3) and data.test_images.shape == (3, 32, 32, 3)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(getattr(data, key), value)
+    assert data.class_names[0] == "airplane"
+
+
+def test_cifar10_truncated_batch(tmp_path):
+    path = tmp_path / "c.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+        info.size = 100
+        tar.addfile(info, __import__("io").BytesIO(b"\0" * 100))
+    with pytest.raises(DataError, match="truncated"):
+        D.read_cifar10_binary(path)
+
+
+def test_class_folders_dir_and_tar(tmp_path):
+    source = quadrant_dataset(12, 8)
+    root = write_class_folders(tmp_path / "imgs", source)
+    data = load_dataset(f"folder:{root}")
+    assert data.class_names == tuple(sorted(source.class_names))
+    assert data.train_images.shape == (12, 8, 8, 1)
+    by_name = {n: i for i, n in enumerate(data.class_names)}
+    # Every image keeps its own label: compare as (image bytes -> class name) sets.
+    expected = {
+        (img.tobytes(), source.class_names[k]) for img, k in zip(source.train_images, source.train_labels, strict=True)
+    }
+    got = {(img.tobytes(), data.class_names[k]) for img, k in zip(data.train_images, data.train_labels, strict=True)}
+    assert got == expected and by_name
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="imgs")
+    from_tar = load_dataset(f"folder:{archive}")
+    np.testing.assert_array_equal(np.sort(from_tar.train_labels), np.sort(data.train_labels))
+
+
+def test_class_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        load_dataset(f"folder:{tmp_path / 'none'}")
+    root = write_class_folders(tmp_path / "imgs", quadrant_dataset(4, 2))
+    from PIL import Image
+
+    odd = sorted((root / "train").iterdir())[-1] / "odd.png"
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(odd)
+    with pytest.raises(DataError, match="all images of a data set must have one size"):
+        load_dataset(f"folder:{root}")
+    odd.write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"odd\.png: not a readable PNG or JPEG"):
+        load_dataset(f"folder:{root}")
+
+
+def test_other_tfds_sets_need_tensorflow_and_say_so():
+    pytest.importorskip("tensorflow_datasets")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match=r"pip install 'jaxcnn\[tensorflow\]'"):
+            load_dataset("kmnist")
+    else:
+        pytest.skip("TensorFlow is installed here")
+
+
+def test_preprocess_fit_and_errors():
+    data = quadrant_dataset(16, 4)
+    with pytest.raises(DataError, match="Pass --pad"):
+        plan_preprocess(data, (12, 12, 1))
+    with pytest.raises(DataError, match="Pass --grey-to-rgb"):
+        plan_preprocess(data, (8, 8, 3))
+    with pytest.raises(DataError, match="images are 8x8x1 but the spec takes 4x4x1"):
+        plan_preprocess(data, (4, 4, 1), pad=True)
+    pre = plan_preprocess(data, (12, 12, 3), pad=True, grey_to_rgb=True, normalize=True)
+    fitted = pre.fit(data.train_images)
+    assert fitted.shape == (16, 12, 12, 3)
+    np.testing.assert_array_equal(fitted[:, 2:10, 2:10, 1], data.train_images[..., 0])
+    assert fitted[:, :2].max() == 0
+    x = pre.to_float(fitted)
+    assert x.dtype == np.float32
+    mean = data.train_images.mean() / 255
+    np.testing.assert_allclose(np.asarray(pre.mean), [mean] * 3, rtol=1e-6)
+    assert D.Preprocess.from_dict(pre.to_dict()) == pre
+    plain = plan_preprocess(data, (8, 8, 1))
+    np.testing.assert_allclose(plain.to_float(data.train_images), data.train_images / 255, rtol=1e-6)
+
+
+def test_confusion_matrix_counts():
+    counts = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])

@@ -1,0 +1,147 @@
+"""Training on a tiny learnable problem: learning, determinism, loops, resume, run directories, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+import pytest
+
+import jaxcnn
+from jaxcnn.checkpoint import Checkpoints
+from jaxcnn.runs import RunError, load_run, read_metrics, resume_run, train_run
+from jaxcnn.train import ConfigError, TrainConfig, chunk_plan, make_schedule
+
+from conftest import ROOT
+from datasets import quadrant_dataset, write_class_folders, write_spec
+
+DATA = quadrant_dataset()
+FAST: dict[str, Any] = {"batch_size": 32, "lr": 1e-2, "eval_batch_size": 128}
+
+
+def params_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory):
+    return write_spec(tmp_path_factory.mktemp("spec") / "tiny.json")
+
+
+def test_loss_falls_and_accuracy_rises_well_above_chance(spec_file):
+    result = train_run(spec_file, DATA, TrainConfig(epochs=4, **FAST), None, progress=False, verbose=False)
+    losses = [m["train_loss"] for m in result.metrics]
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.metrics[-1]["test_accuracy"] > 0.9  # chance is 0.25
+    assert result.metrics[-1]["images_per_second"] > 0
+
+
+def test_same_seed_same_run_other_seed_other_run(spec_file):
+    runs = [
+        train_run(spec_file, DATA, TrainConfig(epochs=2, seed=s, **FAST), None, progress=False, verbose=False)
+        for s in (3, 3, 4)
+    ]
+    assert params_equal(runs[0].params, runs[1].params)
+    assert not params_equal(runs[0].params, runs[2].params)
+    assert runs[0].metrics == [{**m, "seconds": runs[0].metrics[i]["seconds"],
+                                "images_per_second": runs[0].metrics[i]["images_per_second"],
+                                "eval_seconds": runs[0].metrics[i]["eval_seconds"]}
+                               for i, m in enumerate(runs[1].metrics)]  # fmt: skip
+
+
+def test_scan_loop_and_step_loop_compute_the_same_training(spec_file):
+    scan = train_run(spec_file, DATA, TrainConfig(epochs=2, loop="scan", **FAST), None, progress=False, verbose=False)
+    step = train_run(spec_file, DATA, TrainConfig(epochs=2, loop="step", **FAST), None, progress=False, verbose=False)
+    for a, b in zip(jax.tree.leaves(scan.params), jax.tree.leaves(step.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert scan.metrics[-1]["test_accuracy"] == pytest.approx(step.metrics[-1]["test_accuracy"], abs=0.01)
+
+
+def test_resume_equals_uninterrupted(spec_file, tmp_path):
+    config = TrainConfig(epochs=3, schedule="onecycle", **FAST)
+    whole = train_run(spec_file, DATA, config, tmp_path / "whole", progress=False, verbose=False)
+    # An interrupted run: 3 epochs configured, stopped after 2 (as a crash would), then resumed.
+    partial = train_run(spec_file, DATA, config, tmp_path / "part", progress=False, verbose=False, stop_after_epochs=2)
+    assert len(partial.metrics) == 2
+    resumed = resume_run(tmp_path / "part", dataset=DATA, progress=False, verbose=False)
+    assert params_equal(whole.params, resumed.params)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "part")] == [1, 2, 3]
+    assert read_metrics(tmp_path / "part")[-1]["test_loss"] == read_metrics(tmp_path / "whole")[-1]["test_loss"]
+
+
+def test_run_directory_contents_and_overwrite_protection(spec_file, tmp_path):
+    out = tmp_path / "run"
+    train_run(spec_file, DATA, TrainConfig(epochs=2, **FAST), out, progress=False, verbose=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["spec"]["name"] == "tiny" and config["train"]["epochs"] == 2
+    assert {"jax", "optax", "python"} <= set(config["versions"]) and config["devices"]
+    assert config["dataset"]["class_names"][0] == "top-left"
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Checkpoints(out / "checkpoints").latest_epoch() == 2
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(RunError, match="already exists"):
+        train_run(spec_file, DATA, TrainConfig(epochs=1, **FAST), out, progress=False, verbose=False)
+    assert (out / "metrics.jsonl").read_text() == before  # nothing touched
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        train_run(spec_file, DATA, TrainConfig(epochs=0, **FAST), out, overwrite=True, progress=False, verbose=False)
+    assert (out / "metrics.jsonl").read_text() == before  # a bad input with --overwrite loses nothing either
+    train_run(spec_file, DATA, TrainConfig(epochs=1, **FAST), out, overwrite=True, progress=False, verbose=False)
+    assert len(read_metrics(out)) == 1
+
+
+def test_load_run_predict(spec_file, tmp_path):
+    out = tmp_path / "run"
+    result = train_run(spec_file, DATA, TrainConfig(epochs=3, **FAST), out, progress=False, verbose=False)
+    run = jaxcnn.load_run(out)
+    assert run.class_names == DATA.class_names and run.model.spec.name == "tiny"
+    probs = run.predict(DATA.test_images)
+    assert probs.shape == (len(DATA.test_images), 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float((probs.argmax(1) == DATA.test_labels).mean())
+    best = max(m["test_accuracy"] for m in result.metrics)
+    assert accuracy == pytest.approx(best, abs=1e-9)  # the best checkpoint, evaluated again
+    with pytest.raises(ValueError, match="uint8"):
+        run.predict(DATA.test_images.astype(np.float32))
+    with pytest.raises(ValueError, match=r"shape \(N, 8, 8, 1\)"):
+        run.predict(np.zeros((2, 9, 9, 1), np.uint8))
+    with pytest.raises(RunError, match="not a jaxcnn run directory"):
+        load_run(tmp_path)
+
+
+def test_schedules_and_config_errors():
+    for schedule in ("constant", "cosine", "warmup_cosine", "onecycle"):
+        lr = make_schedule(TrainConfig(epochs=2, lr=0.1, schedule=schedule, warmup_epochs=0.5), 10)
+        values = [float(lr(i)) for i in range(20)]
+        assert max(values) <= 0.1 * (1 + 1e-6) and max(values) > 0.05  # float32 schedules
+    assert float(make_schedule(TrainConfig(epochs=2, lr=0.1, schedule="cosine"), 10)(20)) < 1e-6
+    with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, sgd"):
+        TrainConfig(optimizer="adma")
+    assert chunk_plan(468) == (9, 52) and chunk_plan(7) == (7, 1)
+
+
+def test_cli_train_evaluate_predict_round_trip(tmp_path, spec_file):
+    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(256, 64))
+    out = tmp_path / "run"
+
+    def jaxcnn_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "jaxcnn", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=300)  # fmt: skip
+
+    trained = jaxcnn_cli("train", str(spec_file), "--dataset", f"folder:{folder}", "--epochs", "3", "--batch-size",
+                         "32", "--lr", "0.01", "--out", str(out), "--no-progress")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "epoch   3/3" in trained.stdout
+    again = jaxcnn_cli("train", str(spec_file), "--dataset", f"folder:{folder}", "--out", str(out))
+    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    evaluated = jaxcnn_cli("evaluate", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "accuracy:" in evaluated.stdout and "confusion matrix" in evaluated.stdout
+    image = sorted((folder / "test" / "bottom-right").glob("*.png"))[0]
+    predicted = jaxcnn_cli("predict", str(out), str(image), str(tmp_path / "missing.png"))
+    assert predicted.returncode == 1
+    assert predicted.stdout.startswith(f"{image}: bottom-right (")
+    assert "missing.png: no such file" in predicted.stderr
