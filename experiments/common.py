@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jaxcnn.data import Dataset
+from jaxcnn.data import Dataset, load_dataset
+from jaxcnn.model import Model
+from jaxcnn.runs import train_run
+from jaxcnn.spec import load_spec
+from jaxcnn.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE_TRAIN, SMOKE_TEST = 2000, 1000
 
@@ -38,12 +45,21 @@ def smoke_subset(data: Dataset) -> Dataset:
 
 
 def machine() -> str:
+    """The CPU model, core count and JAX device, for the results table."""
+    import os
+
     import jax
 
+    model = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     device = jax.devices()[0]
-    return f"{platform.machine()} {platform.processor() or ''} {device.platform} ({device.device_kind})".replace(
-        "  ", " "
-    )
+    return f"{model}, {os.cpu_count()} cores; JAX {jax.__version__} on {device.platform} ({device.device_kind})"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -71,3 +87,68 @@ def save_results(out: Path, results: dict[str, Any], table: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(table + "\n")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One model of an experiment: a label, a spec in specs/, how to train it, what it is compared with."""
+
+    label: str
+    spec_file: str
+    config: TrainConfig
+    published: str
+    pad: bool = False
+    grey_to_rgb: bool = False
+    normalize: bool = False
+
+
+def run_experiment(args: argparse.Namespace, dataset: str, plans: Sequence[Plan], title: str) -> dict[str, Any]:
+    """Train each plan on ``dataset`` into ``args.out``, then print and save a results table."""
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"error: {out} already holds results; pass --overwrite to replace them or choose --out")
+    started = time.perf_counter()
+    data = load_dataset(dataset, args.data_dir)
+    if args.smoke:
+        data = smoke_subset(data)
+    rows: list[list[str]] = []
+    models: list[dict[str, Any]] = []
+    for plan in plans:
+        config = replace(plan.config, epochs=1) if args.smoke else plan.config
+        spec = load_spec(ROOT / "specs" / plan.spec_file)
+        print(f"\n== {plan.label}: {plan.spec_file}", flush=True)
+        result = train_run(spec, data, config, out / Path(plan.spec_file).stem, overwrite=args.overwrite,
+                           progress=not args.no_progress, pad=plan.pad, grey_to_rgb=plan.grey_to_rgb,
+                           normalize=plan.normalize)  # fmt: skip
+        final = result.metrics[-1]
+        train_seconds = sum(m["seconds"] for m in result.metrics)
+        weights = Model(spec).param_count()
+        rows.append([plan.label, plan.spec_file, f"{weights:,}", str(config.epochs), f"{train_seconds:.1f}",
+                     f"{100 * final['test_accuracy']:.2f}%", plan.published])  # fmt: skip
+        models.append(
+            {
+                "label": plan.label,
+                "spec": plan.spec_file,
+                "weights": weights,
+                "config": config.to_dict(),
+                "train_seconds": train_seconds,
+                "compile_seconds": result.compile_seconds,
+                "final_test_accuracy": final["test_accuracy"],
+                "best_test_accuracy": result.best_test_accuracy,
+                "metrics": result.metrics,
+            }
+        )
+    header = ["model", "spec", "weights", "epochs", "training time (s)", "test accuracy", "published"]
+    table = markdown_table(header, rows)
+    results: dict[str, Any] = {
+        "title": title,
+        "machine": machine(),
+        "dataset": data.source,
+        "models": models,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    save_results(out, results, table)
+    print(f"\n{title}; data: {data.source}; machine: {results['machine']}\n")
+    print(table)
+    print(f"\nwall time {results['wall_seconds']:.1f} s (data, compilation and training); runs in {out}/")
+    return results
