@@ -1,0 +1,49 @@
+"""The experiment scripts' --smoke path, on a tiny offline MNIST folder made here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from jaxcnn import data as D
+
+from conftest import ROOT
+from datasets import write_idx
+
+
+@pytest.fixture
+def tiny_mnist_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sizes = {"train": 300, "test": 100}
+    for key, filename in D.IDX_FILES.items():
+        n = sizes[key.split("_")[0]]
+        array = rng.integers(0, 256, (n, 28, 28)) if key.endswith("images") else rng.integers(0, 10, n)
+        write_idx(folder / filename, array.astype(np.uint8))
+    records = {f: ("u", D.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
+    monkeypatch.setattr(D, "recorded_checksums", lambda name: records)
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    return tmp_path / "data"
+
+
+def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
+    import reproduce_article
+
+    out = tmp_path / "out"
+    argv = ["reproduce_article.py", "--smoke", "--no-progress", "--data-dir", str(tiny_mnist_dir), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    reproduce_article.main()
+    results = json.loads((out / "results.json").read_text())
+    assert [m["spec"] for m in results["models"]] == ["mlp_mnist.json", "lenet_mnist.json"]
+    assert all(m["config"]["epochs"] == 1 for m in results["models"])
+    assert "smoke subset" in results["dataset"]
+    printed = capsys.readouterr().out
+    assert "| LeNet-style CNN (article table) | lenet_mnist.json | 62,558 | 1 |" in printed
+    assert (out / "lenet_mnist" / "config.json").exists()
+    with pytest.raises(SystemExit, match="already holds results"):
+        reproduce_article.main()
