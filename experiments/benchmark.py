@@ -1,0 +1,247 @@
+"""Training and inference throughput of jaxcnn against Flax linen and PyTorch, in one run.
+
+Command:  python experiments/benchmark.py                     (PyTorch is measured if installed:
+          pip install torch==2.13.0; otherwise it is skipped with a note)
+Smoke:    python experiments/benchmark.py --smoke              (seconds)
+Machine:  README "Speed" gives the table, the machine and the date it was measured.
+Result:   a Markdown table of img/s (median and spread over timed windows) and ratios, written
+          with the raw figures to benchmarks/results.json and benchmarks/results.md.
+
+Every implementation trains the same network (``specs/lenet_mnist.json``: the article's LeNet on
+28x28x1 with conv1 padded to 32x32) with Adam on the same batch sizes. jaxcnn is timed through
+its real training path (``jaxcnn.train.Trainer``: batches gathered on the device from uint8
+images); Flax and PyTorch through a plain step on a float batch. Compile time is measured
+separately and kept out of the throughput. The machine's float32 matmul GFLOP/s (NumPy, 2048^2)
+is measured in the same run, so each figure can be read as a fraction of the machine's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcnn.data import Preprocess
+from jaxcnn.model import Model, flops
+from jaxcnn.spec import load_spec
+from jaxcnn.train import TrainConfig, Trainer
+
+from common import ROOT, machine, markdown_table
+
+
+def timed_windows(run_window: Callable[[], None], images_per_window: int, windows: int) -> dict[str, float]:
+    """img/s over ``windows`` timed windows, after one untimed warm-up window."""
+    run_window()
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        run_window()
+        rates.append(images_per_window / (time.perf_counter() - start))
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def jaxcnn_train(model: Model, batch: int, steps: int, windows: int) -> tuple[dict[str, float], float]:
+    """jaxcnn's Trainer on random uint8 images: an epoch of ``steps`` steps is one window."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch * steps, *model.input_shape), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch * steps).astype(np.int32)
+    trainer = Trainer(model, TrainConfig(batch_size=batch, eval_batch_size=batch), Preprocess(), images, labels,
+                      images[:batch], labels[:batch])  # fmt: skip
+    state = trainer.init_state()
+    compile_seconds = trainer.compile(state)
+    box = [state]
+
+    def window() -> None:
+        box[0], _, _ = trainer.run_epoch(box[0], 1)
+        jax.block_until_ready(box[0])
+
+    return timed_windows(window, batch * steps, windows), compile_seconds
+
+
+def jaxcnn_infer(model: Model, batch: int, steps: int, windows: int) -> dict[str, float]:
+    import jax
+
+    params = model.init(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (batch, *model.input_shape))
+    apply = jax.jit(model.apply)
+
+    def window() -> None:
+        for _ in range(steps):
+            y = apply(params, x)
+        y.block_until_ready()
+
+    return timed_windows(window, batch * steps, windows)
+
+
+def flax_lenet() -> Any:
+    import flax.linen as nn
+
+    class LeNet(nn.Module):
+        @nn.compact
+        def __call__(self, x: Any) -> Any:
+            x = nn.relu(nn.Conv(8, (5, 5), padding=((2, 2), (2, 2)))(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = nn.relu(nn.Conv(16, (5, 5), padding="VALID")(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = x.reshape(x.shape[0], -1)
+            x = nn.relu(nn.Dense(120)(x))
+            x = nn.relu(nn.Dense(84)(x))
+            return nn.Dense(10)(x)
+
+    return LeNet()
+
+
+def flax_train(batch: int, steps: int, windows: int) -> tuple[dict[str, float], dict[str, float]]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    net = flax_lenet()
+    x = jax.random.uniform(jax.random.key(1), (batch, 28, 28, 1))
+    y = jnp.zeros(batch, jnp.int32)
+    params = net.init(jax.random.key(0), x)
+    optimizer = optax.adam(1e-3)
+
+    @jax.jit
+    def step(params: Any, opt_state: Any) -> Any:
+        def loss_fn(p: Any) -> Any:
+            return optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+
+        grads = jax.grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    box = [params, optimizer.init(params)]
+
+    def train_window() -> None:
+        for _ in range(steps):
+            box[0], box[1] = step(box[0], box[1])
+        jax.block_until_ready(box[0])
+
+    apply = jax.jit(net.apply)
+
+    def infer_window() -> None:
+        for _ in range(steps):
+            out = apply(params, x)
+        out.block_until_ready()
+
+    return timed_windows(train_window, batch * steps, windows), timed_windows(infer_window, batch * steps, windows)
+
+
+def torch_train(batch: int, steps: int, windows: int, threads: int) -> tuple[dict[str, float], dict[str, float]] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.zeros(batch, dtype=torch.long)
+
+    def train_window() -> None:
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(net(x), y).backward()
+            optimizer.step()
+
+    def infer_window() -> None:
+        with torch.inference_mode():
+            for _ in range(steps):
+                net(x)
+
+    return timed_windows(train_window, batch * steps, windows), timed_windows(infer_window, batch * steps, windows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default=str(ROOT / "specs" / "lenet_mnist.json"))
+    p.add_argument("--batch-sizes", default="128,512", help="comma-separated (default 128,512)")
+    p.add_argument("--images", type=int, default=8192, help="images per timed window (default 8192)")
+    p.add_argument("--windows", type=int, default=5, help="timed windows per figure (default 5)")
+    p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks"), help="where results.json and results.md go")
+    p.add_argument("--smoke", action="store_true", help="tiny windows: checks the script in seconds")
+    args = p.parse_args()
+    if args.smoke:
+        args.images, args.windows = 512, 1
+    model = Model(load_spec(args.spec))
+    train_flops = 3 * sum(flops(layer) for layer in model.spec.layers)  # forward + two backward products
+    gflops = matmul_gflops()
+    rows: list[list[str]] = []
+    raw: dict[str, Any] = {"machine": machine(), "matmul_gflops": gflops, "spec": args.spec, "results": []}
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        steps = max(1, args.images // batch)
+        ours, compile_seconds = jaxcnn_train(model, batch, steps, args.windows)
+        ours_infer = jaxcnn_infer(model, batch, steps, args.windows)
+        flax_fit, flax_infer = flax_train(batch, steps, args.windows)
+        torch_result = torch_train(batch, steps, args.windows, args.threads)
+        torch_fit, torch_infer = torch_result if torch_result else (None, None)
+        raw["results"].append(
+            {
+                "batch": batch,
+                "jaxcnn_train": ours,
+                "jaxcnn_infer": ours_infer,
+                "jaxcnn_compile_seconds": compile_seconds,
+                "flax_train": flax_fit,
+                "flax_infer": flax_infer,
+                "torch_train": torch_fit,
+                "torch_infer": torch_infer,
+            }
+        )
+
+        def cell(r: dict[str, float] | None) -> str:
+            return "skipped" if r is None else f"{r['median']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f})"
+
+        def ratio(a: dict[str, float], b: dict[str, float] | None) -> str:
+            return "-" if b is None else f"{a['median'] / b['median']:.2f}x"
+
+        peak = ours["median"] * train_flops / 1e9 / gflops
+        rows.append([str(batch), cell(ours), cell(flax_fit), cell(torch_fit), ratio(ours, flax_fit),
+                     ratio(ours, torch_fit), f"{100 * peak:.0f}%", cell(ours_infer), cell(flax_infer),
+                     cell(torch_infer), ratio(ours_infer, torch_infer), f"{compile_seconds:.2f}"])  # fmt: skip
+        print(f"batch {batch}: jaxcnn {cell(ours)} img/s, flax {cell(flax_fit)}, torch {cell(torch_fit)}", flush=True)
+    header = ["batch", "jaxcnn train img/s", "Flax train", "PyTorch train", "vs Flax", "vs PyTorch", "of peak",
+              "jaxcnn infer img/s", "Flax infer", "PyTorch infer", "infer vs PyTorch", "compile (s)"]  # fmt: skip
+    table = markdown_table(header, rows)
+    torch_missing = raw["results"][0]["torch_train"] is None
+    note = "\nPyTorch is not installed: its columns are skipped." if torch_missing else ""
+    summary = (f"{model.spec.name}, Adam; median img/s (min-max) over {args.windows} windows of about {args.images} "
+               f"images; machine: {raw['machine']}; NumPy float32 matmul {gflops:.0f} GFLOP/s; 'of peak' = training "
+               f"FLOPs ({train_flops / 1e6:.2f} MFLOP/img) / matmul peak.{note}")  # fmt: skip
+    print("\n" + summary + "\n\n" + table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
+    (out / "results.md").write_text(summary + "\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
