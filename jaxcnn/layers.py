@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn import fast
 from jaxcnn.geometry import (
     PADDING_FORMS,
     IntPair,
@@ -31,8 +32,6 @@ from jaxcnn.geometry import (
 )
 
 Array = jax.Array
-
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 __all__ = [
     "ACTIVATIONS",
@@ -47,6 +46,16 @@ __all__ = [
     "output_size",
     "resolve_padding",
 ]
+
+
+IMPLS = ("auto", "lax", "fast")
+
+
+def _use_fast(impl: str) -> bool:
+    """Whether to use :mod:`jaxcnn.fast`: asked for, or ``auto`` on the CPU backend."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    return impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
 
 
 def _check_nhwc(x: Array, what: str) -> None:
@@ -80,11 +89,15 @@ def conv2d(
     padding: PaddingLike = "valid",
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
+    impl: str = "auto",
 ) -> Array:
     """2-D convolution (cross-correlation, as in every deep-learning library) of an NHWC batch.
 
     ``kernel`` is HWIO with I = in_channels / groups. Each output pixel is the sum over the
     window of input times kernel, plus the bias: the article's "slide the filter and add up".
+    ``impl`` picks how XLA computes it: ``"lax"`` (one ``lax.conv_general_dilated``), ``"fast"``
+    (:mod:`jaxcnn.fast`, same function and gradient, faster on the CPU) or ``"auto"`` (fast on
+    the CPU backend, lax elsewhere).
     """
     _check_nhwc(x, "conv2d")
     if kernel.ndim != 4:
@@ -106,15 +119,10 @@ def conv2d(
     dilations = as_pair(dilation, "dilation")
     pads = resolve_padding(padding, size, strides, dilations, (x.shape[1], x.shape[2]))
     _check_fits((x.shape[1], x.shape[2]), size, strides, pads, dilations, "conv2d")
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilations,
-        dimension_numbers=_DIMENSION_NUMBERS,
-        feature_group_count=groups,
-    )
+    if _use_fast(impl):
+        y = fast.conv(x, kernel, strides, pads, dilations, int(groups))
+    else:
+        y = fast.lax_conv(x, kernel, strides, pads, dilations, int(groups))
     if bias is not None:
         y = y + bias
     return y
@@ -136,13 +144,18 @@ def max_pool(
     size: int | Sequence[int],
     stride: int | Sequence[int] | None = None,
     padding: PaddingLike = "valid",
+    *,
+    impl: str = "auto",
 ) -> Array:
     """Max pooling of an NHWC batch: each output is the largest value in its window.
 
     The stride defaults to the window size (the article's f=2, s=2). Padding counts as -inf,
-    so a padded pixel is never the maximum.
+    so a padded pixel is never the maximum. ``impl`` is as for :func:`conv2d`; the fast form
+    applies when the windows tile the input (stride = size, no padding).
     """
     window, strides, pads = _pool_setup(x, size, stride, padding, "max_pool")
+    if _use_fast(impl) and fast.tiles((x.shape[1], x.shape[2]), window, strides, pads):
+        return fast.max_pool_tiled(x, window)
     # A NumPy (not JAX) init value: reduce_window is differentiable only with a known constant.
     if jnp.issubdtype(x.dtype, jnp.floating):
         init = np.array(-np.inf, x.dtype)

@@ -122,13 +122,17 @@ class SummaryRow:
 class Model:
     """A network built from a resolved spec: ``init(key)``, ``apply(params, x)``, ``predict``."""
 
-    def __init__(self, spec: NetworkSpec) -> None:
+    def __init__(self, spec: NetworkSpec, impl: str = "auto") -> None:
+        """``impl`` chooses the layer implementations: see :func:`jaxcnn.layers.conv2d`."""
+        if impl not in L.IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(L.IMPLS)}, got {impl!r}")
         self.spec = spec
+        self.impl = impl
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Model:
+    def from_file(cls, path: str | Path, impl: str = "auto") -> Model:
         """Load a spec file and build its model (raises ``SpecError`` on a bad spec)."""
-        return cls(load_spec(path))
+        return cls(load_spec(path), impl)
 
     @property
     def input_shape(self) -> Shape:
@@ -189,7 +193,7 @@ class Model:
         self.check_params(params)
         last = len(self.spec.layers) - 1
         for layer in self.spec.layers:
-            x = _apply_layer(layer, params.get(layer.name, {}), x)
+            x = _apply_layer(layer, params.get(layer.name, {}), x, self.impl)
             activation = getattr(layer, "activation", "linear")
             if not (layer.index == last and activation == "softmax" and not final_activation):
                 x = L.activation(activation)(x)
@@ -232,7 +236,7 @@ class Model:
         return sum(param_count(layer) for layer in self.spec.layers)
 
 
-def _apply_layer(layer: AnyLayer, weights: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+def _apply_layer(layer: AnyLayer, weights: dict[str, jax.Array], x: jax.Array, impl: str) -> jax.Array:
     """One layer's linear part (the activation is applied by the caller)."""
     if isinstance(layer, ConvLayer):
         return L.conv2d(
@@ -243,10 +247,11 @@ def _apply_layer(layer: AnyLayer, weights: dict[str, jax.Array], x: jax.Array) -
             padding=layer.padding,
             dilation=layer.dilation,
             groups=layer.groups,
+            impl=impl,
         )
     if isinstance(layer, PoolLayer):
         if layer.type == "max_pool":
-            return L.max_pool(x, layer.size, layer.stride, layer.padding)
+            return L.max_pool(x, layer.size, layer.stride, layer.padding, impl=impl)
         return L.avg_pool(x, layer.size, layer.stride, layer.padding, count_include_pad=bool(layer.count_include_pad))
     if isinstance(layer, DenseLayer):
         return L.dense(x, weights["kernel"], weights.get("bias"))

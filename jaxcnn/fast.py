@@ -1,0 +1,182 @@
+"""Faster formulations of convolution and max pooling for XLA's CPU backend.
+
+Each computes the same function and gradient as the plain ``lax`` version in
+:mod:`jaxcnn.layers` (``tests/test_fast.py`` compares them on random inputs); they differ only
+in how XLA is asked to do the work. Measured on a 2-core x86-64 CPU with jaxlib 0.10.2, per
+image at batch 128 (``experiments/profile_ops.py`` prints these):
+
+- A convolution over few input channels (the article's first layer: 5x5 filters on one grey
+  channel) is slow as an XLA convolution (about 90 us per image for LeNet's conv1). Written as
+  a sum of shifted slices times kernel taps, XLA fuses it into one elementwise loop (about 15 us).
+- The weight gradient of an XLA CPU convolution gets slower per image as the batch grows
+  (LeNet's conv2: 57 us per image at batch 128, 16 us when computed 16 images at a time and
+  summed), so the backward pass splits the batch into chunks of ``WGRAD_CHUNK``.
+- Max pooling whose windows tile the input (stride = size, no padding): the forward is the
+  maximum of strided slices (fused elementwise; about 40% faster inference for LeNet), and the
+  gradient is computed in a reshaped layout where XLA fuses it; ``reduce_window``'s gradient goes
+  through ``select_and_scatter``, about 2.5x slower. At ties inside a window the two split the
+  gradient differently (here equally among the tied positions, there all to one); both are valid
+  subgradients, and after a ReLU the tied values are zeros, whose ReLU gradient is zero anyway.
+
+Together these make LeNet's training step about 1.8x faster on the CPU than the plain version.
+
+On other backends (GPU, TPU), :func:`jaxcnn.layers.conv2d` and ``max_pool`` use the plain
+versions, which their vendors' libraries already run well.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn.geometry import IntPair, PaddingPairs, output_size
+
+WGRAD_CHUNK = 16
+"""Images per chunk of the weight-gradient computation in the backward pass."""
+
+SHIFT_ADD_MAX_TAPS = 32
+"""Use the shifted-slice forward when (input channels x filter height x filter width) is at most this."""
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def lax_conv(x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair,
+             groups: int) -> jax.Array:  # fmt: skip
+    """The plain XLA convolution (NHWC, HWIO)."""
+    return lax.conv_general_dilated(
+        x, kernel, stride, pads, rhs_dilation=dilation, dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups
+    )
+
+
+def _shift_add_conv(
+    x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair
+) -> jax.Array:
+    """sum over taps (i, j, c) of the strided input slice under that tap times kernel[i, j, c, :]."""
+    fh, fw, channels, _ = kernel.shape
+    n, h, w, _ = x.shape
+    out_h = output_size(h, fh, stride[0], *pads[0], dilation[0])
+    out_w = output_size(w, fw, stride[1], *pads[1], dilation[1])
+    padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    total = None
+    for i in range(fh):
+        for j in range(fw):
+            top, left = i * dilation[0], j * dilation[1]
+            for c in range(channels):
+                tap = lax.slice(
+                    padded,
+                    (0, top, left, c),
+                    (n, top + stride[0] * (out_h - 1) + 1, left + stride[1] * (out_w - 1) + 1, c + 1),
+                    (1, stride[0], stride[1], 1),
+                )
+                term = tap * kernel[i, j, c]
+                total = term if total is None else total + term
+    assert total is not None  # a kernel has at least one tap
+    return total
+
+
+def uses_shift_add(kernel_shape: tuple[int, ...], groups: int) -> bool:
+    fh, fw, channels, _ = kernel_shape
+    return groups == 1 and fh * fw * channels <= SHIFT_ADD_MAX_TAPS
+
+
+def _is_zero(tangent: object) -> bool:
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def conv(x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair,
+         groups: int) -> jax.Array:  # fmt: skip
+    """Convolution with the CPU-fast forward and gradients described in the module docstring.
+
+    A custom JVP (not a VJP), so forward-mode differentiation works too. Its tangent is linear:
+    ``conv(dx, kernel) + conv(x, dkernel)``, the second computed ``WGRAD_CHUNK`` images at a time;
+    reverse mode transposes it into XLA's input gradient plus a sum of per-chunk weight gradients.
+    """
+    if uses_shift_add(kernel.shape, groups):
+        return _shift_add_conv(x, kernel, stride, pads, dilation)
+    return lax_conv(x, kernel, stride, pads, dilation, groups)
+
+
+def _conv_jvp(
+    stride: IntPair,
+    pads: PaddingPairs,
+    dilation: IntPair,
+    groups: int,
+    primals: tuple[jax.Array, jax.Array],
+    tangents: tuple[object, object],
+) -> tuple[jax.Array, jax.Array]:
+    x, kernel = primals
+    dx, dkernel = tangents
+    y = conv(x, kernel, stride, pads, dilation, groups)
+    terms = []
+    if not _is_zero(dx):
+        terms.append(lax_conv(dx, kernel, stride, pads, dilation, groups))  # type: ignore[arg-type]
+    if not _is_zero(dkernel):
+        chunks = [
+            lax_conv(x[start : start + WGRAD_CHUNK], dkernel, stride, pads, dilation, groups)  # type: ignore[arg-type]
+            for start in range(0, x.shape[0], WGRAD_CHUNK)
+        ]
+        terms.append(chunks[0] if len(chunks) == 1 else jnp.concatenate(chunks, axis=0))
+    dy = terms[0] if terms else jnp.zeros_like(y)
+    for term in terms[1:]:
+        dy = dy + term
+    return y, dy
+
+
+conv.defjvp(_conv_jvp, symbolic_zeros=True)
+
+
+def tiles(x_hw: tuple[int, int], size: IntPair, stride: IntPair, pads: PaddingPairs) -> bool:
+    """True when pooling windows tile the input: stride = size and no padding."""
+    del x_hw  # any size: the remainder rows and columns that no window reaches are cropped
+    return stride == size and pads == ((0, 0), (0, 0))
+
+
+def _window_slices(x: jax.Array, size: IntPair, out_hw: tuple[int, int]) -> list[jax.Array]:
+    """The input under each window position (i, j), strided by the window size: fh*fw arrays."""
+    n, _, _, c = x.shape
+    return [
+        lax.slice(x, (0, i, j, 0), (n, i + size[0] * (out_hw[0] - 1) + 1, j + size[1] * (out_hw[1] - 1) + 1, c),
+                  (1, size[0], size[1], 1))
+        for i in range(size[0])
+        for j in range(size[1])
+    ]  # fmt: skip
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def max_pool_tiled(x: jax.Array, size: IntPair) -> jax.Array:
+    """Max pooling with stride = size and no padding.
+
+    Value: the maximum of one strided slice per window position (4 for 2x2), on a materialised
+    input (the barrier stops XLA from recomputing the producer, say a convolution, per slice).
+    Derivative: in the reshaped layout (N, H/f, f, W/f, f, C), the tangent of each window is the
+    mean tangent of the positions equal to its maximum, a linear map whose transpose (the
+    gradient) XLA fuses well.
+    """
+    out_hw = (x.shape[1] // size[0], x.shape[2] // size[1])
+    parts = _window_slices(lax.optimization_barrier(x), size, out_hw)
+    result = parts[0]
+    for part in parts[1:]:
+        result = jnp.maximum(result, part)
+    return result
+
+
+def _as_windows(x: jax.Array, size: IntPair) -> jax.Array:
+    """(N, H, W, C) -> (N, H/f, f, W/f, f, C), cropping rows and columns no window reaches."""
+    n, h, w, c = x.shape
+    out_h, out_w = h // size[0], w // size[1]
+    return x[:, : out_h * size[0], : out_w * size[1], :].reshape(n, out_h, size[0], out_w, size[1], c)
+
+
+def _max_pool_jvp(size: IntPair, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    windows = _as_windows(primals[0], size)
+    y = windows.max(axis=(2, 4))
+    winners = (windows == y[:, :, None, :, None, :]).astype(y.dtype)
+    share = winners / winners.sum(axis=(2, 4), keepdims=True)
+    return y, (share * _as_windows(tangents[0], size)).sum(axis=(2, 4))
+
+
+max_pool_tiled.defjvp(_max_pool_jvp)

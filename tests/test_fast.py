@@ -1,0 +1,95 @@
+"""The fast CPU formulations compute the same function and gradient as the plain lax versions."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcnn import fast
+from jaxcnn import layers as L
+from jaxcnn.model import Model
+from jaxcnn.train import batch_loss
+
+from conftest import SPECS_DIR
+
+CONV_CASES = [
+    # (batch, h, w, cin, cout, size, stride, padding, dilation, groups)
+    (7, 12, 11, 1, 8, 5, 1, ((2, 2), (2, 2)), 1, 1),  # conv1-like: shifted-slice forward
+    (37, 14, 14, 8, 16, 5, 1, "valid", 1, 1),  # conv2-like, batch not a multiple of the chunk
+    (16, 9, 10, 3, 4, 3, 2, "same", 1, 1),  # strided, RGB, exactly one chunk
+    (5, 10, 10, 2, 4, 3, (1, 2), ((1, 0), (0, 2)), 2, 1),  # asymmetric padding, dilation
+    (20, 8, 8, 4, 6, 3, 1, 1, 1, 2),  # groups: lax forward, chunked weight gradient
+    (33, 6, 7, 1, 3, (2, 3), 1, "valid", 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_fast_conv_equals_lax_conv_forward_and_gradients(case):
+    n, h, w, cin, cout, size, stride, padding, dilation, groups = case
+    size = size if isinstance(size, tuple) else (size, size)
+    kx, kw, kd = jax.random.split(jax.random.key(n), 3)
+    x = jax.random.normal(kx, (n, h, w, cin))
+    kernel = jax.random.normal(kw, (*size, cin // groups, cout))
+
+    def run(impl):
+        def f(x, k):
+            return L.conv2d(x, k, stride=stride, padding=padding, dilation=dilation, groups=groups, impl=impl)
+
+        y, vjp = jax.vjp(jax.jit(f), x, kernel)
+        return y, vjp(jax.random.normal(kd, y.shape))
+
+    (y_fast, (dx_fast, dw_fast)), (y_lax, (dx_lax, dw_lax)) = run("fast"), run("lax")
+    np.testing.assert_allclose(y_fast, y_lax, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dx_fast, dx_lax, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dw_fast, dw_lax, rtol=1e-5, atol=2e-4)
+
+
+def test_fast_paths_are_chosen_as_documented():
+    assert fast.uses_shift_add((5, 5, 1, 8), 1) and not fast.uses_shift_add((5, 5, 8, 16), 1)
+    assert not fast.uses_shift_add((3, 3, 2, 4), 2)
+    assert fast.tiles((28, 28), (2, 2), (2, 2), ((0, 0), (0, 0)))
+    assert not fast.tiles((28, 28), (3, 3), (2, 2), ((0, 0), (0, 0)))
+    assert not fast.tiles((28, 28), (2, 2), (2, 2), ((1, 0), (0, 0)))
+    with pytest.raises(ValueError, match="impl must be one of auto, lax, fast"):
+        L.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="cuda")
+
+
+@pytest.mark.parametrize(("shape", "size"), [((3, 28, 28, 8), 2), ((2, 11, 9, 3), 2), ((2, 9, 12, 4), (3, 2))])
+def test_fast_max_pool_equals_reduce_window(shape, size):
+    x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
+    dy_key = jax.random.key(1)
+
+    def run(impl):
+        y, vjp = jax.vjp(jax.jit(lambda x: L.max_pool(x, size, impl=impl)), x)
+        return y, vjp(jax.random.normal(dy_key, y.shape))[0]
+
+    (y_fast, dx_fast), (y_lax, dx_lax) = run("fast"), run("lax")
+    np.testing.assert_array_equal(y_fast, y_lax)
+    np.testing.assert_array_equal(dx_fast, dx_lax)
+
+
+def test_fast_max_pool_shares_the_gradient_among_ties():
+    x = jnp.zeros((1, 2, 2, 1)).at[0, 0, 0, 0].set(-1.0)  # three tied zeros, one smaller value
+    dx = jax.grad(lambda x: L.max_pool(x, 2, impl="fast").sum())(x)
+    np.testing.assert_allclose(np.asarray(dx)[0, :, :, 0], [[0, 1 / 3], [1 / 3, 1 / 3]], rtol=1e-6)
+    inference = jax.jit(lambda x: L.max_pool(x, 2, impl="fast"))(x)
+    assert float(inference.sum()) == 0.0
+
+
+def test_lenet_training_gradients_fast_equal_lax():
+    x = jax.random.uniform(jax.random.key(0), (48, 28, 28, 1))
+    y = jax.random.randint(jax.random.key(1), (48,), 0, 10)
+    grads = {}
+    for impl in ("fast", "lax"):
+        model = Model.from_file(SPECS_DIR / "lenet_mnist.json", impl=impl)
+        params = model.init(jax.random.key(2))
+        grads[impl] = jax.jit(jax.grad(lambda p, m=model: batch_loss(m, p, x, y)[0]))(params)
+        logits = jax.jit(model.apply)(params, x)
+        grads[impl + "_logits"] = logits
+    np.testing.assert_allclose(grads["fast_logits"], grads["lax_logits"], rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads["fast"]), jax.tree.leaves(grads["lax"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert float(optax.tree.norm(grads["fast"])) > 0
