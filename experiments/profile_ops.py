@@ -1,0 +1,100 @@
+"""Where a training step's time goes: each layer's forward and backward, timed alone, plain vs fast.
+
+Command:  python experiments/profile_ops.py [--batch 128] [--spec specs/lenet_mnist.json]
+Smoke:    python experiments/profile_ops.py --smoke
+Machine:  README "Speed" gives the figures and the machine.
+Result:   a table of microseconds per image for each layer's forward, input gradient and weight
+          gradient, with jaxcnn's plain lax layers and with the fast CPU paths (jaxcnn.fast), and
+          the whole training step for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn.model import Model, _apply_layer
+from jaxcnn.spec import load_spec
+from jaxcnn.train import batch_loss
+
+from common import ROOT, markdown_table
+
+ADAM = optax.adam(1e-3)
+
+
+def per_image_us(fn: Callable[..., Any], args: tuple[Any, ...], batch: int, repeats: int) -> float:
+    compiled = jax.jit(fn)
+    jax.block_until_ready(compiled(*args))
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = compiled(*args)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best / batch * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default=str(ROOT / "specs" / "lenet_mnist.json"))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--smoke", action="store_true", help="batch 8, 1 repeat")
+    args = p.parse_args()
+    if args.smoke:
+        args.batch, args.repeats = 8, 1
+    spec = load_spec(args.spec)
+    rows = []
+    totals = {"lax": 0.0, "fast": 0.0}
+    key = jax.random.key(0)
+    for layer in spec.layers:
+        x = jax.random.normal(key, (args.batch, *layer.input_shape))
+        cells = [layer.name, layer.type]
+        for impl in ("lax", "fast"):
+            model = Model(spec, impl)
+            weights = model.init(key).get(layer.name, {})
+
+            def forward(w: Any, x: Any, layer: Any = layer, impl: str = impl) -> Any:
+                return _apply_layer(layer, w, x, impl)
+
+            y = forward(weights, x)
+            dy = jax.random.normal(key, y.shape)
+            fwd = per_image_us(forward, (weights, x), args.batch, args.repeats)
+            dx = per_image_us(lambda w, x, dy, f=forward: jax.vjp(lambda x_: f(w, x_), x)[1](dy), (weights, x, dy),
+                              args.batch, args.repeats)  # fmt: skip
+            dw = (per_image_us(lambda w, x, dy, f=forward: jax.vjp(lambda w_: f(w_, x), w)[1](dy), (weights, x, dy),
+                               args.batch, args.repeats) if weights else 0.0)  # fmt: skip
+            cells += [f"{fwd:.1f}", f"{dx:.1f}", f"{dw:.1f}" if weights else "-"]
+            totals[impl] += fwd + dx + dw
+        rows.append(cells)
+    steps = []
+    for impl in ("lax", "fast"):
+        model = Model(spec, impl)
+        params = model.init(key)
+        opt_state = ADAM.init(params)
+        x = jax.random.uniform(key, (args.batch, *spec.input_shape))
+        labels = jnp.zeros(args.batch, jnp.int32)
+
+        def step(params: Any, opt_state: Any, x: Any, labels: Any, model: Model = model) -> Any:
+            grads = jax.grad(lambda p: batch_loss(model, p, x, labels)[0])(params)
+            updates, opt_state = ADAM.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        steps.append(per_image_us(step, (params, opt_state, x, labels), args.batch, args.repeats))
+    rows.append(["sum of the above", "", "", "", f"{totals['lax']:.1f}", "", "", f"{totals['fast']:.1f}"])
+    rows.append(["whole training step (Adam)", "", "", "", f"{steps[0]:.1f}", "", "", f"{steps[1]:.1f}"])
+    header = ["layer", "type", "lax fwd", "lax dx", "lax dw", "fast fwd", "fast dx", "fast dw"]
+    print(f"{spec.name}, batch {args.batch}: microseconds per image (best of 3 x {args.repeats} calls); "
+          f"the first layer's dx is never computed in training\n")  # fmt: skip
+    print(markdown_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()

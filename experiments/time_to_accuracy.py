@@ -1,0 +1,56 @@
+"""Time to 99% on MNIST: wall time from process start to the first epoch whose test accuracy reaches it.
+
+Command:  JAXCNN_DATA_DIR=../shared/data python experiments/time_to_accuracy.py
+Smoke:    JAXCNN_DATA_DIR=../shared/data python experiments/time_to_accuracy.py --smoke
+Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2); README "Speed" has the figures
+Result:   seconds to 99.0% with ``specs/lenet_mnist.json``, split into imports, data load,
+          compilation and epochs, plus the peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()  # before the heavy imports: they count too
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+
+from jaxcnn.data import load_dataset  # noqa: E402
+from jaxcnn.runs import train_run  # noqa: E402
+from jaxcnn.train import TrainConfig  # noqa: E402
+
+from common import ROOT, run_script, smoke_subset  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", help="offline data folder (default: $JAXCNN_DATA_DIR)")
+    p.add_argument("--target", type=float, default=0.99, help="test accuracy to reach (default 0.99)")
+    p.add_argument("--epochs", type=int, default=5, help="schedule length and the most epochs run (default 5)")
+    p.add_argument("--lr", type=float, default=4e-3, help="one-cycle peak learning rate (default 0.004)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--smoke", action="store_true", help="2,000 training images, 1 epoch, target 0")
+    args = p.parse_args()
+    imported = time.perf_counter()
+    data = load_dataset("mnist", args.data_dir)
+    if args.smoke:
+        data, args.epochs, args.target = smoke_subset(data), 1, 0.0
+    loaded = time.perf_counter()
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, schedule="onecycle", batch_size=args.batch_size)
+    result = train_run(ROOT / "specs" / "lenet_mnist.json", data, config, None, progress=False,
+                       stop_at_accuracy=args.target)  # fmt: skip
+    done = time.perf_counter()
+    reached = result.metrics[-1]["test_accuracy"] >= args.target
+    epochs = sum(m["seconds"] + m["eval_seconds"] for m in result.metrics)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n{'reached' if reached else 'did NOT reach'} {100 * args.target:.1f}% test accuracy "
+          f"({100 * result.metrics[-1]['test_accuracy']:.2f}%) after {len(result.metrics)} epochs")  # fmt: skip
+    print(f"wall time from process start: {done - START:.1f} s = imports {imported - START:.1f} s + data "
+          f"{loaded - imported:.1f} s + compilation {result.compile_seconds:.1f} s + epochs (train and test) "
+          f"{epochs:.1f} s + other {done - loaded - result.compile_seconds - epochs:.1f} s; "
+          f"peak resident memory {peak_mib:.0f} MiB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_script(main)
