@@ -32,6 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("jaxcnn.runs", "RunError"),
         ("jaxcnn.model", "InputShapeError"),
         ("jaxcnn.train", "ConfigError"),
+        ("jaxcnn.parallel", "DeviceError"),
     )
     for module, name in loaded:
         mod = sys.modules.get(module)
@@ -144,6 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
         loop=args.loop,
+        devices=args.devices,
+        compute_dtype=args.compute_dtype,
     )
     train_run(
         args.spec,
@@ -240,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length in epochs")
     train.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default 0)")
     train.add_argument("--loop", default="auto", choices=LOOPS, help="epoch loop: scan or per-step (auto: by device)")
+    train.add_argument("--devices", type=int, default=0, help="data-parallel over this many devices (default 0: all)")
+    train.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                       help="bfloat16: compute in bfloat16 with float32 parameters (for accelerators)")  # fmt: skip
     train.add_argument("--pad", action="store_true", help="pad images with zeros up to the spec's input size")
     train.add_argument("--grey-to-rgb", action="store_true", help="repeat a grey channel to feed an RGB spec")
     train.add_argument(

@@ -151,7 +151,7 @@ def train_run(
     record = {
         "format": RUN_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "spec": json.loads(Path(spec.source).read_text()) if Path(spec.source).is_file() else None,
+        "spec": spec.document,
         "spec_source": spec.source,
         "dataset": {
             "name": data.name,
@@ -164,11 +164,8 @@ def train_run(
         "preprocess": preprocess.to_dict(),
         "train": config.to_dict(),
         "versions": _versions(),
-        "devices": [str(d) for d in jax.devices()],
         "command": sys.argv,
     }
-    if record["spec"] is None:
-        raise RunError(f"the spec {spec.source!r} must be a file so the run can record it; use load_spec(path)")
     stops = _Stops(stop_at_accuracy, stop_after_epochs, on_epoch)
     return _run(spec, data, preprocess, config, run_dir, record, 0, [], None, progress, verbose, stops, started,
                 data_seconds, overwrite)  # fmt: skip
@@ -258,8 +255,9 @@ def _run(
     state = trainer.init_state()
     if checkpoints is not None and done_epochs:
         restored = checkpoints.restore(done_epochs, state._asdict())
-        state = TrainState(**restored)
+        state = trainer.place(TrainState(**restored))
     compile_seconds = trainer.compile(state)
+    record["devices"] = trainer.parallel.devices
     if verbose:
         print(
             f"{spec.name} on {data.name} ({data.source}): {len(data.train_images):,} train / "

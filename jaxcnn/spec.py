@@ -11,11 +11,12 @@ Every problem raises :class:`SpecError`, whose message names the file, the layer
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -159,6 +160,8 @@ class NetworkSpec:
     input_shape: Shape
     layers: tuple[AnyLayer, ...]
     source: str
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The JSON object as written (before defaults and resolution), for recording in runs."""
 
     @property
     def output_shape(self) -> Shape:
@@ -429,9 +432,9 @@ def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
     default_name = Path(source).stem if source != "<spec>" else "network"
     name = data.get("name", default_name)
     description = data.get("description", "")
-    for field, value in (("name", name), ("description", description)):
+    for key, value in (("name", name), ("description", description)):
         if not isinstance(value, str):
-            raise ctx.error(f"must be a string, got {_describe(value)}", field)
+            raise ctx.error(f"must be a string, got {_describe(value)}", key)
     input_shape = _input_shape(ctx, data["input"])
     raw_layers = data["layers"]
     if not isinstance(raw_layers, list) or not raw_layers:
@@ -460,7 +463,12 @@ def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
         resolved.append(layer)
         shape = layer.output_shape
     return NetworkSpec(
-        name=name, description=description, input_shape=input_shape, layers=tuple(resolved), source=source
+        name=name,
+        description=description,
+        input_shape=input_shape,
+        layers=tuple(resolved),
+        source=source,
+        document=copy.deepcopy(data),
     )
 
 

@@ -25,9 +25,11 @@ import optax
 
 from jaxcnn.data import Preprocess
 from jaxcnn.model import Model, Params
+from jaxcnn.parallel import DataParallel
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOOPS = ("auto", "scan", "step")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 
 
@@ -50,11 +52,17 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     loop: str = "auto"
+    devices: int = 0
+    compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         problems = []
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            problems.append(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        if not isinstance(self.devices, int) or self.devices < 0:
+            problems.append(f"devices must be 0 (all) or a positive integer, got {self.devices!r}")
         if self.loop not in LOOPS:
             problems.append(f"loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         if self.schedule not in SCHEDULES:
@@ -115,29 +123,45 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
 
 
-def batch_loss(model: Model, params: Params, x: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy over integer labels, and the number of correct predictions."""
-    logits = model.apply(params, x)
+def batch_loss(
+    model: Model, params: Params, x: jax.Array, labels: jax.Array, compute_dtype: str = "float32"
+) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy over integer labels, and the number of correct predictions.
+
+    With ``compute_dtype="bfloat16"`` the network runs in bfloat16 on bfloat16 copies of the
+    float32 parameters (gradients flow back to the float32 originals); the loss is float32.
+    """
+    if compute_dtype != "float32":
+        dtype = jnp.dtype(compute_dtype)
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+        x = x.astype(dtype)
+    logits = model.apply(params, x).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (jnp.argmax(logits, axis=-1) == labels).sum()
 
 
 def make_train_step(
-    model: Model, optimizer: optax.GradientTransformation, preprocess: Preprocess, batch_size: int
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    preprocess: Preprocess,
+    batch_size: int,
+    split_batch: Callable[[jax.Array], jax.Array] = lambda x: x,
+    compute_dtype: str = "float32",
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
     """One optimizer step on batch ``i`` of the epoch's permutation (not jitted).
 
-    The batch is gathered on the device from the uint8 images; returns the new state and
-    [summed loss, correct count] for the batch.
+    The batch is gathered on the device from the uint8 images and handed to ``split_batch``
+    (for data parallelism: a sharding constraint); returns the new state and [summed loss,
+    correct count] for the batch.
     """
-    grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y), has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
 
     def step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-        x = preprocess.to_float(images[idx])
-        (loss, correct), grads = grad_fn(state.params, x, labels[idx])
+        x = split_batch(preprocess.to_float(images[idx]))
+        (loss, correct), grads = grad_fn(state.params, x, split_batch(labels[idx]))
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state), jnp.stack([loss * batch_size, correct.astype(jnp.float32)])
@@ -164,11 +188,13 @@ def scan_steps(
     return chunk
 
 
-def make_eval_batch(model: Model, preprocess: Preprocess) -> Callable[..., jax.Array]:
+def make_eval_batch(
+    model: Model, preprocess: Preprocess, split_batch: Callable[[jax.Array], jax.Array] = lambda x: x
+) -> Callable[..., jax.Array]:
     """A jitted evaluation of one masked batch: [summed loss, correct count] and the predictions."""
 
     def evaluate(params: Params, images: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = model.apply(params, preprocess.to_float(images))
+        logits = model.apply(params, split_batch(preprocess.to_float(images)))
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         pred = jnp.argmax(logits, axis=-1)
         return jnp.stack([(losses * mask).sum(), ((pred == labels) * mask).sum()]), pred
@@ -186,14 +212,15 @@ class EvalSet:
     count: int
 
     @classmethod
-    def build(cls, images: np.ndarray, labels: np.ndarray, batch_size: int) -> EvalSet:
+    def build(cls, images: np.ndarray, labels: np.ndarray, batch_size: int, parallel: DataParallel) -> EvalSet:
         count = len(images)
         padded = -(-count // batch_size) * batch_size
         extra = padded - count
         images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), images.dtype)])
         labels = np.concatenate([labels, np.zeros(extra, labels.dtype)])
         mask = np.concatenate([np.ones(count, np.float32), np.zeros(extra, np.float32)])
-        return cls(jnp.asarray(images), jnp.asarray(labels), jnp.asarray(mask), count)
+        on_devices, labels_on_devices, mask_on_devices = parallel.replicate((images, labels, mask))
+        return cls(on_devices, labels_on_devices, mask_on_devices, count)
 
 
 @dataclass
@@ -256,7 +283,9 @@ class Trainer:
     ) -> None:
         n = len(train_images)
         if n < config.batch_size:
-            raise ValueError(f"batch size {config.batch_size} is larger than the {n} training images")
+            raise ConfigError(f"batch size {config.batch_size} is larger than the {n} training images")
+        self.parallel = DataParallel.over(config.devices)
+        self.parallel.check_divides(config.batch_size, "batch size")
         self.model, self.config, self.preprocess = model, config, preprocess
         self.steps_per_epoch = n // config.batch_size
         self.loop = resolve_loop(config.loop)
@@ -265,21 +294,28 @@ class Trainer:
         else:
             self.chunks, self.steps_per_chunk = self.steps_per_epoch, 1
         self.optimizer = make_optimizer(config, self.steps_per_epoch)
-        self.train_images = jnp.asarray(train_images)
-        self.train_labels = jnp.asarray(train_labels, jnp.int32)
-        self.eval_batch = min(config.eval_batch_size, len(test_images))
-        self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), self.eval_batch)
-        step = make_train_step(model, self.optimizer, preprocess, config.batch_size)
+        self.train_images, self.train_labels = self.parallel.replicate(
+            (np.asarray(train_images), np.asarray(train_labels, np.int32))
+        )
+        devices = self.parallel.size  # evaluation batches split across devices too: round up
+        self.eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
+        self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), self.eval_batch, self.parallel)
+        split = self.parallel.split_batch()
+        step = make_train_step(model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype)
         self._chunk: Any = jax.jit(
             step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0
         )
-        self._eval_batch: Any = make_eval_batch(model, preprocess)
+        self._eval_batch: Any = make_eval_batch(model, preprocess, split)
         self.compile_seconds = 0.0
 
     def init_state(self) -> TrainState:
         """Fresh parameters from the seed, and the optimizer's initial state."""
         params = self.model.init(jax.random.fold_in(jax.random.key(self.config.seed), 0))
-        return TrainState(params, self.optimizer.init(params))
+        return self.place(TrainState(params, self.optimizer.init(params)))
+
+    def place(self, state: TrainState) -> TrainState:
+        """Replicate a (fresh or restored) state on the devices of the mesh."""
+        return self.parallel.replicate(state)
 
     def compile(self, state: TrainState) -> float:
         """Compile the training chunk and the evaluation ahead of time; returns the seconds it took."""

@@ -1,0 +1,64 @@
+"""Data parallelism with ``jax.sharding``: a mesh over devices, the batch split along it.
+
+Parameters, optimizer state and the (small) data sets are replicated on every device of the
+mesh; inside the compiled step each batch is constrained to be split along the mesh's ``data``
+axis, and XLA's SPMD partitioner inserts the gradient all-reduce. One device is the same code
+with a mesh of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+class DeviceError(ValueError):
+    """A device count or batch size that the machine's devices cannot serve."""
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """A 1-D mesh named ``data`` over the chosen devices."""
+
+    mesh: Mesh
+
+    @classmethod
+    def over(cls, devices: int = 0) -> DataParallel:
+        """A mesh over the first ``devices`` devices (0: all of them) of ``jax.devices()``."""
+        available = jax.devices()
+        count = len(available) if devices == 0 else devices
+        if not 1 <= count <= len(available):
+            raise DeviceError(
+                f"asked for {devices} devices, but JAX sees {len(available)} ({available[0].platform}); "
+                "use --devices 0 for all of them"
+            )
+        return cls(Mesh(np.array(available[:count]), ("data",)))
+
+    @property
+    def size(self) -> int:
+        return int(self.mesh.devices.size)
+
+    @property
+    def devices(self) -> list[str]:
+        return [str(d) for d in self.mesh.devices.flat]
+
+    def check_divides(self, batch_size: int, what: str) -> None:
+        if batch_size % self.size:
+            raise DeviceError(
+                f"{what} {batch_size} does not split evenly across {self.size} devices: "
+                f"use a multiple of {self.size} (for example {batch_size // self.size * self.size or self.size})"
+            )
+
+    def replicate(self, tree: Any) -> Any:
+        """Put every array of ``tree`` (NumPy or JAX) on every device of the mesh, as JAX arrays."""
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    def split_batch(self) -> Callable[[Any], Any]:
+        """Inside jit: constrain an array to be split along its first (batch) axis."""
+        sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        return lambda x: jax.lax.with_sharding_constraint(x, sharding)

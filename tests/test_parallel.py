@@ -1,0 +1,55 @@
+"""Data parallelism on 4 forced CPU devices gives the same training as on 1 device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import ROOT
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, "tests")
+    from datasets import TINY_SPEC, quadrant_dataset
+    from jaxcnn.parallel import DeviceError
+    from jaxcnn.runs import train_run
+    from jaxcnn.spec import parse_spec
+    from jaxcnn.train import TrainConfig
+
+    spec = parse_spec(TINY_SPEC)
+    data = quadrant_dataset(256, 100)
+    out = {"device_count": jax.device_count()}
+    runs = {}
+    for devices in (1, 4):
+        config = TrainConfig(epochs=2, batch_size=32, lr=1e-2, eval_batch_size=50, devices=devices)
+        runs[devices] = train_run(spec, data, config, None, progress=False, verbose=False)
+    a, b = (jax.tree.leaves(runs[d].params) for d in (1, 4))
+    out["max_param_diff"] = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    out["losses"] = {d: [m["train_loss"] for m in runs[d].metrics] for d in (1, 4)}
+    out["test_accuracy"] = {d: runs[d].metrics[-1]["test_accuracy"] for d in (1, 4)}
+    try:
+        train_run(spec, data, TrainConfig(epochs=1, batch_size=30, devices=4), None, progress=False, verbose=False)
+    except DeviceError as err:
+        out["error"] = str(err)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_four_devices_equal_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["device_count"] == 4
+    assert out["max_param_diff"] < 1e-4
+    for one, four in zip(out["losses"]["1"], out["losses"]["4"], strict=True):
+        assert abs(one - four) < 1e-4 * max(1.0, abs(one))
+    assert abs(out["test_accuracy"]["1"] - out["test_accuracy"]["4"]) <= 0.01
+    assert "batch size 30 does not split evenly across 4 devices: use a multiple of 4" in out["error"]
