@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 130 if type(err).__name__ == "TrainingInterruptedError" else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

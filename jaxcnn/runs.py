@@ -9,14 +9,18 @@ Everything that can fail (spec, data, compilation) is checked before the directo
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +33,7 @@ from jaxcnn.checkpoint import Checkpoints
 from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
 from jaxcnn.model import Model, Params
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
-from jaxcnn.train import EpochResult, TrainConfig, Trainer, TrainState
+from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState
 
 RUN_FORMAT = "jaxcnn.run/1"
 
@@ -204,6 +208,48 @@ def resume_run(
                 verbose, _Stops(), started, data_seconds, False)  # fmt: skip
 
 
+class TrainingInterruptedError(RunError):
+    """Training stopped by Ctrl-C or SIGTERM at a step boundary; the run can be resumed."""
+
+
+class TrainingDivergedError(RunError):
+    """The training loss became NaN or infinite."""
+
+
+def _resume_hint(stop: EpochInterruptedError, run_dir: Path | None, last_saved: int) -> str:
+    where = f"{stop}; nothing of this epoch is saved"
+    if run_dir is None:
+        return where
+    if last_saved:
+        return f"{where}, the run is resumable from epoch {last_saved}: jaxcnn train --resume {run_dir}"
+    return f"{where} and no epoch was complete yet: start it again (with --overwrite) to train it"
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[Callable[[], bool]]:
+    """Turn SIGINT (Ctrl-C) and SIGTERM into a request that the loop polls after each step.
+
+    The first signal lets the current step finish; a second Ctrl-C interrupts at once. Outside
+    the main thread (where handlers cannot be installed) nothing changes.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested.is_set
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @dataclass(frozen=True)
 class _Stops:
     """When a training session ends before its last epoch, and who hears about each epoch."""
@@ -274,36 +320,23 @@ def _run(
         if checkpoints is None:
             checkpoints = Checkpoints(run_dir / "checkpoints")
     stopped_early = False
-    for epoch in range(done_epochs + 1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        bar = _progress_bar(progress, trainer.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
-        state, train_loss, train_acc = trainer.run_epoch(state, epoch, bar.update if bar else None)
-        seconds = time.perf_counter() - epoch_start
-        if bar:
-            bar.close()
-        eval_start = time.perf_counter()
-        test_loss, test_acc, _ = trainer.evaluate(state.params)
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_acc,
-            test_loss=test_loss,
-            test_accuracy=test_acc,
-            seconds=seconds,
-            images_per_second=trainer.steps_per_epoch * config.batch_size / seconds,
-            eval_seconds=time.perf_counter() - eval_start,
-        )
-        metrics.append(result.to_dict())
-        if run_dir is not None and checkpoints is not None:
-            checkpoints.save(epoch, state._asdict(), {"test_accuracy": test_acc})
-            write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-        if verbose:
-            _print_epoch(result, config.epochs)
-        if stops.on_epoch is not None:
-            stops.on_epoch(result)
-        if stops.after(result, epoch - done_epochs):
-            stopped_early = True
-            break
+    with _stop_requests() as stop_requested:
+        for epoch in range(done_epochs + 1, config.epochs + 1):
+            state, result = _one_epoch(trainer, state, epoch, run_dir, progress, stop_requested)
+            metrics.append(result.to_dict())
+            if run_dir is not None and checkpoints is not None:
+                checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
+                write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+            if verbose:
+                _print_epoch(result, config.epochs)
+            if stop_requested():  # the signal came while testing or saving: the epoch is complete
+                where = f", which is saved; continue with: jaxcnn train --resume {run_dir}" if run_dir else ""
+                raise TrainingInterruptedError(f"interrupted after epoch {epoch}{where}")
+            if stops.on_epoch is not None:
+                stops.on_epoch(result)
+            if stops.after(result, epoch - done_epochs):
+                stopped_early = True
+                break
     if run_dir is not None and metrics:
         from jaxcnn.plots import plot_curves
 
@@ -318,6 +351,47 @@ def _run(
         wall_seconds=time.perf_counter() - started,
         steps_per_epoch=trainer.steps_per_epoch,
         stopped_early=stopped_early,
+    )
+
+
+def _one_epoch(
+    trainer: Trainer,
+    state: TrainState,
+    epoch: int,
+    run_dir: Path | None,
+    progress: bool,
+    stop_requested: Callable[[], bool],
+) -> tuple[TrainState, EpochResult]:
+    """Train one epoch and test it; stop on a signal (resumable) or a non-finite loss."""
+    config = trainer.config
+    epoch_start = time.perf_counter()
+    bar = _progress_bar(progress, trainer.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
+    try:
+        state, train_loss, train_acc = trainer.run_epoch(state, epoch, bar.update if bar else None, stop_requested)
+    except EpochInterruptedError as stop:
+        raise TrainingInterruptedError(_resume_hint(stop, run_dir, epoch - 1)) from None
+    finally:
+        if bar:
+            bar.close()
+    seconds = time.perf_counter() - epoch_start
+    if not math.isfinite(train_loss):
+        kept = f", keeping the checkpoints of epochs 1-{epoch - 1} in {run_dir}" if run_dir and epoch > 1 else ""
+        raise TrainingDivergedError(
+            f"the training loss became {train_loss} in epoch {epoch}; stopped{kept}. The usual cause is a "
+            f"learning rate too high for this network (now {config.lr}): try --lr {config.lr / 10:g}, a warm-up "
+            "(--warmup-epochs 1) or --schedule onecycle"
+        )
+    eval_start = time.perf_counter()
+    test_loss, test_acc, _ = trainer.evaluate(state.params)
+    return state, EpochResult(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_accuracy=train_acc,
+        test_loss=test_loss,
+        test_accuracy=test_acc,
+        seconds=seconds,
+        images_per_second=trainer.steps_per_epoch * config.batch_size / seconds,
+        eval_seconds=time.perf_counter() - eval_start,
     )
 
 

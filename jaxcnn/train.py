@@ -33,6 +33,14 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 
 
+class EpochInterruptedError(Exception):
+    """An epoch stopped part-way (Ctrl-C, SIGTERM); its partial state is not kept."""
+
+    def __init__(self, epoch: int, steps_done: int, steps_per_epoch: int) -> None:
+        self.epoch, self.steps_done, self.steps_per_epoch = epoch, steps_done, steps_per_epoch
+        super().__init__(f"interrupted in epoch {epoch} after step {steps_done} of {steps_per_epoch}")
+
+
 class ConfigError(ValueError):
     """Hyperparameters out of range; the message lists each problem."""
 
@@ -334,9 +342,17 @@ class Trainer:
         return jax.random.permutation(key, len(self.train_images)).astype(jnp.int32)
 
     def run_epoch(
-        self, state: TrainState, epoch: int, on_chunk: Callable[[int], None] | None = None
+        self,
+        state: TrainState,
+        epoch: int,
+        on_chunk: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> tuple[TrainState, float, float]:
-        """One epoch of training; returns the new state, mean train loss and train accuracy."""
+        """One epoch of training; returns the new state, mean train loss and train accuracy.
+
+        ``should_stop`` is asked after every step (or scan chunk); when it answers True the
+        epoch ends there and :class:`EpochInterruptedError` carries the step it stopped after.
+        """
         perm = self.epoch_permutation(epoch)
         totals = jnp.zeros(2, jnp.float32)
         report_every = max(1, self.chunks // 20)
@@ -346,6 +362,8 @@ class Trainer:
                 state, self.train_images, self.train_labels, perm, jnp.int32(c * self.steps_per_chunk)
             )
             totals = totals + sums
+            if should_stop():
+                raise EpochInterruptedError(epoch, (c + 1) * self.steps_per_chunk, self.steps_per_epoch)
             if on_chunk is not None and ((c + 1) % report_every == 0 or c + 1 == self.chunks):
                 sums.block_until_ready()  # the bar shows finished steps, not merely dispatched ones
                 on_chunk((c + 1) * self.steps_per_chunk - reported)

@@ -1,0 +1,62 @@
+"""Faults during training: a diverging loss, and Ctrl-C / SIGTERM followed by --resume."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcnn.runs import TrainingDivergedError, load_run, read_metrics, train_run
+from jaxcnn.train import TrainConfig
+
+from conftest import ROOT
+from datasets import quadrant_dataset, write_class_folders, write_spec
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_good_epochs(tmp_path):
+    spec = write_spec(tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    data = quadrant_dataset(256, 64)
+    with pytest.raises(TrainingDivergedError) as info:
+        train_run(spec, data, TrainConfig(epochs=5, batch_size=32, lr=1e30, optimizer="sgd", momentum=0.0), out,
+                  progress=False, verbose=False)  # fmt: skip
+    message = str(info.value)
+    assert "the training loss became" in message and "epoch" in message
+    assert "learning rate too high" in message and "--lr 1e+29" in message
+    assert all(np.isfinite(m["train_loss"]) for m in read_metrics(out))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jaxcnn", *args]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_then_resume_equals_uninterrupted(tmp_path, sig):
+    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(1024, 64))
+    spec = write_spec(tmp_path / "tiny.json")
+    common = ["--dataset", f"folder:{folder}", "--epochs", "4", "--batch-size", "16", "--lr", "0.01", "--no-progress"]
+    whole = subprocess.run(_cli("train", str(spec), *common, "--out", str(tmp_path / "whole")), cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    part = tmp_path / "part"
+    proc = subprocess.Popen(_cli("train", str(spec), *common, "--out", str(part)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_metrics(part) if part.exists() else []) < 1:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "jaxcnn train --resume" in stderr and "interrupted" in stderr
+    resumed = subprocess.run(_cli("train", "--resume", str(part), "--no-progress"), cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert [m["epoch"] for m in read_metrics(part)] == [1, 2, 3, 4]
+    a, b = load_run(tmp_path / "whole", "latest").params, load_run(part, "latest").params
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
