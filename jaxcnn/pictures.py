@@ -1,0 +1,69 @@
+"""The picture commands' work: article demos, a trained run's pictures, network diagrams.
+
+Kept apart from :mod:`jaxcnn.plots` (which only draws) and :mod:`jaxcnn.cli` (which only parses).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxcnn import demos, plots
+from jaxcnn.data import confusion_matrix, load_dataset
+from jaxcnn.model import Model
+from jaxcnn.runs import load_run
+from jaxcnn.spec import NetworkSpec
+
+
+def article_demos(out: Path, digit: np.ndarray | None = None) -> dict[str, Path]:
+    """Draw the article's four demos into ``out``; ``digit`` is a 28x28 grey image for the edge demo."""
+    output = demos.convolve(demos.ARTICLE_IMAGE, demos.ARTICLE_FILTER)
+    written = {"convolution": plots.plot_article_convolution(demos.ARTICLE_IMAGE, demos.ARTICLE_FILTER, output,
+                                                              out / "convolution.png")[0]}  # fmt: skip
+    image = (demos.synthetic_digit() if digit is None else digit).astype(np.float32) / 255
+    response = demos.convolve(image, demos.VERTICAL_EDGE_FILTER)
+    written["edge"] = plots.plot_edge(image, demos.VERTICAL_EDGE_FILTER, response, out / "edge.png")
+    six = np.arange(36, dtype=np.float32).reshape(6, 6) % 7
+    cases = demos.padding_cases(six, np.ones((3, 3), np.float32) / 9)
+    written["padding"] = plots.plot_padding(six, cases, out / "padding.png")
+    pooled, kept = demos.max_pool_with_winners(demos.POOLING_GRID)
+    written["pooling"] = plots.plot_pooling(demos.POOLING_GRID, pooled, kept, out / "pooling.png")[0]
+    return written
+
+
+def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_index: int = 0) -> dict[str, Path]:
+    """Filters, feature maps, confusion matrix and misclassified test images of a trained run."""
+    run = load_run(run_dir)
+    first = run.model.spec.layers[0]
+    written: dict[str, Path] = {}
+    if first.name in run.params and first.type == "conv":
+        kernel = np.asarray(run.params[first.name]["kernel"])
+        written["filters"] = plots.plot_filters(kernel, out / "filters.png", f"{first.name}: {kernel.shape[3]} "
+                                                f"filters of {kernel.shape[0]}x{kernel.shape[1]}")  # fmt: skip
+    data = load_dataset(run.config["dataset"]["name"], data_dir)
+    images = data.test_images
+    probs = np.concatenate([run.predict(images[i : i + 1000]) for i in range(0, len(images), 1000)])
+    predictions = probs.argmax(axis=1)
+    fitted = run.preprocess.fit(images[image_index : image_index + 1])
+    maps = run.model.intermediates(run.params, run.preprocess.to_float(jax.numpy.asarray(fitted)))
+    written["feature_maps"] = plots.plot_feature_maps(fitted[0], {k: np.asarray(v[0]) for k, v in maps.items()},
+                                                      out / "feature_maps.png")  # fmt: skip
+    counts = confusion_matrix(data.test_labels, predictions, len(run.class_names))
+    written["confusion"] = plots.plot_confusion(counts, run.class_names, out / "confusion.png")[0]
+    wrong = np.flatnonzero(predictions != data.test_labels)[:32]
+    written["misclassified"] = plots.plot_misclassified(
+        images[wrong], [run.class_names[i] for i in data.test_labels[wrong]],
+        [run.class_names[i] for i in predictions[wrong]], out / "misclassified.png",
+    )  # fmt: skip
+    metrics_path = run_dir / "curves.png"
+    if metrics_path.exists():
+        written["curves"] = metrics_path
+    return written
+
+
+def network_diagram(spec: NetworkSpec, path: Path) -> Path:
+    """The spec drawn in the article's style (PNG, or SVG when ``path`` ends in .svg)."""
+    rows = [row.to_dict() for row in Model(spec).summary()]
+    return plots.draw_network(rows, spec.input_shape, f"{spec.name}: {Model(spec).param_count():,} weights", path)
