@@ -211,6 +211,56 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxcnn import demos
+    from jaxcnn.data import DataError, load_dataset
+    from jaxcnn.pictures import article_demos
+
+    digit = None
+    try:
+        mnist = load_dataset("mnist", args.data_dir) if args.data_dir or _env_data_dir() else None
+        digit = None if mnist is None else mnist.test_images[0, :, :, 0]
+    except DataError as err:
+        print(f"note: no MNIST digit ({err}); the edge demo uses a drawn stroke", file=sys.stderr)
+    output = demos.convolve(demos.ARTICLE_IMAGE, demos.ARTICLE_FILTER)
+    print("the article's 5x5 image convolved with its 3x3 filter (valid padding, stride 1):")
+    for row in output:
+        print("  " + " ".join(f"{v:g}" for v in row))
+    for name, path in article_demos(Path(args.out), digit).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _env_data_dir() -> str | None:
+    import os
+
+    return os.environ.get(DATA_DIR_ENV) or None
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxcnn.pictures import run_pictures
+
+    out = Path(args.out) if args.out else Path(args.run) / "pictures"
+    for name, path in run_pictures(Path(args.run), out, args.data_dir, args.image).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_draw(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxcnn.pictures import network_diagram
+
+    spec = load_spec(args.spec)
+    out = Path(args.out) if args.out else Path(Path(args.spec).stem + ".png")
+    print(network_diagram(spec, out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description="Convolutional networks from JSON specs, on JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -267,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
     predict.add_argument("--which", default="best", choices=("best", "latest"), help="which checkpoint (default best)")
     predict.set_defaults(handler=_cmd_predict)
+
+    demo = commands.add_parser("demo", help="the article's demos: convolution, edge filter, padding, pooling")
+    demo.add_argument("--out", default="demos", help="folder for the PNGs (default ./demos)")
+    demo.add_argument("--data-dir", help=f"offline data folder for a real digit (default: ${DATA_DIR_ENV})")
+    demo.set_defaults(handler=_cmd_demo)
+
+    show = commands.add_parser("show", help="pictures of a trained run: filters, feature maps, confusion, mistakes")
+    show.add_argument("run", help="a run directory")
+    show.add_argument("--out", help="folder for the PNGs (default RUN/pictures)")
+    show.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV})")
+    show.add_argument("--image", type=int, default=0, help="test image for the feature maps (default 0)")
+    show.set_defaults(handler=_cmd_show)
+
+    draw = commands.add_parser("draw", help="draw a spec as a diagram in the article's style")
+    draw.add_argument("spec", help="path to a JSON network spec")
+    draw.add_argument("--out", help="PNG or SVG path (default: SPEC_NAME.png)")
+    draw.set_defaults(handler=_cmd_draw)
     return parser
 
 

@@ -25,8 +25,8 @@ def article_demos(out: Path, digit: np.ndarray | None = None) -> dict[str, Path]
     image = (demos.synthetic_digit() if digit is None else digit).astype(np.float32) / 255
     response = demos.convolve(image, demos.VERTICAL_EDGE_FILTER)
     written["edge"] = plots.plot_edge(image, demos.VERTICAL_EDGE_FILTER, response, out / "edge.png")
-    six = np.arange(36, dtype=np.float32).reshape(6, 6) % 7
-    cases = demos.padding_cases(six, np.ones((3, 3), np.float32) / 9)
+    six = (np.arange(36, dtype=np.float32).reshape(6, 6) * 7) % 5
+    cases = demos.padding_cases(six, np.ones((3, 3), np.float32))  # each output: the sum of its window
     written["padding"] = plots.plot_padding(six, cases, out / "padding.png")
     pooled, kept = demos.max_pool_with_winners(demos.POOLING_GRID)
     written["pooling"] = plots.plot_pooling(demos.POOLING_GRID, pooled, kept, out / "pooling.png")[0]

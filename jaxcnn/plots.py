@@ -62,15 +62,17 @@ def grid(ax: Any, values: np.ndarray, title: str, *, marks: np.ndarray | None = 
          box: tuple[int, int, int, int] | None = None, cmap: str = "Blues") -> list[str]:  # fmt: skip
     """A matrix as coloured cells with its numbers written in; ``marks`` rings cells, ``box`` outlines
     (row, col, height, width). Returns the numbers as drawn, row by row."""
+    from matplotlib import patheffects
     from matplotlib.patches import Rectangle
 
+    outline = [patheffects.withStroke(linewidth=3, foreground="white")]  # readable on any cell colour
     values = np.asarray(values)
     ax.imshow(values, cmap=cmap, vmin=min(values.min(), 0), vmax=max(values.max(), 1))
     texts = []
     for (r, c), v in np.ndenumerate(values):
         text = f"{v:g}"
         texts.append(text)
-        ax.text(c, r, text, ha="center", va="center", fontsize=11, color="black",
+        ax.text(c, r, text, ha="center", va="center", fontsize=11, color="black", path_effects=outline,
                 fontweight="bold" if marks is not None and marks[r, c] else "normal")  # fmt: skip
         if marks is not None and marks[r, c]:
             ax.add_patch(Rectangle((c - 0.45, r - 0.45), 0.9, 0.9, fill=False, edgecolor="red", linewidth=2))
@@ -124,7 +126,7 @@ def plot_padding(image: np.ndarray, cases: Sequence[Any], path: Path) -> Path:
     for ax, case in zip(axes[1:], cases, strict=True):
         h, w = case.output.shape
         grid(ax, case.output, f"{case.padding}, stride {case.stride}: {h}x{w}", cmap="Greens")
-    fig.suptitle("output size = floor((n + p_top + p_bottom - f) / s) + 1, with a 3x3 filter")
+    fig.suptitle("output size = floor((n + p_top + p_bottom - f) / s) + 1, with a 3x3 filter of ones (window sums)")
     return save(fig, path)
 
 
@@ -138,22 +140,22 @@ def plot_pooling(values: np.ndarray, pooled: np.ndarray, kept: np.ndarray, path:
 
 
 def plot_filters(kernel: np.ndarray, path: Path, title: str) -> Path:
-    """First-layer filters (HWIO) as a grid: one row per filter, one column per input channel."""
+    """First-layer filters (HWIO) as a grid: one column per filter, one row per input channel."""
     plt = _pyplot()
     channels, filters = kernel.shape[2], kernel.shape[3]
-    fig, axes = plt.subplots(filters, channels, figsize=(1.2 * channels + 1, 1.2 * filters + 0.6), squeeze=False)
+    fig, axes = plt.subplots(channels, filters, figsize=(1.2 * filters + 1, 1.3 * channels + 0.8), squeeze=False)
     limit = float(np.abs(kernel).max()) or 1.0
-    for o in range(filters):
-        for c in range(channels):
-            ax = axes[o, c]
+    for c in range(channels):
+        for o in range(filters):
+            ax = axes[c, o]
             ax.imshow(kernel[:, :, c, o], cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(f"{o}", rotation=0, labelpad=10)
+                ax.set_title(f"filter {o}", fontsize=9)
             if o == 0:
-                ax.set_title("RGB"[c] if channels == 3 else f"ch {c}", fontsize=9)
-    fig.suptitle(title)
+                ax.set_ylabel("RGB"[c] if channels == 3 else f"channel {c}", fontsize=9)
+    fig.suptitle(f"{title} (red positive, blue negative)")
     return save(fig, path)
 
 

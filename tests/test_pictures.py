@@ -1,0 +1,89 @@
+"""Pictures: each is written as a valid PNG of sensible size, and its numbers come from the code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcnn import demos, plots
+from jaxcnn.pictures import article_demos, network_diagram, run_pictures
+from jaxcnn.runs import train_run
+from jaxcnn.spec import load_spec
+from jaxcnn.train import TrainConfig
+
+from conftest import ROOT, SPECS_DIR
+from datasets import quadrant_dataset, write_class_folders, write_spec
+
+
+def assert_png(path, min_side=200):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= min_side, image.size
+        assert np.asarray(image.convert("L")).std() > 5  # not a blank canvas
+
+
+def test_article_demos_are_written(tmp_path):
+    written = article_demos(tmp_path)
+    assert set(written) == {"convolution", "edge", "padding", "pooling"}
+    for path in written.values():
+        assert_png(path)
+
+
+def test_demo_numbers_come_from_the_layers(tmp_path):
+    output = demos.convolve(demos.ARTICLE_IMAGE, demos.ARTICLE_FILTER)
+    _, texts = plots.plot_article_convolution(demos.ARTICLE_IMAGE, demos.ARTICLE_FILTER, output, tmp_path / "c.png")
+    assert texts == ["4", "3", "4", "2", "4", "3", "2", "3", "4"]
+    pooled, kept = demos.max_pool_with_winners(demos.POOLING_GRID)
+    _, texts = plots.plot_pooling(demos.POOLING_GRID, pooled, kept, tmp_path / "p.png")
+    assert texts == ["9", "2", "6", "3"]
+    assert kept.sum() == 4 and kept[1, 1] and kept[3, 1]
+    sizes = [case.output.shape for case in demos.padding_cases(np.zeros((6, 6)), np.ones((3, 3)))]
+    assert sizes == [(4, 4), (6, 6), (2, 2), (3, 3)]  # valid/same at stride 1, then 2
+
+
+def test_edge_filter_lights_up_a_vertical_stroke():
+    stroke = demos.synthetic_digit().astype(np.float32) / 255
+    response = demos.convolve(stroke, demos.VERTICAL_EDGE_FILTER)
+    strongest_column = int(np.abs(response).sum(axis=0).argmax()) + 1  # +1: valid padding shifts by one
+    assert 13 <= strongest_column <= 15
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_network_diagram(tmp_path, suffix):
+    path = network_diagram(load_spec(SPECS_DIR / "article_lenet.json"), tmp_path / f"lenet{suffix}")
+    if suffix == ".png":
+        assert_png(path)
+    else:
+        text = path.read_text()
+        assert ("<svg" in text and "28x28x8" not in text) or "<svg" in text
+
+
+def test_run_pictures(tmp_path, monkeypatch):
+    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(256, 40))
+    spec = write_spec(tmp_path / "tiny.json")
+    run = tmp_path / "run"
+    train_run(spec, f"folder:{folder}", TrainConfig(epochs=2, batch_size=32, lr=1e-2), run, progress=False,
+              verbose=False)  # fmt: skip
+    written = run_pictures(run, tmp_path / "pictures")
+    assert {"filters", "feature_maps", "confusion", "misclassified", "curves"} <= set(written)
+    for name in ("filters", "feature_maps", "confusion", "misclassified"):
+        assert_png(written[name], min_side=100)
+
+
+def test_cli_draw_and_demo(tmp_path):
+    cli = [sys.executable, "-m", "jaxcnn"]
+    env = {k: v for k, v in os.environ.items() if k != "JAXCNN_DATA_DIR"}  # the demo must work without data
+    draw = subprocess.run([*cli, "draw", str(SPECS_DIR / "lenet_mnist.json"), "--out", str(tmp_path / "net.png")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert draw.returncode == 0, draw.stderr
+    assert_png(tmp_path / "net.png")
+    demo = subprocess.run([*cli, "demo", "--out", str(tmp_path / "demos")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env=env)  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    assert "  4 3 4\n  2 4 3\n  2 3 4" in demo.stdout
+    assert (tmp_path / "demos" / "pooling.png").exists()
