@@ -33,6 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("jaxcnn.model", "InputShapeError"),
         ("jaxcnn.train", "ConfigError"),
         ("jaxcnn.parallel", "DeviceError"),
+        ("jaxcnn.checkpoint", "CheckpointError"),
     )
     for module, name in loaded:
         mod = sys.modules.get(module)

@@ -312,11 +312,7 @@ def _run(
             flush=True,
         )
     if run_dir is not None:
-        if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)  # only now: everything that could fail on bad input has been checked
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
-        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        _prepare_run_dir(run_dir, record, metrics, replace_existing=overwrite)
         if checkpoints is None:
             checkpoints = Checkpoints(run_dir / "checkpoints")
     stopped_early = False
@@ -352,6 +348,36 @@ def _run(
         steps_per_epoch=trainer.steps_per_epoch,
         stopped_early=stopped_early,
     )
+
+
+def _prepare_run_dir(
+    run_dir: Path, record: dict[str, Any], metrics: list[dict[str, float]], replace_existing: bool
+) -> None:
+    """Write config.json and metrics.jsonl; with ``replace_existing``, swap out the old run safely.
+
+    The old run is renamed aside first and deleted only once the new files are written, so a
+    failure (a read-only or full disk) puts it back as it was.
+    """
+    aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
+    moved = False
+    try:
+        if replace_existing and run_dir.exists():
+            os.replace(run_dir, aside)
+            moved = True
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    except OSError as err:
+        if moved:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.replace(aside, run_dir)
+        where = err.filename or run_dir
+        raise RunError(
+            f"{where}: cannot write the run ({err.strerror}); choose a writable --out or free some space. "
+            "Nothing that existed before was changed"
+        ) from None
+    if moved:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _one_epoch(

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn.runs import TrainingDivergedError, load_run, read_metrics, train_run
+from jaxcnn.checkpoint import CheckpointError
+from jaxcnn.runs import RunError, TrainingDivergedError, load_run, read_metrics, train_run
 from jaxcnn.train import TrainConfig
 
 from conftest import ROOT
@@ -60,3 +61,25 @@ def test_signal_then_resume_equals_uninterrupted(tmp_path, sig):
     assert [m["epoch"] for m in read_metrics(part)] == [1, 2, 3, 4]
     a, b = load_run(tmp_path / "whole", "latest").params, load_run(part, "latest").params
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_unwritable_out_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match="cannot write the run"):
+        train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32),
+                  blocker / "run", progress=False, verbose=False)  # fmt: skip
+    assert blocker.read_text() == "not a folder"
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), out,
+              progress=False, verbose=False)  # fmt: skip
+    for path in (out / "checkpoints" / "1").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"checkpoints: .* cannot be read"):
+        load_run(out).params  # noqa: B018
+    result = subprocess.run(_cli("evaluate", str(out)), capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and "cannot be read" in result.stderr and "Traceback" not in result.stderr

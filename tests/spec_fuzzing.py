@@ -1,0 +1,72 @@
+"""Hypothesis strategies for spec fuzzing and the property every accepted spec must have."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from hypothesis import strategies as st
+
+from jaxcnn.model import Model
+from jaxcnn.spec import LAYER_FIELDS, TOP_LEVEL_FIELDS, NetworkSpec
+
+KEYS = sorted({*TOP_LEVEL_FIELDS, *(f for fields in LAYER_FIELDS.values() for f in fields), "kernel_size", "strides"})
+WORDS = ["conv", "max_pool", "avg_pool", "flatten", "dense", "relu", "softmax", "valid", "same", "jaxcnn.spec/1", ""]
+
+
+def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
+    """Any JSON value, biased towards the spec's own words and small, large and odd numbers."""
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-3, 70), st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=True), st.sampled_from(WORDS), st.text(max_size=8),
+    )  # fmt: skip
+    return st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=5),
+            st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), children, max_size=6),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+@st.composite
+def mutated_specs(draw: st.DrawFn, bases: list[dict[str, Any]]) -> Any:
+    """A shipped spec with a few random edits: keys dropped, renamed or retyped, values replaced."""
+    spec = copy.deepcopy(draw(st.sampled_from(bases)))
+    for _ in range(draw(st.integers(1, 3))):
+        layers = spec.get("layers") if isinstance(spec, dict) else None
+        target: Any = spec
+        if isinstance(layers, list) and layers and draw(st.booleans()):
+            target = layers[draw(st.integers(0, len(layers) - 1))]
+        if not isinstance(target, dict) or not target:
+            break
+        key = draw(st.sampled_from(sorted(target)))
+        action = draw(st.sampled_from(["drop", "rename", "replace", "nest", "duplicate_layer"]))
+        if action == "drop":
+            del target[key]
+        elif action == "rename":
+            target[draw(st.sampled_from(KEYS))] = target.pop(key)
+        elif action == "replace":
+            target[key] = draw(json_values(max_leaves=4))
+        elif action == "nest":
+            target[key] = [target[key]]
+        elif isinstance(layers, list) and layers:
+            layers.insert(draw(st.integers(0, len(layers))), copy.deepcopy(draw(st.sampled_from(layers))))
+    return spec
+
+
+def check_accepted(spec: NetworkSpec, value: Any, validator: Any, shapes: bool = True) -> None:
+    """An accepted spec must be schema-valid, and (when ``shapes``) its predicted shapes real."""
+    errors = list(validator.iter_errors(value))
+    assert not errors, f"loader accepted what the schema rejects: {errors[0].message}"
+    if shapes:
+        model = Model(spec)
+        params = jax.eval_shape(model.init, jax.random.key(0))
+        produced = jax.eval_shape(
+            model.intermediates, params, jax.ShapeDtypeStruct((2, *spec.input_shape), jnp.float32)
+        )
+        for layer in spec.layers:
+            assert produced[layer.name].shape == (2, *layer.output_shape), layer.name
