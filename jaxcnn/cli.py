@@ -34,6 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("jaxcnn.train", "ConfigError"),
         ("jaxcnn.parallel", "DeviceError"),
         ("jaxcnn.checkpoint", "CheckpointError"),
+        ("jaxcnn.memory", "OutOfMemoryError"),
     )
     for module, name in loaded:
         mod = sys.modules.get(module)

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from jaxcnn.data import Preprocess
+from jaxcnn.memory import check_fits
 from jaxcnn.model import Model, Params
 from jaxcnn.parallel import DataParallel
 
@@ -292,6 +293,8 @@ class Trainer:
         n = len(train_images)
         if n < config.batch_size:
             raise ConfigError(f"batch size {config.batch_size} is larger than the {n} training images")
+        data_bytes = train_images.nbytes + test_images.nbytes
+        check_fits(model.spec, max(config.batch_size, config.eval_batch_size), data_bytes)  # before any allocation
         self.parallel = DataParallel.over(config.devices)
         self.parallel.check_divides(config.batch_size, "batch size")
         self.model, self.config, self.preprocess = model, config, preprocess

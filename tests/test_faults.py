@@ -83,3 +83,19 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
         load_run(out).params  # noqa: B018
     result = subprocess.run(_cli("evaluate", str(out)), capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1 and "cannot be read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_network_too_large_for_the_machine_is_refused_before_allocation():
+    from jaxcnn.memory import OutOfMemoryError, check_fits, estimate
+    from jaxcnn.spec import parse_spec
+
+    layer = {"type": "conv", "filters": 512, "size": 3, "padding": "same"}
+    huge = parse_spec({"format": "jaxcnn.spec/1", "input": [4096, 4096, 3], "layers": [layer]}, "huge.json")
+    needed = estimate(huge, 64)
+    assert needed.activations == 2 * (4096 * 4096 * 3 + 4096 * 4096 * 512) * 64 * 4
+    with pytest.raises(OutOfMemoryError, match=r"huge.json: training .* with batch 64 needs at least .* GiB"):
+        check_fits(huge, 64)
+    small = parse_spec({"format": "jaxcnn.spec/1", "input": [8, 8, 1], "layers": [{"type": "flatten"}]})
+    with pytest.raises(OutOfMemoryError, match=r"this machine has 0\.00 GiB"):
+        check_fits(small, 1, available=10)
+    assert check_fits(small, 1).total > 0
