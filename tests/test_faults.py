@@ -99,3 +99,30 @@ def test_network_too_large_for_the_machine_is_refused_before_allocation():
     with pytest.raises(OutOfMemoryError, match=r"this machine has 0\.00 GiB"):
         check_fits(small, 1, available=10)
     assert check_fits(small, 1).total > 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_hard_kill_then_resume_equals_uninterrupted(tmp_path, delay):
+    """SIGKILL right after an epoch's checkpoint starts (or a little later): --resume still works."""
+    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(512, 64))
+    spec = write_spec(tmp_path / "tiny.json")
+    common = ["--dataset", f"folder:{folder}", "--epochs", "3", "--batch-size", "16", "--lr", "0.01", "--no-progress"]
+    whole = subprocess.run(_cli("train", str(spec), *common, "--out", str(tmp_path / "whole")), cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    part = tmp_path / "part"
+    proc = subprocess.Popen(_cli("train", str(spec), *common, "--out", str(part)), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    checkpoints = part / "checkpoints"
+    while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.iterdir())):
+        time.sleep(0.01)  # the first checkpoint (or its temporary folder) has just appeared
+    time.sleep(delay)
+    proc.kill()
+    proc.wait(timeout=60)
+    resumed = subprocess.run(_cli("train", "--resume", str(part), "--no-progress"), cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert [m["epoch"] for m in read_metrics(part)] == [1, 2, 3]
+    a, b = load_run(tmp_path / "whole", "latest").params, load_run(part, "latest").params
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
