@@ -81,7 +81,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as err:
+        raise RunError(f"{path}: unreadable ({err}); jaxcnn writes it whole, so it was changed from outside") from None
 
 
 def spec_from_config(config: dict[str, Any], run_dir: Path) -> NetworkSpec:

@@ -64,3 +64,22 @@ def test_summary_of_missing_file_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "missing.json: no such file" in result.stderr
+
+
+def test_cli_choices_agree_with_the_library():
+    """cli.py repeats a few constants to start without importing JAX; they must not drift."""
+    from jaxcnn import cli, data, train
+
+    assert cli.OPTIMIZERS == train.OPTIMIZERS
+    assert cli.SCHEDULES == train.SCHEDULES
+    assert cli.LOOPS == train.LOOPS
+    assert cli.DATA_DIR_ENV == data.DATA_DIR_ENV
+
+
+def test_validate_does_not_import_jax():
+    code = (
+        "import sys; from jaxcnn.cli import main; main(['validate', 'specs/lenet_mnist.json']); "
+        "print('jax' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.stdout.strip().endswith("False"), result.stdout + result.stderr

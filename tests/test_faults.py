@@ -36,17 +36,34 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "jaxcnn", *args]
 
 
+def _train_uninterrupted(tmp_path, images: int, epochs: int) -> list[str]:
+    """Train the reference run into tmp_path/whole; returns the `jaxcnn train` arguments to repeat."""
+    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(images, 64))
+    spec = write_spec(tmp_path / "tiny.json")
+    args = [str(spec), "--dataset", f"folder:{folder}", "--epochs", str(epochs), "--batch-size", "16", "--lr", "0.01",
+            "--no-progress"]  # fmt: skip
+    whole = subprocess.run(_cli("train", *args, "--out", str(tmp_path / "whole")), cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    return args
+
+
+def _resume_and_compare(tmp_path, part, epochs: int) -> None:
+    """Resume the interrupted run; its metrics and final parameters must equal the uninterrupted run's."""
+    resumed = subprocess.run(_cli("train", "--resume", str(part), "--no-progress"), cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert [m["epoch"] for m in read_metrics(part)] == list(range(1, epochs + 1))
+    a, b = load_run(tmp_path / "whole", "latest").params, load_run(part, "latest").params
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_then_resume_equals_uninterrupted(tmp_path, sig):
-    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(1024, 64))
-    spec = write_spec(tmp_path / "tiny.json")
-    common = ["--dataset", f"folder:{folder}", "--epochs", "4", "--batch-size", "16", "--lr", "0.01", "--no-progress"]
-    whole = subprocess.run(_cli("train", str(spec), *common, "--out", str(tmp_path / "whole")), cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert whole.returncode == 0, whole.stderr
+    args = _train_uninterrupted(tmp_path, 1024, 4)
     part = tmp_path / "part"
-    proc = subprocess.Popen(_cli("train", str(spec), *common, "--out", str(part)), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(_cli("train", *args, "--out", str(part)), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.time() + 240
     while time.time() < deadline and len(read_metrics(part) if part.exists() else []) < 1:
         time.sleep(0.05)
@@ -55,12 +72,7 @@ def test_signal_then_resume_equals_uninterrupted(tmp_path, sig):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "jaxcnn train --resume" in stderr and "interrupted" in stderr
-    resumed = subprocess.run(_cli("train", "--resume", str(part), "--no-progress"), cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert [m["epoch"] for m in read_metrics(part)] == [1, 2, 3, 4]
-    a, b = load_run(tmp_path / "whole", "latest").params, load_run(part, "latest").params
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    _resume_and_compare(tmp_path, part, 4)
 
 
 def test_unwritable_out_is_a_clear_error(tmp_path):
@@ -104,15 +116,10 @@ def test_network_too_large_for_the_machine_is_refused_before_allocation():
 @pytest.mark.parametrize("delay", [0.0, 0.3])
 def test_hard_kill_then_resume_equals_uninterrupted(tmp_path, delay):
     """SIGKILL right after an epoch's checkpoint starts (or a little later): --resume still works."""
-    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(512, 64))
-    spec = write_spec(tmp_path / "tiny.json")
-    common = ["--dataset", f"folder:{folder}", "--epochs", "3", "--batch-size", "16", "--lr", "0.01", "--no-progress"]
-    whole = subprocess.run(_cli("train", str(spec), *common, "--out", str(tmp_path / "whole")), cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert whole.returncode == 0, whole.stderr
+    args = _train_uninterrupted(tmp_path, 512, 3)
     part = tmp_path / "part"
-    proc = subprocess.Popen(_cli("train", str(spec), *common, "--out", str(part)), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(_cli("train", *args, "--out", str(part)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 240
     checkpoints = part / "checkpoints"
     while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.iterdir())):
@@ -120,9 +127,4 @@ def test_hard_kill_then_resume_equals_uninterrupted(tmp_path, delay):
     time.sleep(delay)
     proc.kill()
     proc.wait(timeout=60)
-    resumed = subprocess.run(_cli("train", "--resume", str(part), "--no-progress"), cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert [m["epoch"] for m in read_metrics(part)] == [1, 2, 3]
-    a, b = load_run(tmp_path / "whole", "latest").params, load_run(part, "latest").params
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    _resume_and_compare(tmp_path, part, 3)
