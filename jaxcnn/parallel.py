@@ -17,6 +17,31 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
+def initialize_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a multi-process (multi-host) JAX job before anything else touches JAX's devices.
+
+    Every process runs the same program; afterwards ``jax.devices()`` lists the devices of all
+    processes, so :class:`DataParallel` spans them. On CPUs the cross-process collectives go
+    through gloo. Each process must load the same data set (it is replicated) and use the same
+    seed; ``coordinator`` is ``host:port`` of process 0, reachable from all the others.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # affects only the CPU backend
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def fetch(tree: Any) -> Any:
+    """Every array of ``tree`` as a NumPy array of its global value, on every process.
+
+    With one process this is ``jax.device_get``; with several, arrays that span other processes'
+    devices are gathered first (``process_allgather``), which every process must call together.
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+
+
 class DeviceError(ValueError):
     """A device count or batch size that the machine's devices cannot serve."""
 

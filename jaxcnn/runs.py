@@ -32,6 +32,7 @@ import numpy as np
 from jaxcnn.checkpoint import Checkpoints
 from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
 from jaxcnn.model import Model, Params
+from jaxcnn.parallel import fetch
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState
 
@@ -144,6 +145,11 @@ def train_run(
     """
     started = time.perf_counter()
     run_dir = Path(out) if out is not None else None
+    if run_dir is not None and jax.process_count() > 1:
+        raise RunError(
+            f"{run_dir}: writing a run directory from {jax.process_count()} processes is not supported yet "
+            "(checkpoints would need a shared file system); train with out=None, see experiments/multi_process.py"
+        )
     if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunError(
             f"{run_dir}: already exists and is not empty. Pass --resume {run_dir} to continue it, "
@@ -340,7 +346,7 @@ def _run(
         from jaxcnn.plots import plot_curves
 
         plot_curves(metrics, run_dir / "curves.png", f"{spec.name} on {data.name}")
-    params = jax.device_get(state.params)
+    params = fetch(state.params)
     return RunResult(
         run_dir=run_dir,
         metrics=metrics,

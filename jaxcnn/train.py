@@ -26,7 +26,7 @@ import optax
 from jaxcnn.data import Preprocess
 from jaxcnn.memory import check_fits
 from jaxcnn.model import Model, Params
-from jaxcnn.parallel import DataParallel
+from jaxcnn.parallel import DataParallel, fetch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOOPS = ("auto", "scan", "step")
@@ -372,7 +372,7 @@ class Trainer:
                 on_chunk((c + 1) * self.steps_per_chunk - reported)
                 reported = (c + 1) * self.steps_per_chunk
         seen = self.steps_per_epoch * self.config.batch_size
-        loss_sum, correct = (float(v) for v in jax.device_get(totals))
+        loss_sum, correct = (float(v) for v in fetch(totals))
         return state, loss_sum / seen, correct / seen
 
     def evaluate(self, params: Params) -> tuple[float, float, np.ndarray]:
@@ -386,6 +386,6 @@ class Trainer:
             )
             sums = sums + batch_sums
             preds.append(pred)
-        loss_sum, correct = (float(v) for v in jax.device_get(sums))
+        loss_sum, correct = (float(v) for v in fetch(sums))
         count = self.test.count
-        return loss_sum / count, correct / count, np.concatenate(jax.device_get(preds))[:count]
+        return loss_sum / count, correct / count, np.concatenate(fetch(preds))[:count]

@@ -53,3 +53,11 @@ def test_four_devices_equal_one_device():
         assert abs(one - four) < 1e-4 * max(1.0, abs(one))
     assert abs(out["test_accuracy"]["1"] - out["test_accuracy"]["4"]) <= 0.01
     assert "batch size 30 does not split evenly across 4 devices: use a multiple of 4" in out["error"]
+
+
+def test_two_processes_over_loopback_equal_one_process():
+    """jax.distributed with two local processes (gloo collectives on the CPU) trains like one process."""
+    result = subprocess.run([sys.executable, "experiments/multi_process.py", "--launch", "2", "--smoke"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "2 processes (2 devices in all) vs 1 process: match: True" in result.stdout
