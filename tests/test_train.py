@@ -145,3 +145,11 @@ def test_cli_train_evaluate_predict_round_trip(tmp_path, spec_file):
     assert predicted.returncode == 1
     assert predicted.stdout.startswith(f"{image}: bottom-right (")
     assert "missing.png: no such file" in predicted.stderr
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_learns(spec_file):
+    result = train_run(spec_file, DATA, TrainConfig(epochs=3, compute_dtype="bfloat16", **FAST), None,
+                       progress=False, verbose=False)  # fmt: skip
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(result.params))
+    assert result.metrics[-1]["train_loss"] < 0.5 * result.metrics[0]["train_loss"]
+    assert result.metrics[-1]["test_accuracy"] > 0.8
