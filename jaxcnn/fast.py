@@ -129,9 +129,9 @@ def _conv_jvp(
 conv.defjvp(_conv_jvp, symbolic_zeros=True)
 
 
-def tiles(x_hw: tuple[int, int], size: IntPair, stride: IntPair, pads: PaddingPairs) -> bool:
-    """True when pooling windows tile the input: stride = size and no padding."""
-    del x_hw  # any size: the remainder rows and columns that no window reaches are cropped
+def tiles(size: IntPair, stride: IntPair, pads: PaddingPairs) -> bool:
+    """True when pooling windows tile the input: stride = size and no padding (any input size:
+    the rows and columns no window reaches are cropped, as the output-size formula says)."""
     return stride == size and pads == ((0, 0), (0, 0))
 
 

@@ -154,7 +154,7 @@ def max_pool(
     applies when the windows tile the input (stride = size, no padding).
     """
     window, strides, pads = _pool_setup(x, size, stride, padding, "max_pool")
-    if _use_fast(impl) and fast.tiles((x.shape[1], x.shape[2]), window, strides, pads):
+    if _use_fast(impl) and fast.tiles(window, strides, pads):
         return fast.max_pool_tiled(x, window)
     # A NumPy (not JAX) init value: reduce_window is differentiable only with a known constant.
     if jnp.issubdtype(x.dtype, jnp.floating):

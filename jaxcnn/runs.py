@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,6 @@ class RunResult:
     wall_seconds: float
     steps_per_epoch: int
     stopped_early: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_test_accuracy(self) -> float:

@@ -50,9 +50,9 @@ def test_fast_conv_equals_lax_conv_forward_and_gradients(case):
 def test_fast_paths_are_chosen_as_documented():
     assert fast.uses_shift_add((5, 5, 1, 8), 1) and not fast.uses_shift_add((5, 5, 8, 16), 1)
     assert not fast.uses_shift_add((3, 3, 2, 4), 2)
-    assert fast.tiles((28, 28), (2, 2), (2, 2), ((0, 0), (0, 0)))
-    assert not fast.tiles((28, 28), (3, 3), (2, 2), ((0, 0), (0, 0)))
-    assert not fast.tiles((28, 28), (2, 2), (2, 2), ((1, 0), (0, 0)))
+    assert fast.tiles((2, 2), (2, 2), ((0, 0), (0, 0)))
+    assert not fast.tiles((3, 3), (2, 2), ((0, 0), (0, 0)))
+    assert not fast.tiles((2, 2), (2, 2), ((1, 0), (0, 0)))
     with pytest.raises(ValueError, match="impl must be one of auto, lax, fast"):
         L.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="cuda")
 
