@@ -3,9 +3,10 @@
 Command:  JAXCNN_DATA_DIR=../shared/data python experiments/cifar10.py
 Smoke:    JAXCNN_DATA_DIR=../shared/data python experiments/cifar10.py --smoke   (seconds)
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2)
-Time:     README "Results" has the measured figures
-Result:   offline, ../shared/data holds only a JPEG copy of CIFAR-10 (quality 75); the printed
-          data source says so, and any accuracy measured on it is a "JPEG copy" figure.
+Time:     238 s in all, 191 s of it training (README "Results")
+Result:   65.05% test accuracy (JPEG copy) after 15 epochs. Offline, ../shared/data holds only a
+          JPEG copy of CIFAR-10 (quality 75); the printed data source says so, and any accuracy
+          measured on it is a "JPEG copy" figure.
 
 Images are normalised per channel (training-set mean and std), as is usual for CIFAR-10.
 """
