@@ -74,7 +74,7 @@ def main() -> None:
             cells += [f"{fwd:.1f}", f"{dx:.1f}", f"{dw:.1f}" if weights else "-"]
             totals[impl] += fwd + dx + dw
         rows.append(cells)
-    steps = []
+    steps, in_scan = [], []
     for impl in ("lax", "fast"):
         model = Model(spec, impl)
         params = model.init(key)
@@ -88,8 +88,19 @@ def main() -> None:
             return optax.apply_updates(params, updates), opt_state
 
         steps.append(per_image_us(step, (params, opt_state, x, labels), args.batch, args.repeats))
+
+        def scanned(params: Any, opt_state: Any, x: Any, labels: Any, step: Any = step) -> Any:
+            """The same step 8 times inside lax.scan, as an epoch in scan mode runs it."""
+
+            def body(carry: Any, _: Any) -> Any:
+                return step(*carry, x, labels), None
+
+            return jax.lax.scan(body, (params, opt_state), None, length=8)[0]
+
+        in_scan.append(per_image_us(scanned, (params, opt_state, x, labels), 8 * args.batch, args.repeats))
     rows.append(["sum of the above", "", "", "", f"{totals['lax']:.1f}", "", "", f"{totals['fast']:.1f}"])
     rows.append(["whole training step (Adam)", "", "", "", f"{steps[0]:.1f}", "", "", f"{steps[1]:.1f}"])
+    rows.append(["the same step inside lax.scan", "", "", "", f"{in_scan[0]:.1f}", "", "", f"{in_scan[1]:.1f}"])
     header = ["layer", "type", "lax fwd", "lax dx", "lax dw", "fast fwd", "fast dx", "fast dw"]
     print(f"{spec.name}, batch {args.batch}: microseconds per image (best of 3 x {args.repeats} calls); "
           f"the first layer's dx is never computed in training\n")  # fmt: skip

@@ -3,7 +3,7 @@
 Each step gathers its batch from the uint8 images on the device through a
 ``jax.random.permutation`` of the epoch, so nothing is copied from the host during an epoch. On
 accelerators an epoch is a few calls of one compiled ``lax.scan`` over a fixed number of steps
-(chunks exist only so a progress bar can move); on the CPU, where XLA runs loop bodies about 3x
+(chunks exist only so a progress bar can move); on the CPU, where XLA runs loop bodies 3-5x
 slower, it is a Python loop over one compiled, buffer-donating step (see :func:`resolve_loop`).
 The last partial batch of an epoch is dropped (a different one each epoch); evaluation pads the
 test set to whole batches and masks the padding, so neither causes a second compilation. For a
@@ -264,7 +264,8 @@ def resolve_loop(loop: str) -> str:
     """``auto`` is ``scan`` on accelerators and ``step`` on the CPU.
 
     Measured on a 2-core CPU (jaxlib 0.10.2), a LeNet training step inside a ``lax.scan`` (or any
-    XLA while loop) runs about 3x slower than the same step as its own jitted call, so on the CPU
+    XLA while loop) runs 3-5x slower than the same step as its own jitted call (the last row of
+    ``experiments/profile_ops.py``), so on the CPU
     the epoch is a Python loop over one compiled, buffer-donating step (dispatch is asynchronous,
     so Python stays off the critical path). Both compute the same thing; tests compare them.
     """
