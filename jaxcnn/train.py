@@ -265,9 +265,9 @@ def resolve_loop(loop: str) -> str:
 
     Measured on a 2-core CPU (jaxlib 0.10.2), a LeNet training step inside a ``lax.scan`` (or any
     XLA while loop) runs 3-5x slower than the same step as its own jitted call (the last row of
-    ``experiments/profile_ops.py``), so on the CPU
-    the epoch is a Python loop over one compiled, buffer-donating step (dispatch is asynchronous,
-    so Python stays off the critical path). Both compute the same thing; tests compare them.
+    ``experiments/profile_ops.py``), so on the CPU the epoch is a Python loop over one compiled,
+    buffer-donating step (dispatch is asynchronous, so Python stays off the critical path). Both
+    compute the same thing; tests compare them.
     """
     if loop != "auto":
         return loop
