@@ -167,16 +167,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from jaxcnn.data import confusion_matrix, load_dataset
     from jaxcnn.runs import load_run
 
     run = load_run(args.run, args.which)
     name = args.dataset or run.config["dataset"]["name"]
     data = load_dataset(name, args.data_dir)
-    probs = np.concatenate([run.predict(data.test_images[i : i + 1000]) for i in range(0, len(data.test_images), 1000)])
-    predictions = probs.argmax(axis=1)
+    predictions = run.predict(data.test_images).argmax(axis=1)
     accuracy = float((predictions == data.test_labels).mean())
     k = run.model.output_shape[0]
     counts = confusion_matrix(data.test_labels, predictions, k)

@@ -44,8 +44,7 @@ def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_in
                                                 f"filters of {kernel.shape[0]}x{kernel.shape[1]}")  # fmt: skip
     data = load_dataset(run.config["dataset"]["name"], data_dir)
     images = data.test_images
-    probs = np.concatenate([run.predict(images[i : i + 1000]) for i in range(0, len(images), 1000)])
-    predictions = probs.argmax(axis=1)
+    predictions = run.predict(images).argmax(axis=1)
     fitted = run.preprocess.fit(images[image_index : image_index + 1])
     maps = run.model.intermediates(run.params, run.preprocess.to_float(jax.numpy.asarray(fitted)))
     written["feature_maps"] = plots.plot_feature_maps(fitted[0], {k: np.asarray(v[0]) for k, v in maps.items()},

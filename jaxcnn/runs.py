@@ -37,6 +37,7 @@ from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState
 
 RUN_FORMAT = "jaxcnn.run/1"
+PREDICT_BATCH = 1000
 
 
 class RunError(Exception):
@@ -86,6 +87,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as err:
         raise RunError(f"{path}: unreadable ({err}); jaxcnn writes it whole, so it was changed from outside") from None
+
+
+def write_metrics(run_dir: Path, metrics: list[dict[str, float]]) -> None:
+    """Rewrite ``metrics.jsonl`` whole (one JSON line per epoch), atomically."""
+    write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
 
 
 def spec_from_config(config: dict[str, Any], run_dir: Path) -> NetworkSpec:
@@ -330,7 +336,7 @@ def _run(
             metrics.append(result.to_dict())
             if run_dir is not None and checkpoints is not None:
                 checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
-                write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+                write_metrics(run_dir, metrics)
             if verbose:
                 _print_epoch(result, config.epochs)
             if stop_requested():  # the signal came while testing or saving: the epoch is complete
@@ -374,7 +380,7 @@ def _prepare_run_dir(
             moved = True
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
-        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        write_metrics(run_dir, metrics)
     except OSError as err:
         if moved:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -460,7 +466,8 @@ class Run:
         """Class probabilities (N x classes) for uint8 NHWC images of the spec's input shape.
 
         Images of the data set's original shape are accepted too when the run padded or
-        converted them (for example 28x28x1 digits for a 32x32x3 spec).
+        converted them (for example 28x28x1 digits for a 32x32x3 spec). Any N: large batches are
+        computed in slices of PREDICT_BATCH images.
         """
         images = np.asarray(images)
         if images.dtype != np.uint8:
@@ -472,7 +479,11 @@ class Run:
                 f"predict takes a batch of uint8 images of shape (N, {', '.join(map(str, self.model.input_shape))}); "
                 f"got {images.shape}"
             )
-        return np.asarray(self._predict(self.params, images))
+        # In slices of PREDICT_BATCH: any number of images, bounded memory, at most two compilations.
+        parts = [
+            self._predict(self.params, images[i : i + PREDICT_BATCH]) for i in range(0, len(images), PREDICT_BATCH)
+        ]
+        return np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros((0, *self.model.output_shape))
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> Run:
