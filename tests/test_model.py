@@ -30,6 +30,24 @@ def test_params_are_a_plain_dict_keyed_by_layer_name(lenet):
     assert not jnp.array_equal(params["conv1"]["kernel"], other["conv1"]["kernel"])
 
 
+def test_init_draws_lecun_normal_kernels_like_flax(lenet):
+    params = lenet.init(jax.random.key(3))
+    kernel = np.asarray(params["dense1"]["kernel"])  # 400 x 120 weights, fan-in 400
+    flax_kernel = np.asarray(jax.nn.initializers.lecun_normal()(jax.random.key(3), (400, 120)))
+    assert kernel.dtype == np.float32
+    assert abs(kernel.std() / flax_kernel.std() - 1) < 0.03
+    assert abs(kernel.std() - (1 / 400) ** 0.5) < 0.002
+    bound = 2 * (1 / 400) ** 0.5 / 0.87962566103423978  # truncated at two standard deviations
+    assert np.abs(kernel).max() <= bound < np.abs(kernel).max() * 1.02
+    assert abs(float(np.mean(np.abs(kernel) > bound / 2)) - float(np.mean(np.abs(flax_kernel) > bound / 2))) < 0.02
+    assert np.array_equal(np.asarray(lenet.init(7)["conv1"]["kernel"]), np.asarray(lenet.init(7)["conv1"]["kernel"]))
+
+
+def test_init_under_jit_says_to_call_it_outside(lenet):
+    with pytest.raises(TypeError, match="call it outside jit"):
+        jax.jit(lenet.init)(jax.random.key(0))
+
+
 @pytest.mark.parametrize("batch", [1, 3, 17])
 def test_apply_any_batch_and_jit_agree(lenet, batch):
     params = lenet.init(jax.random.key(0))
