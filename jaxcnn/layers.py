@@ -51,7 +51,7 @@ __all__ = [
 IMPLS = ("auto", "lax", "fast")
 
 
-def _use_fast(impl: str) -> bool:
+def uses_fast_path(impl: str) -> bool:
     """Whether to use :mod:`jaxcnn.fast`: asked for, or ``auto`` on the CPU backend."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
@@ -119,7 +119,7 @@ def conv2d(
     dilations = as_pair(dilation, "dilation")
     pads = resolve_padding(padding, size, strides, dilations, (x.shape[1], x.shape[2]))
     _check_fits((x.shape[1], x.shape[2]), size, strides, pads, dilations, "conv2d")
-    if _use_fast(impl):
+    if uses_fast_path(impl):
         y = fast.conv(x, kernel, strides, pads, dilations, int(groups))
     else:
         y = fast.lax_conv(x, kernel, strides, pads, dilations, int(groups))
@@ -154,7 +154,7 @@ def max_pool(
     applies when the windows tile the input (stride = size, no padding).
     """
     window, strides, pads = _pool_setup(x, size, stride, padding, "max_pool")
-    if _use_fast(impl) and fast.tiles(window, strides, pads):
+    if uses_fast_path(impl) and fast.tiles(window, strides, pads):
         return fast.max_pool_tiled(x, window)
     # A NumPy (not JAX) init value: reduce_window is differentiable only with a known constant.
     if jnp.issubdtype(x.dtype, jnp.floating):

@@ -9,12 +9,23 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import jaxcnn
 from jaxcnn.checkpoint import Checkpoints
 from jaxcnn.runs import RunError, load_run, read_metrics, resume_run, train_run
-from jaxcnn.train import ConfigError, TrainConfig, chunk_plan, make_schedule
+from jaxcnn.data import Preprocess
+from jaxcnn.train import (
+    MICRO_BATCH,
+    ConfigError,
+    TrainConfig,
+    TrainState,
+    chunk_plan,
+    make_schedule,
+    make_train_step,
+    micro_batch_size,
+)
 
 from conftest import ROOT
 from datasets import quadrant_dataset, write_class_folders, write_spec
@@ -59,6 +70,30 @@ def test_scan_loop_and_step_loop_compute_the_same_training(spec_file):
     for a, b in zip(jax.tree.leaves(scan.params), jax.tree.leaves(step.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert scan.metrics[-1]["test_accuracy"] == pytest.approx(step.metrics[-1]["test_accuracy"], abs=0.01)
+
+
+def test_micro_batched_step_equals_the_whole_batch_step(spec_file):
+    model = jaxcnn.Model.from_file(spec_file)
+    optimizer = optax.adam(1e-2)
+    params = model.init(0)
+    state = TrainState(params, optimizer.init(params))
+    images, labels = DATA.train_images[:96], np.asarray(DATA.train_labels[:96], np.int32)
+    perm = jax.numpy.arange(96, dtype=jax.numpy.int32)
+    results = [
+        jax.jit(make_train_step(model, optimizer, Preprocess(), 48, micro_batch=micro))(state, images, labels, perm, 1)
+        for micro in (None, 16)
+    ]
+    (whole, whole_sums), (micro, micro_sums) = results
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(micro), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole_sums, micro_sums, rtol=1e-5)
+    assert not params_equal(whole.params, params)
+    assert micro_batch_size(512, impl_is_fast=True, devices=1) == MICRO_BATCH
+    assert micro_batch_size(512, impl_is_fast=False, devices=1) == 512  # lax path: leave XLA the batch
+    assert micro_batch_size(512, impl_is_fast=True, devices=2) == 512  # data parallel: whole batch
+    assert micro_batch_size(200, impl_is_fast=True, devices=1) == 200  # not a multiple of MICRO_BATCH
+    with pytest.raises(ValueError, match="must divide the batch size"):
+        make_train_step(model, optimizer, Preprocess(), 48, micro_batch=20)
 
 
 def test_resume_equals_uninterrupted(spec_file, tmp_path):
