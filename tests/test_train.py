@@ -14,8 +14,8 @@ import pytest
 
 import jaxcnn
 from jaxcnn.checkpoint import Checkpoints
-from jaxcnn.runs import RunError, load_run, read_metrics, resume_run, train_run
 from jaxcnn.data import Preprocess
+from jaxcnn.runs import RunError, load_run, read_metrics, resume_run, train_run
 from jaxcnn.train import (
     MICRO_BATCH,
     ConfigError,
