@@ -164,7 +164,7 @@ class Model:
             rng = np.random.default_rng([*words, layer.index])
             weights = {"kernel": jnp.asarray(_lecun_normal(rng, shapes["kernel"]))}
             if "bias" in shapes:
-                weights["bias"] = jnp.zeros(shapes["bias"], jnp.float32)
+                weights["bias"] = jnp.asarray(np.zeros(shapes["bias"], np.float32))
             params[layer.name] = weights
         return params
 
