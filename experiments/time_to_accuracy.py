@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="offline data folder (default: $JAXCNN_DATA_DIR)")
     p.add_argument("--target", type=float, default=0.99, help="test accuracy to reach (default 0.99)")
-    p.add_argument("--epochs", type=int, default=5, help="schedule length and the most epochs run (default 5)")
+    p.add_argument("--epochs", type=int, default=3, help="schedule length and the most epochs run (default 3)")
     p.add_argument("--lr", type=float, default=4e-3, help="one-cycle peak learning rate (default 0.004)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--smoke", action="store_true", help="2,000 training images, 1 epoch, target 0")
