@@ -60,15 +60,22 @@ def lax_conv(x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPair
     )
 
 
+def _padded_input(
+    x: jax.Array, size: IntPair, stride: IntPair, pads: PaddingPairs, dilation: IntPair
+) -> tuple[jax.Array, int, int]:
+    """The zero-padded input and the output height and width (the article's formula)."""
+    out_h = output_size(x.shape[1], size[0], stride[0], *pads[0], dilation[0])
+    out_w = output_size(x.shape[2], size[1], stride[1], *pads[1], dilation[1])
+    return jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))), out_h, out_w
+
+
 def _shift_add_conv(
     x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair
 ) -> jax.Array:
     """sum over taps (i, j, c) of the strided input slice under that tap times kernel[i, j, c, :]."""
     fh, fw, channels, _ = kernel.shape
-    n, h, w, _ = x.shape
-    out_h = output_size(h, fh, stride[0], *pads[0], dilation[0])
-    out_w = output_size(w, fw, stride[1], *pads[1], dilation[1])
-    padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    n = x.shape[0]
+    padded, out_h, out_w = _padded_input(x, (fh, fw), stride, pads, dilation)
     total = None
     for i in range(fh):
         for j in range(fw):
@@ -99,10 +106,8 @@ def row_stacked_conv(
     transposed convolution.
     """
     fh, fw, channels, features = kernel.shape
-    n, h, w, _ = x.shape
-    out_h = output_size(h, fh, stride[0], *pads[0], dilation[0])
-    out_w = output_size(w, fw, stride[1], *pads[1], dilation[1])
-    padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    n = x.shape[0]
+    padded, out_h, out_w = _padded_input(x, (fh, fw), stride, pads, dilation)
     total = None
     for i in range(fh):
         top = i * dilation[0]
