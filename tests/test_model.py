@@ -43,9 +43,16 @@ def test_init_draws_lecun_normal_kernels_like_flax(lenet):
     assert np.array_equal(np.asarray(lenet.init(7)["conv1"]["kernel"]), np.asarray(lenet.init(7)["conv1"]["kernel"]))
 
 
-def test_init_under_jit_says_to_call_it_outside(lenet):
-    with pytest.raises(TypeError, match="call it outside jit"):
-        jax.jit(lenet.init)(jax.random.key(0))
+def test_init_gives_the_same_weights_under_jit_vmap_and_eval_shape(lenet):
+    eager = lenet.init(jax.random.key(5))
+    jitted = jax.jit(lenet.init)(jax.random.key(5))
+    batched = jax.vmap(lenet.init)(jax.random.split(jax.random.key(0), 2))
+    shapes = jax.eval_shape(lenet.init, jax.random.key(5))
+    for a, b, s in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), jax.tree.leaves(shapes), strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert (s.shape, s.dtype) == (a.shape, a.dtype)
+    first = lenet.init(jax.random.split(jax.random.key(0), 2)[1])
+    np.testing.assert_array_equal(batched["conv2"]["kernel"][1], first["conv2"]["kernel"])
 
 
 @pytest.mark.parametrize("batch", [1, 3, 17])
