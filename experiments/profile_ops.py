@@ -17,11 +17,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxcnn.data import Preprocess
 from jaxcnn.model import Model, _apply_layer
 from jaxcnn.spec import load_spec
-from jaxcnn.train import batch_loss
+from jaxcnn.train import TrainState, batch_loss, make_train_step
 
 from common import ROOT, markdown_table
 
@@ -105,6 +107,26 @@ def main() -> None:
     print(f"{spec.name}, batch {args.batch}: microseconds per image (best of 3 x {args.repeats} calls); "
           f"the first layer's dx is never computed in training\n")  # fmt: skip
     print(markdown_table(header, rows))
+    whole, micro = micro_batch_step_times(spec, 4 * args.batch, args.batch, args.repeats)
+    print(f"\nfast training step at batch {4 * args.batch} (jaxcnn.train.make_train_step): {whole:.1f} us per image "
+          f"as one batch, {micro:.1f} as micro-batches of {args.batch} (ratio {whole / micro:.2f})")  # fmt: skip
+
+
+def micro_batch_step_times(spec: Any, batch: int, micro_batch: int, repeats: int) -> tuple[float, float]:
+    """us per image of the real training step on ``batch`` images, whole and in micro-batches."""
+    model = Model(spec, "fast")
+    params = model.init(0)
+    state = TrainState(params, ADAM.init(params))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, *spec.input_shape), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch).astype(np.int32)
+    perm = jnp.arange(batch, dtype=jnp.int32)
+    times = []
+    for micro in (None, micro_batch):
+        step = make_train_step(model, ADAM, Preprocess(), batch, micro_batch=micro)
+        args = (state, images, labels, perm)
+        times.append(per_image_us(lambda s, im, lb, pm, step=step: step(s, im, lb, pm, 0), args, batch, repeats))
+    return times[0], times[1]
 
 
 if __name__ == "__main__":

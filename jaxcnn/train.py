@@ -159,8 +159,8 @@ def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int) -> int:
     path on one device with a multiple of ``MICRO_BATCH`` images.
 
     XLA's CPU convolutions get slower per image as the batch grows; the same step computed
-    ``MICRO_BATCH`` images at a time (and the gradients averaged) ran LeNet at batch 512 about
-    8% faster (``experiments/profile_ops.py``), compiling no slower.
+    ``MICRO_BATCH`` images at a time (and the gradients averaged) ran LeNet at batch 512 4-8%
+    faster on a 2-core CPU (``experiments/profile_ops.py`` prints the comparison).
     """
     if impl_is_fast and devices == 1 and batch_size > MICRO_BATCH and batch_size % MICRO_BATCH == 0:
         return MICRO_BATCH
