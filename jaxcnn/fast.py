@@ -26,6 +26,11 @@ image at batch 128 (``experiments/profile_ops.py`` prints these):
   written to memory before the pool's gradient reads it. This took LeNet's inference from
   about 11k to 30k images per second.
 
+- A stride-1 shifted-slice convolution followed by a tiled max pool (LeNet's conv1 + pool1)
+  runs as :func:`conv_max_pool`: the pool is the elementwise maximum of the convolution's
+  phases (one strided convolution per window position), with no strided reads of a stored
+  feature map. Inference about 13% faster; training takes the separate forms' derivative.
+
 Together these make LeNet's training step about 2.3x, and inference about 3.5x, faster on the
 CPU than the plain version (``experiments/profile_ops.py``, last rows).
 
@@ -73,19 +78,27 @@ def _shift_add_conv(
     x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair
 ) -> jax.Array:
     """sum over taps (i, j, c) of the strided input slice under that tap times kernel[i, j, c, :]."""
+    padded, out_h, out_w = _padded_input(x, (kernel.shape[0], kernel.shape[1]), stride, pads, dilation)
+    return _shift_add_taps(padded, kernel, (0, 0), stride, (out_h, out_w), dilation)
+
+
+def _shift_add_taps(
+    padded: jax.Array, kernel: jax.Array, origin: IntPair, step: IntPair, out_hw: IntPair, dilation: IntPair
+) -> jax.Array:
+    """The outputs at rows origin[0] + step[0] * a and columns origin[1] + step[1] * b of the
+    convolution of an already padded input, as a sum of strided slices times kernel taps."""
     fh, fw, channels, _ = kernel.shape
-    n = x.shape[0]
-    padded, out_h, out_w = _padded_input(x, (fh, fw), stride, pads, dilation)
+    n = padded.shape[0]
     total = None
     for i in range(fh):
         for j in range(fw):
-            top, left = i * dilation[0], j * dilation[1]
+            top, left = origin[0] + i * dilation[0], origin[1] + j * dilation[1]
             for c in range(channels):
                 tap = lax.slice(
                     padded,
                     (0, top, left, c),
-                    (n, top + stride[0] * (out_h - 1) + 1, left + stride[1] * (out_w - 1) + 1, c + 1),
-                    (1, stride[0], stride[1], 1),
+                    (n, top + step[0] * (out_hw[0] - 1) + 1, left + step[1] * (out_hw[1] - 1) + 1, c + 1),
+                    (1, step[0], step[1], 1),
                 )
                 term = tap * kernel[i, j, c]
                 total = term if total is None else total + term
@@ -162,6 +175,21 @@ def _conv_jvp(
     y = conv(x, kernel, stride, pads, dilation, groups)
     if uses_shift_add(kernel.shape, groups):
         y = materialize(y)  # else XLA recomputes the fused loop in the backward pass for the ReLU's mask
+    dy = _conv_tangent(x, kernel, dx, dkernel, stride, pads, dilation, groups)
+    return y, jnp.zeros_like(y) if dy is None else dy
+
+
+def _conv_tangent(
+    x: jax.Array,
+    kernel: jax.Array,
+    dx: object,
+    dkernel: object,
+    stride: IntPair,
+    pads: PaddingPairs,
+    dilation: IntPair,
+    groups: int,
+) -> jax.Array | None:
+    """``conv(dx, kernel) + conv(x, dkernel)`` in the forms whose transposes are fast (None: both zero)."""
     terms = []
     if not _is_zero(dx):
         if groups == 1:  # reverse mode transposes this into the faster input gradient
@@ -175,13 +203,92 @@ def _conv_jvp(
             for start in range(0, x.shape[0], WGRAD_CHUNK)
         ]
         terms.append(chunks[0] if len(chunks) == 1 else jnp.concatenate(chunks, axis=0))
-    dy = terms[0] if terms else jnp.zeros_like(y)
-    for term in terms[1:]:
-        dy = dy + term
-    return y, dy
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
 conv.defjvp(_conv_jvp, symbolic_zeros=True)
+
+
+def fuses_with_max_pool(kernel_shape: tuple[int, ...], stride: IntPair, groups: int) -> bool:
+    """Whether :func:`conv_max_pool` applies: a stride-1 convolution with the shifted-slice forward."""
+    return stride == (1, 1) and uses_shift_add(kernel_shape, groups)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
+def conv_max_pool(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, pads: PaddingPairs, dilation: IntPair, size: IntPair, relu: bool
+) -> jax.Array:
+    """``max_pool(act(conv(x, kernel) + bias), size)`` for a stride-1 convolution and a tiled
+    pool, ``act`` ReLU if ``relu`` else the identity.
+
+    Computed by phases: the outputs at window position (p, q) of every pooling window form a
+    convolution with stride = the window size, and the pool is the elementwise maximum of the
+    fh*fw phases. Each phase sums the same taps in the same order as :func:`_shift_add_conv`, so
+    the values are exactly those of the separate convolution and pool. The gradient needs no
+    strided writes: each phase's tangent is kept where that phase won (the first maximal
+    position, as ``reduce_window`` chooses), and its weight gradient is a strided convolution's.
+    """
+    padded, pooled = _pool_phases_setup(x, kernel, pads, dilation, size)
+    y = _phase_maximum(padded, kernel, bias, dilation, size, pooled)[0]
+    return jnp.maximum(y, 0) if relu else y  # relu(max) = max(relu), exactly
+
+
+def _pool_phases_setup(
+    x: jax.Array, kernel: jax.Array, pads: PaddingPairs, dilation: IntPair, size: IntPair
+) -> tuple[jax.Array, IntPair]:
+    padded, out_h, out_w = _padded_input(x, (kernel.shape[0], kernel.shape[1]), (1, 1), pads, dilation)
+    return padded, (out_h // size[0], out_w // size[1])
+
+
+def _phase_origins(size: IntPair) -> list[IntPair]:
+    return [(p, q) for p in range(size[0]) for q in range(size[1])]
+
+
+def _phase_maximum(
+    padded: jax.Array, kernel: jax.Array, bias: jax.Array, dilation: IntPair, size: IntPair, pooled: IntPair
+) -> tuple[jax.Array, jax.Array]:
+    """The pooled maximum and, per window, the index of the first phase that reaches it."""
+    best, winner = None, None
+    for index, origin in enumerate(_phase_origins(size)):
+        z = _shift_add_taps(padded, kernel, origin, size, pooled, dilation) + bias
+        if best is None or winner is None:
+            best, winner = z, jnp.zeros(z.shape, jnp.int32)
+        else:
+            winner = jnp.where(z > best, index, winner)  # strictly greater: an earlier tie keeps it
+            best = jnp.maximum(best, z)  # (propagates NaN, as reduce_window's maximum does)
+    assert best is not None and winner is not None  # a window has at least one position
+    return best, winner
+
+
+def _conv_max_pool_jvp(
+    pads: PaddingPairs,
+    dilation: IntPair,
+    size: IntPair,
+    relu: bool,
+    primals: tuple[jax.Array, jax.Array, jax.Array],
+    tangents: tuple[object, object, object],
+) -> tuple[jax.Array, jax.Array]:
+    """The derivative of the separate fast convolution and pool (:func:`conv`, :func:`max_pool_tiled`).
+
+    The phase form's own derivative is correct too but trained LeNet about 30% slower in XLA
+    (four phase tangents and weight gradients), so only inference takes the phase form.
+    """
+    moving = [i for i, t in enumerate(tangents) if not _is_zero(t)]
+
+    def separate(*args: jax.Array) -> jax.Array:
+        x, kernel, bias = (args[moving.index(i)] if i in moving else primals[i] for i in range(3))
+        z = conv(x, kernel, (1, 1), pads, dilation, 1) + bias
+        return max_pool_tiled(jax.nn.relu(z) if relu else z, size)
+
+    if not moving:
+        y = conv_max_pool(*primals, pads, dilation, size, relu)
+        return y, jnp.zeros_like(y)
+    return jax.jvp(separate, tuple(primals[i] for i in moving), tuple(tangents[i] for i in moving))
+
+
+conv_max_pool.defjvp(_conv_max_pool_jvp, symbolic_zeros=True)
 
 
 def materialize(x: jax.Array) -> jax.Array:

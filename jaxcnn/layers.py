@@ -90,6 +90,8 @@ def conv2d(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     impl: str = "auto",
+    pool: int | Sequence[int] | None = None,
+    relu_before_pool: bool = False,
 ) -> Array:
     """2-D convolution (cross-correlation, as in every deep-learning library) of an NHWC batch.
 
@@ -97,7 +99,10 @@ def conv2d(
     window of input times kernel, plus the bias: the article's "slide the filter and add up".
     ``impl`` picks how XLA computes it: ``"lax"`` (one ``lax.conv_general_dilated``), ``"fast"``
     (:mod:`jaxcnn.fast`, same function and gradient, faster on the CPU) or ``"auto"`` (fast on
-    the CPU backend, lax elsewhere).
+    the CPU backend, lax elsewhere). ``pool`` (a window size) returns
+    ``max_pool(conv2d(...), pool)`` (``max_pool(relu(conv2d(...)), pool)`` with
+    ``relu_before_pool``), the pool's stride equal to its size, in one step where
+    :func:`jaxcnn.fast.conv_max_pool` applies: same values and gradient, faster inference.
     """
     _check_nhwc(x, "conv2d")
     if kernel.ndim != 4:
@@ -119,6 +124,15 @@ def conv2d(
     dilations = as_pair(dilation, "dilation")
     pads = resolve_padding(padding, size, strides, dilations, (x.shape[1], x.shape[2]))
     _check_fits((x.shape[1], x.shape[2]), size, strides, pads, dilations, "conv2d")
+    if pool is not None:
+        window = as_pair(pool, "pool size")
+        if not uses_fast_path(impl) or not fast.fuses_with_max_pool(kernel.shape, strides, int(groups)):
+            y = conv2d(x, kernel, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, impl=impl)
+            return max_pool(jax.nn.relu(y) if relu_before_pool else y, window, impl=impl)
+        out_hw = [output_size(x.shape[1 + a], size[a], 1, *pads[a], dilations[a]) for a in (0, 1)]
+        _check_fits((out_hw[0], out_hw[1]), window, window, ((0, 0), (0, 0)), (1, 1), "max_pool")
+        zero_bias = jnp.zeros(kernel.shape[3], x.dtype) if bias is None else bias
+        return fast.conv_max_pool(x, kernel, zero_bias, pads, dilations, window, relu_before_pool)
     if uses_fast_path(impl):
         y = fast.conv(x, kernel, strides, pads, dilations, int(groups))
     else:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import fast
 from jaxcnn import layers as L
 from jaxcnn.spec import AnyLayer, ConvLayer, DenseLayer, NetworkSpec, PoolLayer, Shape, load_spec
 
@@ -212,15 +213,47 @@ class Model:
     ) -> jax.Array:
         self.check_input(x)
         self.check_params(params)
-        last = len(self.spec.layers) - 1
-        for layer in self.spec.layers:
+        layers = self.spec.layers
+        pooled_with_previous = False
+        for layer in layers:
+            if pooled_with_previous:  # this max pool ran inside the convolution before it
+                pooled_with_previous = False
+                continue
+            if keep is None and self._pools_in_one_step(layer.index):
+                pool = layers[layer.index + 1]
+                assert isinstance(layer, ConvLayer) and isinstance(pool, PoolLayer)
+                weights = params[layer.name]
+                x = L.conv2d(x, weights["kernel"], weights.get("bias"), padding=layer.padding, dilation=layer.dilation,
+                             impl=self.impl, pool=pool.size, relu_before_pool=layer.activation == "relu")  # fmt: skip
+                pooled_with_previous = True
+                continue
             x = _apply_layer(layer, params.get(layer.name, {}), x, self.impl)
             activation = getattr(layer, "activation", "linear")
-            if not (layer.index == last and activation == "softmax" and not final_activation):
+            if not (layer.index == len(layers) - 1 and activation == "softmax" and not final_activation):
                 x = L.activation(activation)(x)
             if keep is not None:
                 keep[layer.name] = x
         return x
+
+    def _pools_in_one_step(self, index: int) -> bool:
+        """Whether conv layer ``index`` and the tiled max pool after it run as one
+        :func:`jaxcnn.fast.conv_max_pool` (the CPU fast path; see there).
+
+        Its activation must be ReLU or none: the phase form applies ReLU after the maximum, which
+        gives the same values (relu(max) = max(relu)).
+        """
+        layers = self.spec.layers
+        if index + 1 >= len(layers) or not L.uses_fast_path(self.impl):
+            return False
+        conv, pool = layers[index], layers[index + 1]
+        return (
+            isinstance(conv, ConvLayer)
+            and conv.activation in ("relu", "linear")
+            and fast.fuses_with_max_pool(_kernel_shape(conv), conv.stride, conv.groups)
+            and isinstance(pool, PoolLayer)
+            and pool.type == "max_pool"
+            and fast.tiles(pool.size, pool.stride, pool.padding)
+        )
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """The network's output for a float NHWC batch, without a final softmax (logits)."""
@@ -255,6 +288,10 @@ class Model:
     def param_count(self) -> int:
         """Total number of weights."""
         return sum(param_count(layer) for layer in self.spec.layers)
+
+
+def _kernel_shape(conv: ConvLayer) -> tuple[int, int, int, int]:
+    return (*conv.size, conv.input_shape[2] // conv.groups, conv.filters)
 
 
 def _lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:

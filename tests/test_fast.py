@@ -48,6 +48,51 @@ def test_fast_conv_equals_lax_conv_forward_and_gradients(case):
     np.testing.assert_allclose(dw_fast, dw_lax, rtol=1e-5, atol=2e-4)
 
 
+CONV_POOL_CASES = [
+    # (batch, h, w, cin, cout, size, padding, dilation, pool, bias, relu)
+    (5, 12, 12, 1, 8, 5, 2, 1, 2, True, True),  # LeNet's conv1 + ReLU + pool1
+    (3, 11, 10, 3, 4, 3, "valid", 1, 2, False, False),  # RGB; the pool crops a row and a column
+    (4, 13, 9, 2, 3, 3, ((1, 0), (2, 1)), 2, (3, 2), True, True),  # asymmetric padding, dilation, 3x2 pool
+]
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES)
+def test_conv_then_pool_in_one_step_equals_conv_and_pool(case):
+    n, h, w, cin, cout, size, padding, dilation, pool, with_bias, relu = case
+    # Small integers: every value is exact in both forms and ties are common.
+    keys = jax.random.split(jax.random.key(n), 5)
+    x = jax.random.randint(keys[0], (n, h, w, cin), -2, 3).astype(jnp.float32)
+    kernel = jax.random.randint(keys[1], (size, size, cin, cout), -2, 3).astype(jnp.float32)
+    bias = jax.random.randint(keys[2], (cout,), -2, 3).astype(jnp.float32) if with_bias else None
+
+    def fused(x, k, b):
+        return L.conv2d(x, k, b, padding=padding, dilation=dilation, pool=pool, relu_before_pool=relu, impl="fast")
+
+    def separate(x, k, b):
+        y = L.conv2d(x, k, b, padding=padding, dilation=dilation, impl="lax")
+        return L.max_pool(jax.nn.relu(y) if relu else y, pool, impl="lax")
+
+    assert fast.fuses_with_max_pool(kernel.shape, (1, 1), 1)
+    results = {}
+    for name, f in (("fused", fused), ("separate", separate)):
+        y, vjp = jax.vjp(jax.jit(f), x, kernel, bias)
+        tangents = (jax.random.normal(keys[3], x.shape), jax.random.normal(keys[3], kernel.shape), bias)
+        results[name] = (
+            y,
+            *vjp(jax.random.normal(keys[4], y.shape)),
+            jax.jvp(jax.jit(f), (x, kernel, bias), tangents)[1],
+        )
+    np.testing.assert_array_equal(results["fused"][0], results["separate"][0])
+    for a, b in zip(results["fused"][1:], results["separate"][1:], strict=True):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    # Other backends (and impl="lax") compute the same thing as the two calls.
+    np.testing.assert_array_equal(
+        L.conv2d(x, kernel, bias, padding=padding, dilation=dilation, pool=pool, relu_before_pool=relu, impl="lax"),
+        results["separate"][0],
+    )
+
+
 def test_fast_paths_are_chosen_as_documented():
     assert fast.uses_shift_add((5, 5, 1, 8), 1) and not fast.uses_shift_add((5, 5, 8, 16), 1)
     assert not fast.uses_shift_add((3, 3, 2, 4), 2)
