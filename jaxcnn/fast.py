@@ -225,13 +225,12 @@ def conv_max_pool(
 
     Computed by phases: the outputs at window position (p, q) of every pooling window form a
     convolution with stride = the window size, and the pool is the elementwise maximum of the
-    fh*fw phases. Each phase sums the same taps in the same order as :func:`_shift_add_conv`, so
-    the values are exactly those of the separate convolution and pool. The gradient needs no
-    strided writes: each phase's tangent is kept where that phase won (the first maximal
-    position, as ``reduce_window`` chooses), and its weight gradient is a strided convolution's.
+    fh*fw phases, so no feature map is stored and read back through strided slices. Each phase
+    sums the same taps in the same order as :func:`_shift_add_conv`, so the values are exactly
+    those of the separate convolution and pool. The derivative is theirs (see the JVP below).
     """
     padded, pooled = _pool_phases_setup(x, kernel, pads, dilation, size)
-    y = _phase_maximum(padded, kernel, bias, dilation, size, pooled)[0]
+    y = _phase_maximum(padded, kernel, bias, dilation, size, pooled)
     return jnp.maximum(y, 0) if relu else y  # relu(max) = max(relu), exactly
 
 
@@ -248,18 +247,10 @@ def _phase_origins(size: IntPair) -> list[IntPair]:
 
 def _phase_maximum(
     padded: jax.Array, kernel: jax.Array, bias: jax.Array, dilation: IntPair, size: IntPair, pooled: IntPair
-) -> tuple[jax.Array, jax.Array]:
-    """The pooled maximum and, per window, the index of the first phase that reaches it."""
-    best, winner = None, None
-    for index, origin in enumerate(_phase_origins(size)):
-        z = _shift_add_taps(padded, kernel, origin, size, pooled, dilation) + bias
-        if best is None or winner is None:
-            best, winner = z, jnp.zeros(z.shape, jnp.int32)
-        else:
-            winner = jnp.where(z > best, index, winner)  # strictly greater: an earlier tie keeps it
-            best = jnp.maximum(best, z)  # (propagates NaN, as reduce_window's maximum does)
-    assert best is not None and winner is not None  # a window has at least one position
-    return best, winner
+) -> jax.Array:
+    """The elementwise maximum of the convolution's phases plus the bias: the pooled output."""
+    phases = [_shift_add_taps(padded, kernel, origin, size, pooled, dilation) + bias for origin in _phase_origins(size)]
+    return _maximum(phases)  # jnp.maximum propagates NaN, as reduce_window's maximum does
 
 
 def _conv_max_pool_jvp(
