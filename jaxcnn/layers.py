@@ -124,6 +124,8 @@ def conv2d(
     dilations = as_pair(dilation, "dilation")
     pads = resolve_padding(padding, size, strides, dilations, (x.shape[1], x.shape[2]))
     _check_fits((x.shape[1], x.shape[2]), size, strides, pads, dilations, "conv2d")
+    if relu_before_pool and pool is None:
+        raise ValueError("relu_before_pool applies only with pool= (the max pool after the ReLU)")
     if pool is not None:
         window = as_pair(pool, "pool size")
         if not uses_fast_path(impl) or not fast.fuses_with_max_pool(kernel.shape, strides, int(groups)):

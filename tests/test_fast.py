@@ -86,6 +86,8 @@ def test_conv_then_pool_in_one_step_equals_conv_and_pool(case):
     for a, b in zip(results["fused"][1:], results["separate"][1:], strict=True):
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="relu_before_pool applies only with pool="):
+        L.conv2d(x, kernel, bias, relu_before_pool=True)
     # Other backends (and impl="lax") compute the same thing as the two calls.
     np.testing.assert_array_equal(
         L.conv2d(x, kernel, bias, padding=padding, dilation=dilation, pool=pool, relu_before_pool=relu, impl="lax"),
