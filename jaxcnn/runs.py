@@ -335,8 +335,10 @@ def _run(
             state, result = _one_epoch(trainer, state, epoch, run_dir, progress, stop_requested)
             metrics.append(result.to_dict())
             if run_dir is not None and checkpoints is not None:
-                checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
+                # Metrics first: a crash between the two leaves a row ahead of the checkpoints,
+                # which resume_run drops and trains again, never a checkpoint without its row.
                 write_metrics(run_dir, metrics)
+                checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
             if verbose:
                 _print_epoch(result, config.epochs)
             if stop_requested():  # the signal came while testing or saving: the epoch is complete

@@ -108,6 +108,29 @@ def test_resume_equals_uninterrupted(spec_file, tmp_path):
     assert read_metrics(tmp_path / "part")[-1]["test_loss"] == read_metrics(tmp_path / "whole")[-1]["test_loss"]
 
 
+def test_killed_as_an_epoch_is_saved_resumes_to_the_same_run(spec_file, tmp_path, monkeypatch):
+    """Killed just as epoch 2's checkpoint is saved: its metrics row is already written (never a
+    checkpoint without its row), and resume continues to the same run as an uninterrupted one."""
+    config = TrainConfig(epochs=3, schedule="onecycle", **FAST)
+    whole = train_run(spec_file, DATA, config, tmp_path / "whole", progress=False, verbose=False)
+    save = Checkpoints.save
+
+    def crash_at_epoch_2(self, epoch, state, metrics):
+        save(self, epoch, state, metrics)
+        if epoch == 2:
+            self.close()  # the checkpoint is complete on disk, then the process dies
+            raise SystemExit("killed after saving")
+
+    monkeypatch.setattr(Checkpoints, "save", crash_at_epoch_2)
+    with pytest.raises(SystemExit):
+        train_run(spec_file, DATA, config, tmp_path / "part", progress=False, verbose=False)
+    monkeypatch.setattr(Checkpoints, "save", save)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "part")] == [1, 2]  # the row came first
+    resumed = resume_run(tmp_path / "part", dataset=DATA, progress=False, verbose=False)
+    assert params_equal(whole.params, resumed.params)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "part")] == [1, 2, 3]
+
+
 def test_run_directory_contents_and_overwrite_protection(spec_file, tmp_path):
     out = tmp_path / "run"
     train_run(spec_file, DATA, TrainConfig(epochs=2, **FAST), out, progress=False, verbose=False)
