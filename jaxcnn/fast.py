@@ -25,7 +25,6 @@ image at batch 128 (``experiments/profile_ops.py`` prints these):
   and the convolution's derivative therefore read it from memory, and the input gradient is
   written to memory before the pool's gradient reads it. This took LeNet's inference from
   about 11k to 30k images per second.
-
 - A stride-1 shifted-slice convolution followed by a tiled max pool (LeNet's conv1 + pool1)
   runs as :func:`conv_max_pool`: the pool is the elementwise maximum of the convolution's
   phases (one strided convolution per window position), with no strided reads of a stored
@@ -122,12 +121,12 @@ def row_stacked_conv(
     n = x.shape[0]
     padded, out_h, out_w = _padded_input(x, (fh, fw), stride, pads, dilation)
     total = None
+    span = stride[1] * (out_w - 1) + 1  # the width one column slice covers
+    steps = (1, 1, stride[1], 1)
     for i in range(fh):
         top = i * dilation[0]
         rows = lax.slice(padded, (0, top, 0, 0), (n, top + stride[0] * (out_h - 1) + 1, padded.shape[2], channels),
                          (1, stride[0], 1, 1))  # fmt: skip
-        span = stride[1] * (out_w - 1) + 1  # the width one column slice covers
-        steps = (1, 1, stride[1], 1)
         columns = [
             lax.slice(rows, (0, 0, j * dilation[1], 0), (n, out_h, j * dilation[1] + span, channels), steps)
             for j in range(fw)
@@ -318,11 +317,11 @@ def max_pool_tiled(x: jax.Array, size: IntPair) -> jax.Array:
     """Max pooling with stride = size and no padding.
 
     Value: the maximum of one strided slice per window position (4 for 2x2), on a materialised
-    input (the barrier stops XLA from recomputing the producer, say a convolution, per slice).
-    Derivative: each window passes on the tangent of its first maximal position in row-major
-    order, the choice ``reduce_window``'s own derivative makes, so the two agree even at ties.
-    The tangent is read through a reshape to (f, f, N, H/f, W/f, C), whose transpose (the
-    gradient) XLA fuses into one stack of the per-position gradients.
+    input (:func:`materialize` stops XLA from fusing the producer, say a convolution, into the
+    strided reads). Derivative: each window passes on the tangent of its first maximal position
+    in row-major order, the choice ``reduce_window``'s own derivative makes, so the two agree
+    even at ties. The tangent is read through the same strided slices, whose transposes (the
+    gradient) XLA fuses into one loop.
     """
     out_hw = (x.shape[1] // size[0], x.shape[2] // size[1])
     return _maximum(_window_slices(materialize(x), size, out_hw))
@@ -333,13 +332,6 @@ def _maximum(parts: list[jax.Array]) -> jax.Array:
     for part in parts[1:]:
         result = jnp.maximum(result, part)
     return result
-
-
-def _as_windows(x: jax.Array, size: IntPair) -> jax.Array:
-    """(N, H, W, C) -> (N, H/f, f, W/f, f, C), cropping rows and columns no window reaches."""
-    n, h, w, c = x.shape
-    out_h, out_w = h // size[0], w // size[1]
-    return x[:, : out_h * size[0], : out_w * size[1], :].reshape(n, out_h, size[0], out_w, size[1], c)
 
 
 def _max_pool_jvp(size: IntPair, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:

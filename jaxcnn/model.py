@@ -249,7 +249,7 @@ class Model:
         return (
             isinstance(conv, ConvLayer)
             and conv.activation in ("relu", "linear")
-            and fast.fuses_with_max_pool(_kernel_shape(conv), conv.stride, conv.groups)
+            and fast.fuses_with_max_pool(param_shapes(conv)["kernel"], conv.stride, conv.groups)
             and isinstance(pool, PoolLayer)
             and pool.type == "max_pool"
             and fast.tiles(pool.size, pool.stride, pool.padding)
@@ -288,10 +288,6 @@ class Model:
     def param_count(self) -> int:
         """Total number of weights."""
         return sum(param_count(layer) for layer in self.spec.layers)
-
-
-def _kernel_shape(conv: ConvLayer) -> tuple[int, int, int, int]:
-    return (*conv.size, conv.input_shape[2] // conv.groups, conv.filters)
 
 
 def _lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
