@@ -155,13 +155,8 @@ MICRO_BATCH = 128
 
 
 def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int) -> int:
-    """The micro-batch :func:`make_train_step` splits a batch into: the whole batch unless on the CPU fast
-    path on one device with a multiple of ``MICRO_BATCH`` images.
-
-    XLA's CPU convolutions get slower per image as the batch grows; the same step computed
-    ``MICRO_BATCH`` images at a time (and the gradients averaged) ran LeNet at batch 512 4-8%
-    faster on a 2-core CPU (``experiments/profile_ops.py`` prints the comparison).
-    """
+    """The micro-batch a step of ``batch_size`` is computed in: the whole batch unless on the CPU
+    fast path on one device with a multiple of ``MICRO_BATCH`` images (see :class:`AccumulatedStep`)."""
     if impl_is_fast and devices == 1 and batch_size > MICRO_BATCH and batch_size % MICRO_BATCH == 0:
         return MICRO_BATCH
     return batch_size
@@ -174,41 +169,95 @@ def make_train_step(
     batch_size: int,
     split_batch: Callable[[jax.Array], jax.Array] = lambda x: x,
     compute_dtype: str = "float32",
-    micro_batch: int | None = None,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
     """One optimizer step on batch ``i`` of the epoch's permutation (not jitted).
 
     The batch is gathered on the device from the uint8 images and handed to ``split_batch``
     (for data parallelism: a sharding constraint); returns the new state and [summed loss,
-    correct count] for the batch. With ``micro_batch`` (a divisor of ``batch_size``) the
-    gradient is the mean of the micro-batches' mean-loss gradients, the same as the whole
-    batch's, computed in an unrolled loop of smaller pieces.
+    correct count] for the batch.
     """
     grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
-    pieces = batch_size // (micro_batch or batch_size)
-    if pieces * (micro_batch or batch_size) != batch_size:
-        raise ValueError(f"micro_batch {micro_batch} must divide the batch size {batch_size}")
 
     def step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-        x = split_batch(preprocess.to_float(images[idx]))
-        y = split_batch(labels[idx])
-        size = batch_size // pieces
-        loss, correct, grads = jnp.float32(0), jnp.int32(0), None
-        for k in range(pieces):
-            (piece_loss, piece_correct), piece_grads = grad_fn(state.params, x[k * size : (k + 1) * size],
-                                                               y[k * size : (k + 1) * size])  # fmt: skip
-            loss, correct = loss + piece_loss / pieces, correct + piece_correct
-            grads = piece_grads if grads is None else jax.tree.map(jnp.add, grads, piece_grads)
-        if pieces > 1:
-            grads = jax.tree.map(lambda g: g / pieces, grads)
+        (loss, correct), grads = grad_fn(state.params, split_batch(preprocess.to_float(images[idx])),
+                                         split_batch(labels[idx]))  # fmt: skip
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state), jnp.stack([loss * batch_size, correct.astype(jnp.float32)])
 
     return step
+
+
+class AccumulatedStep:
+    """The step of :func:`make_train_step` (same arguments and results) computed as one jitted
+    gradient call per micro-batch, summed on the device, then one jitted optimizer update.
+
+    The gradient is the same (the mean of the micro-batches' mean-loss gradients is the batch's);
+    only the rounding of the sum differs. Why: XLA's CPU convolutions get slower per image as
+    the batch grows, and unrolling the micro-batches inside one compiled step does not help
+    (XLA schedules them together): LeNet at batch 512 trained at 6-9k images/s as one compiled
+    step, with or without unrolled micro-batches of 128, and at 12-14k as four calls of 128 on a
+    2-core CPU (``experiments/profile_ops.py`` prints the comparison). The calls are dispatched
+    asynchronously, so Python stays off the critical path.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        optimizer: optax.GradientTransformation,
+        preprocess: Preprocess,
+        batch_size: int,
+        micro_batch: int,
+        compute_dtype: str = "float32",
+    ) -> None:
+        if micro_batch < 1 or batch_size % micro_batch:
+            raise ValueError(f"micro_batch {micro_batch} must divide the batch size {batch_size}")
+        pieces = batch_size // micro_batch
+        grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
+
+        def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, perm: jax.Array,
+                       i: jax.Array, piece: jax.Array) -> Any:  # fmt: skip
+            idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size + piece * micro_batch, micro_batch)
+            (loss, correct), grads = grad_fn(params, preprocess.to_float(images[idx]), labels[idx])
+            grad_sum, sums = totals
+            sums = sums + jnp.stack([loss * micro_batch, correct.astype(jnp.float32)])
+            return jax.tree.map(jnp.add, grad_sum, grads), sums
+
+        def update(state: TrainState, totals: Any) -> tuple[TrainState, jax.Array, Any]:
+            grad_sum, sums = totals
+            grads = jax.tree.map(lambda g: g / pieces, grad_sum)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            empty = jax.tree.map(jnp.zeros_like, totals)  # the next step's running sums, in the same buffers
+            return TrainState(optax.apply_updates(state.params, updates), opt_state), sums, empty
+
+        self._accumulate: Any = jax.jit(accumulate, donate_argnums=1)
+        self._update: Any = jax.jit(update, donate_argnums=(0, 1))
+        self._empty = jax.jit(lambda params: (jax.tree.map(jnp.zeros_like, params), jnp.zeros(2, jnp.float32)))
+        self._pieces = [jnp.int32(k) for k in range(pieces)]
+        self._totals: Any = None
+
+    def compile(self, state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array) -> None:
+        """Compile the gradient call and the update ahead of time."""
+        totals = jax.eval_shape(self._empty, state.params)
+        self._accumulate = self._accumulate.lower(state.params, totals, images, labels, perm, jnp.int32(0),
+                                                  self._pieces[0]).compile()  # fmt: skip
+        self._update = self._update.lower(state, totals).compile()
+
+    def __call__(
+        self, state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
+    ) -> tuple[TrainState, jax.Array]:
+        # Taken out first: if an interrupt lands between the calls, the donated sums are gone and
+        # the next step starts from fresh zeros instead of deleted buffers.
+        totals, self._totals = self._totals, None
+        if totals is None:
+            totals = self._empty(state.params)
+        for piece in self._pieces:
+            totals = self._accumulate(state.params, totals, images, labels, perm, i, piece)
+        state, sums, self._totals = self._update(state, totals)
+        return state, sums
 
 
 def scan_steps(
@@ -346,13 +395,17 @@ class Trainer:
         self.eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
         self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), self.eval_batch, self.parallel)
         split = self.parallel.split_batch()
-        self.micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size)
-        step = make_train_step(
-            model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype, self.micro_batch
-        )
-        self._chunk: Any = jax.jit(
-            step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0
-        )
+        micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size)
+        self._chunk: Any
+        if self.loop == "step" and micro_batch < config.batch_size:
+            self._chunk = AccumulatedStep(
+                model, self.optimizer, preprocess, config.batch_size, micro_batch, config.compute_dtype
+            )
+        else:
+            step = make_train_step(model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype)
+            self._chunk = jax.jit(
+                step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0
+            )
         self._eval_batch: Any = make_eval_batch(model, preprocess, split)
         self.compile_seconds = 0.0
 
@@ -370,7 +423,10 @@ class Trainer:
         """Compile the training chunk and the evaluation ahead of time; returns the seconds it took."""
         start = time.perf_counter()
         perm = jnp.arange(len(self.train_images), dtype=jnp.int32)
-        self._chunk = self._chunk.lower(state, self.train_images, self.train_labels, perm, jnp.int32(0)).compile()
+        if isinstance(self._chunk, AccumulatedStep):
+            self._chunk.compile(state, self.train_images, self.train_labels, perm)
+        else:
+            self._chunk = self._chunk.lower(state, self.train_images, self.train_labels, perm, jnp.int32(0)).compile()
         b = self.eval_batch
         batch = [jax.ShapeDtypeStruct((b, *a.shape[1:]), a.dtype, sharding=a.sharding)
                  for a in (self.test.images, self.test.labels, self.test.mask)]  # fmt: skip

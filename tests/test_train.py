@@ -18,8 +18,10 @@ from jaxcnn.data import Preprocess
 from jaxcnn.runs import RunError, load_run, read_metrics, resume_run, train_run
 from jaxcnn.train import (
     MICRO_BATCH,
+    AccumulatedStep,
     ConfigError,
     TrainConfig,
+    Trainer,
     TrainState,
     chunk_plan,
     make_schedule,
@@ -72,28 +74,74 @@ def test_scan_loop_and_step_loop_compute_the_same_training(spec_file):
     assert scan.metrics[-1]["test_accuracy"] == pytest.approx(step.metrics[-1]["test_accuracy"], abs=0.01)
 
 
-def test_micro_batched_step_equals_the_whole_batch_step(spec_file):
+def test_accumulated_step_equals_the_whole_batch_step(spec_file):
     model = jaxcnn.Model.from_file(spec_file)
     optimizer = optax.adam(1e-2)
     params = model.init(0)
-    state = TrainState(params, optimizer.init(params))
     images, labels = DATA.train_images[:96], np.asarray(DATA.train_labels[:96], np.int32)
     perm = jax.numpy.arange(96, dtype=jax.numpy.int32)
-    results = [
-        jax.jit(make_train_step(model, optimizer, Preprocess(), 48, micro_batch=micro))(state, images, labels, perm, 1)
-        for micro in (None, 16)
-    ]
-    (whole, whole_sums), (micro, micro_sums) = results
-    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(micro), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(whole_sums, micro_sums, rtol=1e-5)
-    assert not params_equal(whole.params, params)
+    whole = jax.jit(make_train_step(model, optimizer, Preprocess(), 48))
+    accumulated = AccumulatedStep(model, optimizer, Preprocess(), 48, 16)
+    states = [TrainState(params, optimizer.init(params)) for _ in range(2)]
+    states[1] = jax.tree.map(jax.numpy.array, states[1])  # its own copy: the accumulated step donates it
+    accumulated.compile(states[1], images, labels, perm)
+    for i in (1, 0):  # two steps: the second starts from the sums the first one emptied
+        (states[0], whole_sums), (states[1], micro_sums) = (
+            whole(states[0], images, labels, perm, i),
+            accumulated(states[1], images, labels, perm, jax.numpy.int32(i)),
+        )
+        for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(whole_sums, micro_sums, rtol=1e-5)
+    assert not params_equal(states[0].params, params)
     assert micro_batch_size(512, impl_is_fast=True, devices=1) == MICRO_BATCH
     assert micro_batch_size(512, impl_is_fast=False, devices=1) == 512  # lax path: leave XLA the batch
     assert micro_batch_size(512, impl_is_fast=True, devices=2) == 512  # data parallel: whole batch
     assert micro_batch_size(200, impl_is_fast=True, devices=1) == 200  # not a multiple of MICRO_BATCH
-    with pytest.raises(ValueError, match="must divide the batch size"):
-        make_train_step(model, optimizer, Preprocess(), 48, micro_batch=20)
+    for bad in (20, 0):
+        with pytest.raises(ValueError, match="must divide the batch size"):
+            AccumulatedStep(model, optimizer, Preprocess(), 48, bad)
+
+
+def test_accumulated_step_interrupted_between_its_calls_starts_the_next_step_clean(spec_file):
+    model = jaxcnn.Model.from_file(spec_file)
+    optimizer = optax.adam(1e-2)
+    images, labels = DATA.train_images[:96], np.asarray(DATA.train_labels[:96], np.int32)
+    perm = jax.numpy.arange(96, dtype=jax.numpy.int32)
+
+    def fresh() -> TrainState:  # a step donates its state: each run starts from its own copy
+        params = model.init(0)
+        return TrainState(params, optimizer.init(params))
+
+    clean, interrupted = (AccumulatedStep(model, optimizer, Preprocess(), 48, 16) for _ in range(2))
+    after_two = [clean(clean(fresh(), images, labels, perm, jax.numpy.int32(0))[0],
+                       images, labels, perm, jax.numpy.int32(1))[0]]  # fmt: skip
+    after_one, _ = interrupted(fresh(), images, labels, perm, jax.numpy.int32(0))
+    calls, real = [], interrupted._accumulate
+
+    def ctrl_c_on_the_second_call(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    interrupted._accumulate = ctrl_c_on_the_second_call  # the first call has consumed the running sums
+    with pytest.raises(KeyboardInterrupt):
+        interrupted(after_one, images, labels, perm, jax.numpy.int32(1))
+    after_two.append(interrupted(after_one, images, labels, perm, jax.numpy.int32(1))[0])
+    for a, b in zip(jax.tree.leaves(after_two[0]), jax.tree.leaves(after_two[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trainer_accumulates_micro_batches_only_on_the_cpu_fast_path_step_loop(spec_file):
+    model = jaxcnn.Model.from_file(spec_file)
+    images, labels = DATA.train_images[:256], DATA.train_labels[:256]
+
+    def trainer(**config):
+        return Trainer(model, TrainConfig(batch_size=256, **config), Preprocess(), images, labels, images, labels)
+
+    assert isinstance(trainer(loop="step")._chunk, AccumulatedStep)
+    assert not isinstance(trainer(loop="scan")._chunk, AccumulatedStep)
 
 
 def test_resume_equals_uninterrupted(spec_file, tmp_path):
