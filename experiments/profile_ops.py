@@ -120,7 +120,7 @@ def micro_batch_step_times(spec: Any, batch: int, micro_batch: int, repeats: int
     images = rng.integers(0, 256, (batch, *spec.input_shape), dtype=np.uint8)
     labels = rng.integers(0, 10, batch).astype(np.int32)
     perm = jnp.arange(batch, dtype=jnp.int32)
-    steps = [jax.jit(make_train_step(model, ADAM, Preprocess(), batch), donate_argnums=0),
+    steps: list[Callable[..., Any]] = [jax.jit(make_train_step(model, ADAM, Preprocess(), batch), donate_argnums=0),
              AccumulatedStep(model, ADAM, Preprocess(), batch, micro_batch)]  # fmt: skip
     states = []
     for step in steps:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from jaxcnn.data import Preprocess
 from jaxcnn.layers import uses_fast_path
@@ -239,7 +240,7 @@ class AccumulatedStep:
         self._pieces = [jnp.int32(k) for k in range(pieces)]
         self._totals: Any = None
 
-    def compile(self, state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array) -> None:
+    def compile(self, state: TrainState, images: ArrayLike, labels: ArrayLike, perm: jax.Array) -> None:
         """Compile the gradient call and the update ahead of time."""
         totals = jax.eval_shape(self._empty, state.params)
         self._accumulate = self._accumulate.lower(state.params, totals, images, labels, perm, jnp.int32(0),
@@ -247,7 +248,7 @@ class AccumulatedStep:
         self._update = self._update.lower(state, totals).compile()
 
     def __call__(
-        self, state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
+        self, state: TrainState, images: ArrayLike, labels: ArrayLike, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
         # Taken out first: if an interrupt lands between the calls, the donated sums are gone and
         # the next step starts from fresh zeros instead of deleted buffers.
