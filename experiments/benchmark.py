@@ -2,6 +2,7 @@
 
 Command:  python experiments/benchmark.py                     (PyTorch is measured if installed:
           pip install torch==2.13.0; otherwise it is skipped with a note)
+          python experiments/benchmark.py --xla-defaults      (jaxcnn without its XLA options)
 Smoke:    python experiments/benchmark.py --smoke              (seconds)
 Machine:  README "Speed" gives the table, the machine and the date it was measured.
 Result:   a Markdown table of img/s (median and spread over timed windows) and ratios, written
@@ -10,7 +11,8 @@ Result:   a Markdown table of img/s (median and spread over timed windows) and r
 Every implementation trains the same network (``specs/lenet_mnist.json``: the article's LeNet on
 28x28x1 with conv1 padded to 32x32) with Adam on the same batch sizes. jaxcnn is timed through
 its real training path (``jaxcnn.train.Trainer``: batches gathered on the device from uint8
-images); Flax and PyTorch through a plain step on a float batch. Compile time is measured
+images, compiled with jaxcnn's XLA options, ``jaxcnn.compiling``); Flax and PyTorch through a
+plain step on a float batch (Flax with ``jax.jit``'s defaults, as a Flax user runs it). Compile time is measured
 separately and kept out of the throughput. The machine's float32 matmul GFLOP/s (NumPy, 2048^2)
 is measured in the same run, so each figure can be read as a fraction of the machine's peak.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.compiling import compiler_options, jit, use_xla_defaults
 from jaxcnn.data import Preprocess
 from jaxcnn.model import Model, flops
 from jaxcnn.spec import load_spec
@@ -82,7 +85,7 @@ def jaxcnn_infer(model: Model, batch: int, steps: int, windows: int) -> dict[str
 
     params = model.init(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (batch, *model.input_shape))
-    apply = jax.jit(model.apply)
+    apply = jit(model.apply)
 
     def window() -> None:
         for _ in range(steps):
@@ -189,7 +192,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
     p.add_argument("--out", default=str(ROOT / "benchmarks"), help="where results.json and results.md go")
     p.add_argument("--smoke", action="store_true", help="tiny windows: checks the script in seconds")
+    p.add_argument("--xla-defaults", action="store_true",
+                   help="compile jaxcnn with XLA's defaults, not its own options (jaxcnn/compiling.py)")  # fmt: skip
     args = p.parse_args()
+    use_xla_defaults(args.xla_defaults)
     if args.smoke:
         args.images, args.windows = 512, 1
     model = Model(load_spec(args.spec))
@@ -197,7 +203,8 @@ def main() -> None:
     train_flops = 3 * sum(flops(layer) for layer in model.spec.layers) - flops(model.spec.layers[0])
     gflops = matmul_gflops()
     rows: list[list[str]] = []
-    raw: dict[str, Any] = {"machine": machine(), "matmul_gflops": gflops, "spec": args.spec, "results": []}
+    raw: dict[str, Any] = {"machine": machine(), "matmul_gflops": gflops, "spec": args.spec,
+                           "jaxcnn_compiler_options": compiler_options(), "results": []}  # fmt: skip
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         steps = max(1, args.images // batch)
         ours, compile_seconds = jaxcnn_train(model, batch, steps, args.windows)
@@ -236,7 +243,8 @@ def main() -> None:
     note = "\nPyTorch is not installed: its columns are skipped." if torch_missing else ""
     summary = (f"{model.spec.name}, Adam; median img/s (min-max) over {args.windows} windows of about {args.images} "
                f"images; machine: {raw['machine']}; NumPy float32 matmul {gflops:.0f} GFLOP/s; 'of peak' = training "
-               f"FLOPs ({train_flops / 1e6:.2f} MFLOP/img) / matmul peak.{note}")  # fmt: skip
+               f"FLOPs ({train_flops / 1e6:.2f} MFLOP/img) / matmul peak; jaxcnn's XLA options: "
+               f"{raw['jaxcnn_compiler_options'] or 'XLA defaults'}.{note}")  # fmt: skip
     print("\n" + summary + "\n\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

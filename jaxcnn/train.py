@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from jaxcnn.compiling import jit
 from jaxcnn.data import Preprocess
 from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
@@ -234,9 +235,9 @@ class AccumulatedStep:
             empty = jax.tree.map(jnp.zeros_like, totals)  # the next step's running sums, in the same buffers
             return TrainState(optax.apply_updates(state.params, updates), opt_state), sums, empty
 
-        self._accumulate: Any = jax.jit(accumulate, donate_argnums=1)
-        self._update: Any = jax.jit(update, donate_argnums=(0, 1))
-        self._empty = jax.jit(lambda params: (jax.tree.map(jnp.zeros_like, params), jnp.zeros(2, jnp.float32)))
+        self._accumulate: Any = jit(accumulate, donate_argnums=1)
+        self._update: Any = jit(update, donate_argnums=(0, 1))
+        self._empty = jit(lambda params: (jax.tree.map(jnp.zeros_like, params), jnp.zeros(2, jnp.float32)))
         self._pieces = [jnp.int32(k) for k in range(pieces)]
         self._totals: Any = None
 
@@ -291,7 +292,7 @@ def make_eval_batch(
         pred = jnp.argmax(logits, axis=-1)
         return jnp.stack([(losses * mask).sum(), ((pred == labels) * mask).sum()]), pred
 
-    return jax.jit(evaluate)
+    return jit(evaluate)
 
 
 @dataclass
@@ -404,9 +405,7 @@ class Trainer:
             )
         else:
             step = make_train_step(model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype)
-            self._chunk = jax.jit(
-                step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0
-            )
+            self._chunk = jit(step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0)
         self._eval_batch: Any = make_eval_batch(model, preprocess, split)
         self.compile_seconds = 0.0
 
@@ -414,7 +413,7 @@ class Trainer:
         """Fresh parameters from the seed, and the optimizer's initial state."""
         params = self.model.init(jax.random.fold_in(jax.random.key(self.config.seed), 0))
         # One compiled call, not one small compilation per eager op (about 0.3 s on a 2-core CPU).
-        return self.place(TrainState(params, jax.jit(self.optimizer.init)(params)))
+        return self.place(TrainState(params, jit(self.optimizer.init)(params)))
 
     def place(self, state: TrainState) -> TrainState:
         """Replicate a (fresh or restored) state on the devices of the mesh."""

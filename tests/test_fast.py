@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import fast
+from jaxcnn import compiling, fast
 from jaxcnn import layers as L
 from jaxcnn.model import Model
 from jaxcnn.train import batch_loss
@@ -105,21 +105,31 @@ def test_fast_paths_are_chosen_as_documented():
         L.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="cuda")
 
 
+JITS = pytest.mark.parametrize("jit", [jax.jit, compiling.jit], ids=["xla-defaults", "jaxcnn-options"])
+"""The fast paths must hold under XLA's default options and under those jaxcnn compiles with."""
+
+
+@JITS
 @pytest.mark.parametrize(("shape", "size"), [((3, 28, 28, 8), 2), ((2, 11, 9, 3), 2), ((2, 9, 12, 4), (3, 2))])
-def test_fast_max_pool_equals_reduce_window(shape, size):
+def test_fast_max_pool_equals_reduce_window(shape, size, jit):
     x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
     dy_key = jax.random.key(1)
 
     def run(impl):
-        y, vjp = jax.vjp(jax.jit(lambda x: L.max_pool(x, size, impl=impl)), x)
-        return y, vjp(jax.random.normal(dy_key, y.shape))[0]
+        def value_and_input_gradient(x, dy):
+            y, vjp = jax.vjp(lambda x: L.max_pool(x, size, impl=impl), x)
+            return y, vjp(dy)[0]
+
+        out_shape = jax.eval_shape(lambda x: L.max_pool(x, size, impl=impl), x).shape
+        return jit(value_and_input_gradient)(x, jax.random.normal(dy_key, out_shape))
 
     (y_fast, dx_fast), (y_lax, dx_lax) = run("fast"), run("lax")
     np.testing.assert_array_equal(y_fast, y_lax)
     np.testing.assert_array_equal(dx_fast, dx_lax)
 
 
-def test_fast_max_pool_sends_the_gradient_where_reduce_window_does_at_ties():
+@JITS
+def test_fast_max_pool_sends_the_gradient_where_reduce_window_does_at_ties(jit):
     # Small integers make ties common: all-equal windows, two or three tied maxima, ReLU zeros.
     x = jax.random.randint(jax.random.key(0), (4, 6, 8, 3), -2, 2).astype(jnp.float32)
     x = x.at[0].set(0.0).at[1, :, :, 0].set(jnp.maximum(x[1, :, :, 0], 0))
@@ -127,9 +137,15 @@ def test_fast_max_pool_sends_the_gradient_where_reduce_window_does_at_ties():
     dy = jax.random.normal(jax.random.key(2), (4, 3, 4, 3))
     results = {}
     for impl in ("fast", "lax"):
-        pool = jax.jit(lambda x, impl=impl: L.max_pool(x, 2, impl=impl))
-        y, vjp = jax.vjp(pool, x)
-        results[impl] = (y, vjp(dy)[0], jax.jvp(pool, (x,), (tangent,))[1])
+
+        def derivatives(x, dy, tangent, impl=impl):  # one top-level program: jit is not nested
+            def pool(x):
+                return L.max_pool(x, 2, impl=impl)
+
+            y, vjp = jax.vjp(pool, x)
+            return y, vjp(dy)[0], jax.jvp(pool, (x,), (tangent,))[1]
+
+        results[impl] = jit(derivatives)(x, dy, tangent)
     for fast_result, lax_result in zip(results["fast"], results["lax"], strict=True):
         np.testing.assert_array_equal(fast_result, lax_result)
     dx = np.asarray(results["fast"][1])
@@ -156,14 +172,15 @@ def lenet_with_exact_convolutions(impl):
     return model, params
 
 
-def test_lenet_training_gradients_fast_equal_lax():
+@JITS
+def test_lenet_training_gradients_fast_equal_lax(jit):
     x = jax.random.randint(jax.random.key(0), (48, 28, 28, 1), 0, 4).astype(jnp.float32)
     y = jax.random.randint(jax.random.key(1), (48,), 0, 10)
     grads, logits = {}, {}
     for impl in ("fast", "lax"):
         model, params = lenet_with_exact_convolutions(impl)
-        grads[impl] = jax.jit(jax.grad(lambda p, m=model: batch_loss(m, p, x, y)[0]))(params)
-        logits[impl] = jax.jit(model.apply)(params, x)
+        grads[impl] = jit(jax.grad(lambda p, m=model: batch_loss(m, p, x, y)[0]))(params)
+        logits[impl] = jit(model.apply)(params, x)
     np.testing.assert_allclose(logits["fast"], logits["lax"], rtol=1e-5, atol=1e-5)
     assert float(jnp.std(logits["lax"])) > 0.1  # the loss is not saturated: its gradients mean something
     for a, b in zip(jax.tree.leaves(grads["fast"]), jax.tree.leaves(grads["lax"]), strict=True):
