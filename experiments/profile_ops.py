@@ -1,11 +1,12 @@
 """Where a training step's time goes: each layer's forward and backward, timed alone, plain vs fast.
 
-Command:  python experiments/profile_ops.py [--batch 128] [--spec specs/lenet_mnist.json]
+Command:  python experiments/profile_ops.py [--batch 128] [--spec specs/lenet_mnist.json] [--xla-defaults]
 Smoke:    python experiments/profile_ops.py --smoke
 Machine:  README "Speed" gives the figures and the machine.
 Result:   a table of microseconds per image for each layer's forward, input gradient and weight
           gradient, with jaxcnn's plain lax layers and with the fast CPU paths (jaxcnn.fast), and
-          the whole training step for comparison.
+          the whole training step for comparison; everything compiled as jaxcnn compiles it
+          (jaxcnn.compiling), or with XLA's default options given --xla-defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxcnn.compiling import jit, use_xla_defaults
 from jaxcnn.data import Preprocess
 from jaxcnn.model import Model, _apply_layer
 from jaxcnn.spec import load_spec
@@ -31,7 +33,7 @@ ADAM = optax.adam(1e-3)
 
 
 def per_image_us(fn: Callable[..., Any], args: tuple[Any, ...], batch: int, repeats: int) -> float:
-    compiled = jax.jit(fn)
+    compiled = jit(fn)
     jax.block_until_ready(compiled(*args))
     best = float("inf")
     for _ in range(3):
@@ -49,7 +51,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--smoke", action="store_true", help="batch 8, 1 repeat")
+    p.add_argument("--xla-defaults", action="store_true", help="compile with XLA's defaults, not jaxcnn's options")
     args = p.parse_args()
+    use_xla_defaults(args.xla_defaults)
     if args.smoke:
         args.batch, args.repeats = 8, 1
     spec = load_spec(args.spec)
@@ -120,7 +124,7 @@ def micro_batch_step_times(spec: Any, batch: int, micro_batch: int, repeats: int
     images = rng.integers(0, 256, (batch, *spec.input_shape), dtype=np.uint8)
     labels = rng.integers(0, 10, batch).astype(np.int32)
     perm = jnp.arange(batch, dtype=jnp.int32)
-    steps: list[Callable[..., Any]] = [jax.jit(make_train_step(model, ADAM, Preprocess(), batch), donate_argnums=0),
+    steps: list[Callable[..., Any]] = [jit(make_train_step(model, ADAM, Preprocess(), batch), donate_argnums=0),
              AccumulatedStep(model, ADAM, Preprocess(), batch, micro_batch)]  # fmt: skip
     states = []
     for step in steps:

@@ -31,6 +31,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="schedule length and the most epochs run (default 3)")
     p.add_argument("--lr", type=float, default=4e-3, help="one-cycle peak learning rate (default 0.004)")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="epochs of the one-cycle rise (default 0: a quarter of the schedule)")  # fmt: skip
+    p.add_argument("--normalize", action="store_true", help="standardise inputs with the training set's mean and std")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="2,000 training images, 1 epoch, target 0")
     args = p.parse_args()
     imported = time.perf_counter()
@@ -38,9 +42,10 @@ def main() -> None:
     if args.smoke:
         data, args.epochs, args.target = smoke_subset(data), 1, 0.0
     loaded = time.perf_counter()
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, schedule="onecycle", batch_size=args.batch_size)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, schedule="onecycle", batch_size=args.batch_size,
+                         warmup_epochs=args.warmup_epochs, seed=args.seed)  # fmt: skip
     result = train_run(ROOT / "specs" / "lenet_mnist.json", data, config, None, progress=False,
-                       stop_at_accuracy=args.target)  # fmt: skip
+                       stop_at_accuracy=args.target, normalize=args.normalize)  # fmt: skip
     done = time.perf_counter()
     reached = result.metrics[-1]["test_accuracy"] >= args.target
     epochs = sum(m["seconds"] + m["eval_seconds"] for m in result.metrics)

@@ -197,6 +197,16 @@ def test_preprocess_fit_and_errors():
     np.testing.assert_allclose(plain.to_float(data.train_images), data.train_images / 255, rtol=1e-6)
 
 
+def test_channel_mean_std_from_histograms_equals_numpy():
+    images = np.random.default_rng(0).integers(0, 256, (50, 7, 5, 3), dtype=np.uint8)
+    images[..., 2] //= 7  # channels with different spreads
+    mean, std = D.channel_mean_std(images)
+    pixels = images.reshape(-1, 3).astype(np.float64) / 255
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-12)
+    assert std[2] < std[0] / 3
+
+
 def test_confusion_matrix_counts():
     counts = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
