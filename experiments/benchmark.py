@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.compiling import compiler_options, jit, use_xla_defaults
+from jaxcnn.compiling import compiler_options, use_xla_defaults
 from jaxcnn.data import Preprocess
 from jaxcnn.model import Model, flops
 from jaxcnn.spec import load_spec
@@ -85,7 +85,7 @@ def jaxcnn_infer(model: Model, batch: int, steps: int, windows: int) -> dict[str
 
     params = model.init(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (batch, *model.input_shape))
-    apply = jit(model.apply)
+    apply = jax.jit(model.apply)  # inference: XLA's defaults (see jaxcnn/compiling.py)
 
     def window() -> None:
         for _ in range(steps):

@@ -30,7 +30,6 @@ import jax
 import numpy as np
 
 from jaxcnn.checkpoint import Checkpoints
-from jaxcnn.compiling import jit
 from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
 from jaxcnn.model import Model, Params
 from jaxcnn.parallel import fetch
@@ -463,7 +462,7 @@ class Run:
         self.epoch = epoch
         self.params: Params = checkpoints.restore_params(epoch)
         self.model.check_params(self.params)
-        self._predict = jit(lambda p, x: self.model.predict(p, self.preprocess.to_float(x)))
+        self._predict = jax.jit(lambda p, x: self.model.predict(p, self.preprocess.to_float(x)))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for uint8 NHWC images of the spec's input shape.
