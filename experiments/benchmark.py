@@ -11,9 +11,10 @@ Result:   a Markdown table of img/s (median and spread over timed windows) and r
 Every implementation trains the same network (``specs/lenet_mnist.json``: the article's LeNet on
 28x28x1 with conv1 padded to 32x32) with Adam on the same batch sizes. jaxcnn is timed through
 its real training path (``jaxcnn.train.Trainer``: batches gathered on the device from uint8
-images, compiled with jaxcnn's XLA options, ``jaxcnn.compiling``); Flax and PyTorch through a
-plain step on a float batch (Flax with ``jax.jit``'s defaults, as a Flax user runs it). Compile time is measured
-separately and kept out of the throughput. The machine's float32 matmul GFLOP/s (NumPy, 2048^2)
+images, the step compiled with jaxcnn's XLA option, ``jaxcnn.compiling``; inference with XLA's
+defaults, as jaxcnn evaluates); Flax and PyTorch through a plain step on a float batch (Flax with
+``jax.jit``'s defaults, as a Flax user runs it). Compile time is measured separately and kept out
+of the throughput. The machine's float32 matmul GFLOP/s (NumPy, 2048^2)
 is measured in the same run, so each figure can be read as a fraction of the machine's peak.
 """
 
