@@ -164,6 +164,17 @@ def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int) -> int:
     return batch_size
 
 
+def _sums_and_gradient(model: Model, compute_dtype: str) -> Callable[..., tuple[jax.Array, Params]]:
+    """(params, x, labels) -> ([summed loss, correct count], gradient of the mean loss): a step's core."""
+    grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
+
+    def sums_and_gradient(params: Params, x: jax.Array, labels: jax.Array) -> tuple[jax.Array, Params]:
+        (loss, correct), grads = grad_fn(params, x, labels)
+        return jnp.stack([loss * x.shape[0], correct.astype(jnp.float32)]), grads
+
+    return sums_and_gradient
+
+
 def make_train_step(
     model: Model,
     optimizer: optax.GradientTransformation,
@@ -178,17 +189,17 @@ def make_train_step(
     (for data parallelism: a sharding constraint); returns the new state and [summed loss,
     correct count] for the batch.
     """
-    grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
+    sums_and_grads = _sums_and_gradient(model, compute_dtype)
 
     def step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-        (loss, correct), grads = grad_fn(state.params, split_batch(preprocess.to_float(images[idx])),
-                                         split_batch(labels[idx]))  # fmt: skip
+        sums, grads = sums_and_grads(state.params, split_batch(preprocess.to_float(images[idx])),
+                                     split_batch(labels[idx]))  # fmt: skip
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state), jnp.stack([loss * batch_size, correct.astype(jnp.float32)])
+        return TrainState(params, opt_state), sums
 
     return step
 
@@ -218,15 +229,14 @@ class AccumulatedStep:
         if micro_batch < 1 or batch_size % micro_batch:
             raise ValueError(f"micro_batch {micro_batch} must divide the batch size {batch_size}")
         pieces = batch_size // micro_batch
-        grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
+        sums_and_grads = _sums_and_gradient(model, compute_dtype)
 
         def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, perm: jax.Array,
                        i: jax.Array, piece: jax.Array) -> Any:  # fmt: skip
             idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size + piece * micro_batch, micro_batch)
-            (loss, correct), grads = grad_fn(params, preprocess.to_float(images[idx]), labels[idx])
+            piece_sums, grads = sums_and_grads(params, preprocess.to_float(images[idx]), labels[idx])
             grad_sum, sums = totals
-            sums = sums + jnp.stack([loss * micro_batch, correct.astype(jnp.float32)])
-            return jax.tree.map(jnp.add, grad_sum, grads), sums
+            return jax.tree.map(jnp.add, grad_sum, grads), sums + piece_sums
 
         def update(state: TrainState, totals: Any) -> tuple[TrainState, jax.Array, Any]:
             grad_sum, sums = totals
@@ -396,8 +406,8 @@ class Trainer:
             (np.asarray(train_images), np.asarray(train_labels, np.int32))
         )
         devices = self.parallel.size  # evaluation batches split across devices too: round up
-        self.eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
-        self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), self.eval_batch, self.parallel)
+        eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
+        self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), eval_batch, self.parallel)
         split = self.parallel.split_batch()
         micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size)
         self._chunk: Any
