@@ -24,17 +24,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
-from jaxcnn.checkpoint import Checkpoints
 from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
 from jaxcnn.model import Model, Params
 from jaxcnn.parallel import fetch
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState
+
+if TYPE_CHECKING:
+    from jaxcnn.checkpoint import Checkpoints
 
 RUN_FORMAT = "jaxcnn.run/1"
 PREDICT_BATCH = 1000
@@ -62,6 +64,14 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+def _checkpoints(run_dir: Path, *, create: bool = True) -> Checkpoints:
+    """The run's ``checkpoints/`` folder. orbax is imported here, not with this module: it takes
+    about 0.5 s, which a run that keeps nothing on disk (``out=None``) should not pay."""
+    from jaxcnn.checkpoint import Checkpoints
+
+    return Checkpoints(run_dir / "checkpoints", create=create)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -215,7 +225,7 @@ def resume_run(
     data = dataset if dataset is not None else load_dataset(record["dataset"]["name"], data_dir)
     preprocess = Preprocess.from_dict(record["preprocess"])
     data_seconds = time.perf_counter() - started
-    checkpoints = Checkpoints(run_dir / "checkpoints")
+    checkpoints = _checkpoints(run_dir)
     latest = checkpoints.latest_epoch()
     metrics = [m for m in read_metrics(run_dir) if latest is not None and m["epoch"] <= latest]
     return _run(spec, data, preprocess, config, run_dir, record, latest or 0, metrics, checkpoints, progress,
@@ -328,7 +338,7 @@ def _run(
     if run_dir is not None:
         _prepare_run_dir(run_dir, record, metrics, replace_existing=overwrite)
         if checkpoints is None:
-            checkpoints = Checkpoints(run_dir / "checkpoints")
+            checkpoints = _checkpoints(run_dir)
     stopped_early = False
     with _stop_requests() as stop_requested:
         for epoch in range(done_epochs + 1, config.epochs + 1):
@@ -455,7 +465,7 @@ class Run:
         self.class_names: tuple[str, ...] = tuple(self.config["dataset"]["class_names"])
         self.preprocess = Preprocess.from_dict(self.config["preprocess"])
         self.image_shape = tuple(self.config["dataset"]["image_shape"])
-        checkpoints = Checkpoints(self.run_dir / "checkpoints", create=False)
+        checkpoints = _checkpoints(self.run_dir, create=False)
         epoch = checkpoints.best_epoch() if which == "best" else checkpoints.latest_epoch()
         if epoch is None:
             raise RunError(f"{self.run_dir}: has no complete checkpoint yet; train it (or resume it) first")

@@ -259,3 +259,15 @@ def test_bfloat16_compute_keeps_float32_parameters_and_learns(spec_file):
     assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(result.params))
     assert result.metrics[-1]["train_loss"] < 0.5 * result.metrics[0]["train_loss"]
     assert result.metrics[-1]["test_accuracy"] > 0.8
+
+
+def test_a_run_that_keeps_nothing_on_disk_does_not_import_orbax(spec_file):
+    """orbax costs about 0.5 s to import; only runs with a run directory need it."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from datasets import quadrant_dataset; "
+        "from jaxcnn.runs import train_run; from jaxcnn.train import TrainConfig; "
+        f"train_run({str(spec_file)!r}, quadrant_dataset(64, 32), TrainConfig(epochs=1, batch_size=32), None, "
+        "progress=False, verbose=False); print('orbax' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
