@@ -69,12 +69,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def run_script(main: Callable[[], None]) -> None:
-    """Run an experiment's main; bad input (spec, data, run directory) exits with one line, no traceback."""
+    """Run an experiment's main with the compilation cache on (``JAXCNN_COMPILE_CACHE=off`` turns it
+    off); bad input (spec, data, run directory) exits with one line, no traceback."""
+    from jaxcnn.compiling import enable_compilation_cache
     from jaxcnn.data import DataError
     from jaxcnn.runs import RunError
     from jaxcnn.spec import SpecError
     from jaxcnn.train import ConfigError
 
+    enable_compilation_cache()
     try:
         main()
     except (DataError, RunError, SpecError, ConfigError) as err:

@@ -126,8 +126,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from jaxcnn.compiling import enable_compilation_cache
     from jaxcnn.runs import resume_run, train_run
     from jaxcnn.train import TrainConfig
+
+    enable_compilation_cache()  # a second run of the same network skips XLA's code generation
 
     if args.resume:
         if args.spec or args.out:

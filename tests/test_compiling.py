@@ -1,10 +1,17 @@
-"""jaxcnn's compiler options: applied on the CPU, switchable off, never changing a result."""
+"""jaxcnn's compiler options (applied on the CPU, switchable off, never changing a result) and its compilation cache."""
 
 from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxcnn import compiling
 
@@ -31,3 +38,61 @@ def test_jit_compiles_with_the_options_and_passes_jit_arguments_through():
     np.testing.assert_array_equal(compiled(x, 2), jax.jit(f, static_argnums=1)(x, 2))
     lowered = compiling.jit(f, static_argnums=1).lower(x, 2)
     assert lowered.compile()(x) is not None  # the options are accepted by this jaxlib's CPU compiler
+
+
+def _python(code: str, env: dict[str, str], tmp_path: Path) -> str:
+    """Run ``code`` in a fresh Python (JAX's cache settings are process-wide); returns its stdout."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    full_env.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=full_env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# A program that compiles the same way in every process, and reports JAX's cache hits.
+_COMPILE_TWICE_AS_PROCESSES = """
+import jax, jax.numpy as jnp
+from jaxcnn import compiling
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if "cache_hits" in event else None)
+compiling.CACHE_MIN_COMPILE_SECONDS = 0.0  # cache even this small program
+print(compiling.enable_compilation_cache())
+f = compiling.jit(lambda x: jnp.tanh(x @ x.T).sum())
+print(float(f(jnp.arange(64.0).reshape(8, 8) / 64)))
+print(len(hits))
+"""
+
+
+def test_the_cache_is_a_folder_per_cpu_kind_and_a_second_process_loads_from_it(tmp_path):
+    env = {"JAXCNN_COMPILE_CACHE": str(tmp_path / "cache")}
+    first = _python(_COMPILE_TWICE_AS_PROCESSES, env, tmp_path).split()
+    second = _python(_COMPILE_TWICE_AS_PROCESSES, env, tmp_path).split()
+    folder = Path(first[0])
+    assert folder == tmp_path / "cache" / compiling.host_tag()
+    assert any(folder.iterdir()), "the first process wrote no cache entry"
+    assert first[1] == second[1]  # the same value from the cached program
+    assert first[2] == "0" and int(second[2]) >= 1  # compiled, then loaded (its eager ops too)
+
+
+def test_the_cache_can_be_turned_off_and_a_users_jax_cache_folder_is_kept(tmp_path):
+    code = "from jaxcnn import compiling; print(compiling.enable_compilation_cache())"
+    assert _python(code, {"JAXCNN_COMPILE_CACHE": "off"}, tmp_path).strip() == "None"
+    mine = str(tmp_path / "mine")
+    env = {"JAXCNN_COMPILE_CACHE": str(tmp_path / "ours"), "JAX_COMPILATION_CACHE_DIR": mine}
+    assert _python(code, env, tmp_path).strip() == mine
+    assert not (tmp_path / "ours").exists()
+
+
+def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off_with_a_warning(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="compilation cache off: cannot create"):
+        assert compiling.enable_compilation_cache(blocker / "cache") is None
+    assert jax.config.values.get("jax_compilation_cache_dir") is None
+
+
+def test_the_host_tag_is_stable_and_names_the_architecture():
+    assert compiling.host_tag() == compiling.host_tag()
+    assert compiling.host_tag().startswith(platform.machine() or "cpu")
