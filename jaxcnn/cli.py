@@ -152,6 +152,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         loop=args.loop,
         devices=args.devices,
         compute_dtype=args.compute_dtype,
+        label_smoothing=args.label_smoothing,
     )
     train_run(
         args.spec,
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
     train.add_argument("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule")
     train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length in epochs")
+    train.add_argument("--label-smoothing", type=float, default=0.0,
+                       help="training targets (1 - a) on the label + a / classes everywhere (default 0)")  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default 0)")
     train.add_argument("--loop", default="auto", choices=LOOPS, help="epoch loop: scan or per-step (auto: by device)")
     train.add_argument("--devices", type=int, default=0, help="data-parallel over this many devices (default 0: all)")

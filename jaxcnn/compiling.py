@@ -58,7 +58,7 @@ def jit(fn: Callable[..., Any], **kwargs: Any) -> Any:
 COMPILE_CACHE_ENV = "JAXCNN_COMPILE_CACHE"
 """Environment variable: a folder for the compilation cache, or ``off`` to compile afresh every run."""
 
-CACHE_MIN_COMPILE_SECONDS = 0.2
+CACHE_MIN_COMPILE_SECONDS = 0.1
 """Programs that compiled faster than this are not written to the cache (small eager ops)."""
 
 CACHE_MAX_BYTES = 512 * 2**20

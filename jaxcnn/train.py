@@ -66,6 +66,7 @@ class TrainConfig:
     loop: str = "auto"
     devices: int = 0
     compute_dtype: str = "float32"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,6 +85,8 @@ class TrainConfig:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr!r}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1 or self.warmup_epochs < 0:
             problems.append("weight_decay and warmup_epochs must be >= 0 and momentum in [0, 1)")
         if problems:
@@ -136,19 +139,30 @@ class TrainState(NamedTuple):
 
 
 def batch_loss(
-    model: Model, params: Params, x: jax.Array, labels: jax.Array, compute_dtype: str = "float32"
+    model: Model,
+    params: Params,
+    x: jax.Array,
+    labels: jax.Array,
+    compute_dtype: str = "float32",
+    label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """Mean softmax cross-entropy over integer labels, and the number of correct predictions.
 
-    With ``compute_dtype="bfloat16"`` the network runs in bfloat16 on bfloat16 copies of the
-    float32 parameters (gradients flow back to the float32 originals); the loss is float32.
+    With ``label_smoothing`` = a > 0 the target is (1 - a) on the label plus a / classes on
+    every class (``optax.smooth_labels``), as in Keras and PyTorch. With
+    ``compute_dtype="bfloat16"`` the network runs in bfloat16 on bfloat16 copies of the float32
+    parameters (gradients flow back to the float32 originals); the loss is float32.
     """
     if compute_dtype != "float32":
         dtype = jnp.dtype(compute_dtype)
         params = jax.tree.map(lambda p: p.astype(dtype), params)
         x = x.astype(dtype)
     logits = model.apply(params, x).astype(jnp.float32)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    if label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+    else:
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (jnp.argmax(logits, axis=-1) == labels).sum()
 
 
@@ -164,9 +178,13 @@ def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int) -> int:
     return batch_size
 
 
-def _sums_and_gradient(model: Model, compute_dtype: str) -> Callable[..., tuple[jax.Array, Params]]:
+def _sums_and_gradient(
+    model: Model, compute_dtype: str, label_smoothing: float
+) -> Callable[..., tuple[jax.Array, Params]]:
     """(params, x, labels) -> ([summed loss, correct count], gradient of the mean loss): a step's core."""
-    grad_fn = jax.value_and_grad(lambda p, x, y: batch_loss(model, p, x, y, compute_dtype), has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda p, x, y: batch_loss(model, p, x, y, compute_dtype, label_smoothing), has_aux=True
+    )
 
     def sums_and_gradient(params: Params, x: jax.Array, labels: jax.Array) -> tuple[jax.Array, Params]:
         (loss, correct), grads = grad_fn(params, x, labels)
@@ -182,6 +200,7 @@ def make_train_step(
     batch_size: int,
     split_batch: Callable[[jax.Array], jax.Array] = lambda x: x,
     compute_dtype: str = "float32",
+    label_smoothing: float = 0.0,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
     """One optimizer step on batch ``i`` of the epoch's permutation (not jitted).
 
@@ -189,7 +208,7 @@ def make_train_step(
     (for data parallelism: a sharding constraint); returns the new state and [summed loss,
     correct count] for the batch.
     """
-    sums_and_grads = _sums_and_gradient(model, compute_dtype)
+    sums_and_grads = _sums_and_gradient(model, compute_dtype, label_smoothing)
 
     def step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
@@ -225,11 +244,12 @@ class AccumulatedStep:
         batch_size: int,
         micro_batch: int,
         compute_dtype: str = "float32",
+        label_smoothing: float = 0.0,
     ) -> None:
         if micro_batch < 1 or batch_size % micro_batch:
             raise ValueError(f"micro_batch {micro_batch} must divide the batch size {batch_size}")
         pieces = batch_size // micro_batch
-        sums_and_grads = _sums_and_gradient(model, compute_dtype)
+        sums_and_grads = _sums_and_gradient(model, compute_dtype, label_smoothing)
 
         def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, perm: jax.Array,
                        i: jax.Array, piece: jax.Array) -> Any:  # fmt: skip
@@ -412,11 +432,11 @@ class Trainer:
         micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size)
         self._chunk: Any
         if self.loop == "step" and micro_batch < config.batch_size:
-            self._chunk = AccumulatedStep(
-                model, self.optimizer, preprocess, config.batch_size, micro_batch, config.compute_dtype
-            )
+            self._chunk = AccumulatedStep(model, self.optimizer, preprocess, config.batch_size, micro_batch,
+                                          config.compute_dtype, config.label_smoothing)  # fmt: skip
         else:
-            step = make_train_step(model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype)
+            step = make_train_step(model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype,
+                                   config.label_smoothing)  # fmt: skip
             self._chunk = jit(step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0)
         self._eval_batch: Any = make_eval_batch(model, preprocess, split)
         # The first step of each chunk, on the device once (not converted anew at every step).

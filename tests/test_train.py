@@ -23,6 +23,7 @@ from jaxcnn.train import (
     TrainConfig,
     Trainer,
     TrainState,
+    batch_loss,
     chunk_plan,
     make_schedule,
     make_train_step,
@@ -226,6 +227,9 @@ def test_schedules_and_config_errors():
     assert float(make_schedule(TrainConfig(epochs=2, lr=0.1, schedule="cosine"), 10)(20)) < 1e-6
     with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, sgd"):
         TrainConfig(optimizer="adma")
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"label_smoothing must be in \[0, 1\)"):
+            TrainConfig(label_smoothing=bad)
     assert chunk_plan(468) == (9, 52) and chunk_plan(7) == (7, 1)
 
 
@@ -238,9 +242,11 @@ def test_cli_train_evaluate_predict_round_trip(tmp_path, spec_file):
                               timeout=300)  # fmt: skip
 
     trained = jaxcnn_cli("train", str(spec_file), "--dataset", f"folder:{folder}", "--epochs", "3", "--batch-size",
-                         "32", "--lr", "0.01", "--out", str(out), "--no-progress")  # fmt: skip
+                         "32", "--lr", "0.01", "--label-smoothing", "0.05", "--out", str(out),
+                         "--no-progress")  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert "epoch   3/3" in trained.stdout
+    assert json.loads((out / "config.json").read_text())["train"]["label_smoothing"] == 0.05
     again = jaxcnn_cli("train", str(spec_file), "--dataset", f"folder:{folder}", "--out", str(out))
     assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
     evaluated = jaxcnn_cli("evaluate", str(out))
@@ -271,3 +277,23 @@ def test_a_run_that_keeps_nothing_on_disk_does_not_import_orbax(spec_file):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
+
+
+def test_label_smoothing_loss_equals_numpy_cross_entropy_on_smoothed_targets(spec_file):
+    model = jaxcnn.Model.from_file(spec_file)
+    params = model.init(0)
+    x = DATA.train_images[:16].astype(np.float32) / 255
+    labels = DATA.train_labels[:16]
+    logits = np.asarray(model.apply(params, x), np.float64)
+    shifted = logits - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    classes = logits.shape[1]
+    for alpha in (0.0, 0.1, 0.5):
+        targets = np.full(logits.shape, alpha / classes)
+        targets[np.arange(16), labels] += 1 - alpha
+        expected = -(targets * log_probs).sum(1).mean()
+        loss, correct = batch_loss(model, params, x, labels, label_smoothing=alpha)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+        assert int(correct) == int((logits.argmax(1) == labels).sum())
+    smoothed = batch_loss(model, params, x, labels, label_smoothing=0.1)[0]
+    assert float(smoothed) != float(batch_loss(model, params, x, labels)[0])
