@@ -282,18 +282,18 @@ def test_a_run_that_keeps_nothing_on_disk_does_not_import_orbax(spec_file):
 def test_label_smoothing_loss_equals_numpy_cross_entropy_on_smoothed_targets(spec_file):
     model = jaxcnn.Model.from_file(spec_file)
     params = model.init(0)
-    x = DATA.train_images[:16].astype(np.float32) / 255
-    labels = DATA.train_labels[:16]
+    x = jax.numpy.asarray(DATA.train_images[:16], np.float32) / 255
+    labels = jax.numpy.asarray(DATA.train_labels[:16])
     logits = np.asarray(model.apply(params, x), np.float64)
     shifted = logits - logits.max(1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
     classes = logits.shape[1]
     for alpha in (0.0, 0.1, 0.5):
         targets = np.full(logits.shape, alpha / classes)
-        targets[np.arange(16), labels] += 1 - alpha
+        targets[np.arange(16), np.asarray(labels)] += 1 - alpha
         expected = -(targets * log_probs).sum(1).mean()
         loss, correct = batch_loss(model, params, x, labels, label_smoothing=alpha)
         np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-        assert int(correct) == int((logits.argmax(1) == labels).sum())
+        assert int(correct) == int((logits.argmax(1) == np.asarray(labels)).sum())
     smoothed = batch_loss(model, params, x, labels, label_smoothing=0.1)[0]
     assert float(smoothed) != float(batch_loss(model, params, x, labels)[0])
