@@ -92,6 +92,12 @@ def host_tag() -> str:
     return f"{platform.machine() or 'cpu'}-{hashlib.sha256(repr(facts).encode()).hexdigest()[:12]}"
 
 
+def compilation_cache_dir() -> Path | None:
+    """The folder JAX's persistent compilation cache uses in this process, or None when it is off."""
+    folder = jax.config.values.get("jax_compilation_cache_dir")
+    return Path(folder) if folder else None
+
+
 def enable_compilation_cache(directory: str | Path | None = None) -> Path | None:
     """Turn on JAX's persistent compilation cache; returns the folder, or None when it is off.
 
@@ -105,9 +111,9 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path | None
     setting = os.environ.get(COMPILE_CACHE_ENV, "").strip()
     if directory is None and setting.lower() in _OFF:
         return None
-    users_folder = jax.config.values.get("jax_compilation_cache_dir")
-    if users_folder:
-        return Path(users_folder)
+    users_folder = compilation_cache_dir()
+    if users_folder is not None:
+        return users_folder
     root = Path(directory) if directory is not None else Path(setting) if setting else default_cache_root()
     folder = root.expanduser() / host_tag()
     try:

@@ -47,3 +47,14 @@ def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
     assert (out / "lenet_mnist" / "config.json").exists()
     with pytest.raises(SystemExit, match="already holds results"):
         reproduce_article.main()
+
+
+def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monkeypatch, capsys):
+    import time_to_accuracy
+
+    monkeypatch.setattr(sys, "argv", ["time_to_accuracy.py", "--smoke", "--data-dir", str(tiny_mnist_dir)])
+    time_to_accuracy.main()
+    printed = capsys.readouterr().out
+    assert "reached 0.0% test accuracy" in printed and "after 1 epochs" in printed
+    assert "compilation" in printed and "peak resident memory" in printed
+    assert "compilation cache: off" in printed  # main alone: only run_script turns the cache on
