@@ -198,24 +198,25 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     preprocess: Preprocess,
     batch_size: int,
-    split_batch: Callable[[jax.Array], jax.Array] = lambda x: x,
+    parallel: DataParallel | None = None,
     compute_dtype: str = "float32",
     label_smoothing: float = 0.0,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
     """One optimizer step on batch ``i`` of the epoch's permutation (not jitted).
 
-    The batch is gathered on the device from the uint8 images and handed to ``split_batch``
-    (for data parallelism: a sharding constraint); returns the new state and [summed loss,
-    correct count] for the batch.
+    The batch is gathered on the device from the uint8 images; with ``parallel`` over several
+    devices each computes the gradient of its share (:meth:`DataParallel.local_gradients`).
+    Returns the new state and [summed loss, correct count] for the batch.
     """
     sums_and_grads = _sums_and_gradient(model, compute_dtype, label_smoothing)
+    if parallel is not None:
+        sums_and_grads = parallel.local_gradients(sums_and_grads)
 
     def step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-        sums, grads = sums_and_grads(state.params, split_batch(preprocess.to_float(images[idx])),
-                                     split_batch(labels[idx]))  # fmt: skip
+        sums, grads = sums_and_grads(state.params, preprocess.to_float(images[idx]), labels[idx])
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state), sums
@@ -428,20 +429,24 @@ class Trainer:
         devices = self.parallel.size  # evaluation batches split across devices too: round up
         eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
         self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), eval_batch, self.parallel)
-        split = self.parallel.split_batch()
         micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size)
         self._chunk: Any
         if self.loop == "step" and micro_batch < config.batch_size:
             self._chunk = AccumulatedStep(model, self.optimizer, preprocess, config.batch_size, micro_batch,
                                           config.compute_dtype, config.label_smoothing)  # fmt: skip
         else:
-            step = make_train_step(model, self.optimizer, preprocess, config.batch_size, split, config.compute_dtype,
-                                   config.label_smoothing)  # fmt: skip
+            step = make_train_step(model, self.optimizer, preprocess, config.batch_size, self.parallel,
+                                   config.compute_dtype, config.label_smoothing)  # fmt: skip
             self._chunk = jit(step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0)
-        self._eval_batch: Any = make_eval_batch(model, preprocess, split)
+        self._eval_batch: Any = make_eval_batch(model, preprocess, self.parallel.split_batch())
         # The first step of each chunk, on the device once (not converted anew at every step).
         self._chunk_starts = jax.device_put([np.int32(c * self.steps_per_chunk) for c in range(self.chunks)])
         self.compile_seconds = 0.0
+        # Several CPU devices of one process share one thread pool, and with steps queued
+        # back-to-back one device can run ahead into the next step's all-reduce while the other
+        # still waits for a thread: XLA's in-process collectives then deadlock (LeNet on 2 forced
+        # host devices of a 2-core CPU did, in the first epoch). Finishing each step first avoids it.
+        self._wait_each_step = len(self.parallel.mesh.local_devices) > 1 and jax.default_backend() == "cpu"
 
     def init_state(self) -> TrainState:
         """Fresh parameters from the seed, and the optimizer's initial state."""
@@ -494,6 +499,8 @@ class Trainer:
         for c, start in enumerate(self._chunk_starts):
             state, sums = self._chunk(state, self.train_images, self.train_labels, perm, start)
             chunk_sums.append(sums)
+            if self._wait_each_step:
+                sums.block_until_ready()
             if should_stop():
                 raise EpochInterruptedError(epoch, (c + 1) * self.steps_per_chunk, self.steps_per_epoch)
             if on_chunk is not None and ((c + 1) % report_every == 0 or c + 1 == self.chunks):

@@ -61,3 +61,35 @@ def test_two_processes_over_loopback_equal_one_process():
                             capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2 processes (2 devices in all) vs 1 process: match: True" in result.stdout
+
+
+LENET_ON_TWO_DEVICES = textwrap.dedent(
+    """
+    import numpy as np
+    from jaxcnn.data import Preprocess
+    from jaxcnn.model import Model
+    from jaxcnn.train import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6400, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, 6400).astype(np.int32)
+    model = Model.from_file("specs/lenet_mnist.json")
+    trainer = Trainer(model, TrainConfig(batch_size=64, devices=2), Preprocess(), images, labels, images[:500],
+                      labels[:500])
+    state = trainer.init_state()
+    trainer.compile(state)  # as train_run does
+    state, loss, accuracy = trainer.run_epoch(state, 1)
+    print("finished", loss)
+    """
+)
+
+
+def test_lenet_on_two_cpu_devices_of_one_process_does_not_deadlock():
+    """Queued back-to-back, steps on 2 forced CPU devices deadlocked in XLA's in-process all-reduce
+    (XLA aborts after its collective timeout); the trainer finishes each step first on such meshes."""
+    flags = "--xla_force_host_platform_device_count=2 --xla_cpu_collective_call_terminate_timeout_seconds=20"
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", LENET_ON_TWO_DEVICES], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished" in result.stdout
