@@ -3,7 +3,7 @@
 Command:  JAXCNN_DATA_DIR=../shared/data python experiments/time_to_accuracy.py
 Smoke:    JAXCNN_DATA_DIR=../shared/data python experiments/time_to_accuracy.py --smoke
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2); README "Speed" has the figures
-Time:     about 21 s (README "Speed"; --epochs 2 --batch-size 64 --warmup-epochs 0.6 --normalize: about 18 s)
+Time:     about 15 s with an empty compilation cache, 13 s with a warm one (README "Speed")
 Result:   seconds to 99.0% with ``specs/lenet_mnist.json``, split into imports, data load,
           compilation and epochs, plus the peak resident memory of the process.
 """
