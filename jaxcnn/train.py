@@ -442,10 +442,10 @@ class Trainer:
         # The first step of each chunk, on the device once (not converted anew at every step).
         self._chunk_starts = jax.device_put([np.int32(c * self.steps_per_chunk) for c in range(self.chunks)])
         self.compile_seconds = 0.0
-        # Several CPU devices of one process share one thread pool, and with steps queued
-        # back-to-back one device can run ahead into the next step's all-reduce while the other
-        # still waits for a thread: XLA's in-process collectives then deadlock (LeNet on 2 forced
-        # host devices of a 2-core CPU did, in the first epoch). Finishing each step first avoids it.
+        # With steps queued back-to-back on several CPU devices of one process, XLA's in-process
+        # all-reduce deadlocked (LeNet on 2 forced host devices of a 2-core CPU, in the first
+        # epoch; probably the devices' shared thread pool); finishing each step (and evaluation
+        # batch) before sending the next did not (tests/test_parallel.py).
         self._wait_each_step = len(self.parallel.mesh.local_devices) > 1 and jax.default_backend() == "cpu"
 
     def init_state(self) -> TrainState:
@@ -513,7 +513,12 @@ class Trainer:
 
     def evaluate(self, params: Params) -> tuple[float, float, np.ndarray]:
         """Test loss, test accuracy and the predicted class of every test image."""
-        sums, preds = zip(*(self._eval_batch(params, *batch) for batch in self.test.batches), strict=True)
+        results = []
+        for batch in self.test.batches:
+            results.append(self._eval_batch(params, *batch))
+            if self._wait_each_step:
+                jax.block_until_ready(results[-1])
+        sums, preds = zip(*results, strict=True)
         loss_sum, correct = _total(list(sums))
         count = self.test.count
         return loss_sum / count, correct / count, np.concatenate(fetch(list(preds)))[:count]

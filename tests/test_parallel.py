@@ -79,7 +79,8 @@ LENET_ON_TWO_DEVICES = textwrap.dedent(
     state = trainer.init_state()
     trainer.compile(state)  # as train_run does
     state, loss, accuracy = trainer.run_epoch(state, 1)
-    print("finished", loss)
+    test_loss, test_accuracy, predictions = trainer.evaluate(state.params)
+    print("finished", loss, test_accuracy)
     """
 )
 
