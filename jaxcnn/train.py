@@ -444,8 +444,8 @@ class Trainer:
         self.compile_seconds = 0.0
         # With steps queued back-to-back on several CPU devices of one process, XLA's in-process
         # all-reduce deadlocked (LeNet on 2 forced host devices of a 2-core CPU, in the first
-        # epoch; probably the devices' shared thread pool); finishing each step (and evaluation
-        # batch) before sending the next did not (tests/test_parallel.py).
+        # epoch; probably the devices' shared thread pool). Finishing each step (and evaluation
+        # batch) before sending the next avoids it (tests/test_parallel.py).
         self._wait_each_step = len(self.parallel.mesh.local_devices) > 1 and jax.default_backend() == "cpu"
 
     def init_state(self) -> TrainState:
