@@ -11,10 +11,12 @@ image at batch 128 (``experiments/profile_ops.py`` prints these):
 - The weight gradient of an XLA CPU convolution gets slower per image as the batch grows
   (LeNet's conv2: 57 us per image at batch 128, 16 us when computed 16 images at a time and
   summed), so the backward pass splits the batch into chunks of ``WGRAD_CHUNK``.
-- The input gradient of a convolution (groups = 1) is the transpose of
-  :func:`row_stacked_conv`: one matrix product per kernel row and shifted adds, instead of
-  XLA's transposed convolution (LeNet's conv2: about 27 us per image instead of 44; faster in
-  every shape measured, up to 8x8x64 -> 128 channels).
+- The input gradient of a convolution (groups = 1) is, where that is faster, the transpose of
+  a convolution written as matrix products and shifted adds instead of XLA's transposed
+  convolution: of :func:`column_stacked_conv` (one matmul) for stride 1 and few output
+  channels (LeNet's conv2: about 14 us per image against 33 for XLA's), of
+  :func:`row_stacked_conv` (one matmul per kernel row) while its products stay small;
+  :func:`input_gradient_form` chooses, from the measurements in its docstring.
 - Max pooling whose windows tile the input (stride = size, no padding): the forward is the
   maximum of strided slices (fused elementwise), and the gradient sends each window's gradient
   to its first maximal position as the transpose of strided slices, which XLA fuses (LeNet's
@@ -50,6 +52,14 @@ from jaxcnn.geometry import IntPair, PaddingPairs, output_size
 
 WGRAD_CHUNK = 16
 """Images per chunk of the weight-gradient computation in the backward pass."""
+
+COLUMN_FORM_MAX_FEATURES = 16
+"""A stride-1 convolution with at most this many output channels takes the transpose of
+:func:`column_stacked_conv` as its input gradient (see :func:`input_gradient_form`)."""
+
+STACKED_FORM_MAX_FLOATS = 2**21
+"""The largest intermediate (floats, 8 MiB) for which a stacked form's transpose beats XLA's own
+transposed convolution (see :func:`input_gradient_form`)."""
 
 SHIFT_ADD_MAX_TAPS = 32
 """Use the shifted-slice forward when (input channels x filter height x filter width) is at most this."""
@@ -114,9 +124,8 @@ def row_stacked_conv(
     For kernel row i: the input rows under it, then the fw column slices of those stacked on
     a new axis, give (N, H', W', fw * C) patches that one matmul with ``kernel[i]`` maps to the
     output. Its use is its transpose, the input gradient: per row a matmul with ``kernel[i]``
-    transposed, fw shifted adds along the width, one shifted add along the height, which XLA's
-    CPU backend runs in about 27 us per image for LeNet's conv2 against 44 us for its own
-    transposed convolution.
+    transposed, fw shifted adds along the width, one shifted add along the height (see
+    :func:`input_gradient_form` for where it beats XLA's own transposed convolution).
     """
     fh, fw, channels, features = kernel.shape
     n = x.shape[0]
@@ -137,6 +146,71 @@ def row_stacked_conv(
         total = term if total is None else total + term
     assert total is not None  # a kernel has at least one row
     return total
+
+
+def column_stacked_conv(
+    x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair
+) -> jax.Array:
+    """The convolution as one matrix product over (kernel row, input channel) (groups = 1).
+
+    The input rows under each kernel row, stacked on a new axis, give (N, H', Wp, fh * C)
+    patches at every padded input column; one matmul with the kernel reshaped to
+    (fh * C, fw * O) gives, for each column and each kernel column j, that column's
+    contribution to output column (w - j) / stride; a sum of fw width slices of it is the
+    output. Its use is its transpose, the input gradient: fw width-shifted copies of the
+    output gradient side by side, one matmul with contraction fw * O, fh shifted adds along
+    the height. When O is small the row form's matmuls contract over only O.
+    """
+    fh, fw, channels, features = kernel.shape
+    n = x.shape[0]
+    padded, out_h, out_w = _padded_input(x, (fh, fw), stride, pads, dilation)
+    width = padded.shape[2]
+    height = stride[0] * (out_h - 1) + 1  # the rows one kernel row's slice spans
+    rows = [
+        lax.slice(padded, (0, i * dilation[0], 0, 0), (n, i * dilation[0] + height, width, channels),
+                  (1, stride[0], 1, 1))
+        for i in range(fh)
+    ]  # fmt: skip
+    patches = jnp.stack(rows, axis=3).reshape(n * out_h * width, fh * channels)
+    columns = patches @ kernel.transpose(0, 2, 1, 3).reshape(fh * channels, fw * features)
+    total = None
+    for j in range(fw):
+        left = j * dilation[1]
+        part = columns[:, j * features : (j + 1) * features].reshape(n, out_h, width, features)
+        term = lax.slice(part, (0, 0, left, 0), (n, out_h, left + stride[1] * (out_w - 1) + 1, features),
+                         (1, 1, stride[1], 1))  # fmt: skip
+        total = term if total is None else total + term
+    assert total is not None  # a kernel has at least one column
+    return total
+
+
+def input_gradient_form(
+    x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: IntPair, pads: PaddingPairs, dilation: IntPair
+) -> str:
+    """How the input gradient of a convolution with groups = 1 is computed: the transpose of
+    ``"column"`` (:func:`column_stacked_conv`), of ``"row"`` (:func:`row_stacked_conv`), or
+    ``"lax"``: XLA's transposed convolution.
+
+    Chosen by the size of each form's intermediate product, from measurements on a 2-core
+    x86-64 CPU (``experiments/profile_ops.py`` times LeNet's; microseconds per image at batch 128,
+    medians of 11 interleaved rounds). The column form for stride 1 and few output channels,
+    whose row-form matmuls would contract over only those few (LeNet's conv2, 14x14x8 -> 16,
+    5x5: 14 against 27 for the row form and 33 for XLA's); the row form while its
+    per-kernel-row product stays within ``STACKED_FORM_MAX_FLOATS`` (8x8x64 -> 128, 3x3, pad 1:
+    92 against 148 for XLA's); beyond that XLA's own, which does not store such products
+    (16x16x32 -> 64 and 32x32x16 -> 32, 3x3, pad 1: 157 and 169 against 247 and 369 for the
+    row form).
+    """
+    n, fh, fw, channels, features = x_shape[0], *kernel_shape
+    out_h = output_size(x_shape[1], fh, stride[0], *pads[0], dilation[0])
+    out_w = output_size(x_shape[2], fw, stride[1], *pads[1], dilation[1])
+    padded_w = x_shape[2] + pads[1][0] + pads[1][1]
+    column_floats = n * out_h * padded_w * max(fw * features, fh * channels)
+    if stride == (1, 1) and features <= COLUMN_FORM_MAX_FEATURES and column_floats <= STACKED_FORM_MAX_FLOATS:
+        return "column"
+    if n * out_h * out_w * fw * channels <= STACKED_FORM_MAX_FLOATS:
+        return "row"
+    return "lax"
 
 
 def uses_shift_add(kernel_shape: tuple[int, ...], groups: int) -> bool:
@@ -192,9 +266,11 @@ def _conv_tangent(
     """``conv(dx, kernel) + conv(x, dkernel)`` in the forms whose transposes are fast (None: both zero)."""
     terms = []
     if not _is_zero(dx):
-        if groups == 1:  # reverse mode transposes this into the faster input gradient
+        form = input_gradient_form(x.shape, kernel.shape, stride, pads, dilation) if groups == 1 else "lax"
+        if form != "lax":  # reverse mode transposes this into the faster input gradient
             # materialize's transpose writes that gradient to memory before the layer below reads it.
-            terms.append(row_stacked_conv(materialize(dx), kernel, stride, pads, dilation))  # type: ignore[arg-type]
+            stacked = column_stacked_conv if form == "column" else row_stacked_conv
+            terms.append(stacked(materialize(dx), kernel, stride, pads, dilation))  # type: ignore[arg-type]
         else:
             terms.append(lax_conv(dx, kernel, stride, pads, dilation, groups))  # type: ignore[arg-type]
     if not _is_zero(dkernel):

@@ -95,6 +95,54 @@ def test_conv_then_pool_in_one_step_equals_conv_and_pool(case):
     )
 
 
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[-1] == 1])
+def test_stacked_conv_forms_equal_lax_conv_forward_and_input_gradient(case):
+    """Both matmul forms of the convolution, and so their transposes (the input gradients), at
+    every stride, padding and dilation of the cases, whichever form the chooser would pick."""
+    n, h, w, cin, cout, size, stride, padding, dilation, _ = case
+    size = size if isinstance(size, tuple) else (size, size)
+    stride = stride if isinstance(stride, tuple) else (stride, stride)
+    pads = L.resolve_padding(padding, size, stride, (dilation, dilation), (h, w))
+    kx, kw, kd = jax.random.split(jax.random.key(n), 3)
+    x = jax.random.normal(kx, (n, h, w, cin))
+    kernel = jax.random.normal(kw, (*size, cin, cout))
+    y_lax, vjp_lax = jax.vjp(lambda x_: fast.lax_conv(x_, kernel, stride, pads, (dilation, dilation), 1), x)
+    dy = jax.random.normal(kd, y_lax.shape)
+    for form in (fast.row_stacked_conv, fast.column_stacked_conv):
+        y, vjp = jax.vjp(jax.jit(lambda x_, f=form: f(x_, kernel, stride, pads, (dilation, dilation))), x)
+        np.testing.assert_allclose(y, y_lax, rtol=1e-5, atol=1e-4, err_msg=form.__name__)
+        np.testing.assert_allclose(vjp(dy)[0], vjp_lax(dy)[0], rtol=1e-5, atol=1e-4, err_msg=form.__name__)
+
+
+@pytest.mark.parametrize("limit", [0, 2**21], ids=["xla-transpose", "stacked"])
+def test_fast_conv_input_gradient_equals_lax_whichever_form_is_chosen(monkeypatch, limit):
+    """With the size limit at 0 every convolution takes XLA's transposed convolution."""
+    monkeypatch.setattr(fast, "STACKED_FORM_MAX_FLOATS", limit)
+    x = jax.random.normal(jax.random.key(1), (9, 10, 10, 4))
+    kernel = jax.random.normal(jax.random.key(2), (3, 3, 4, 6))
+    expected = "lax" if limit == 0 else "column"
+    assert fast.input_gradient_form(x.shape, kernel.shape, (1, 1), ((1, 1), (1, 1)), (1, 1)) == expected
+
+    def grad(impl):
+        def loss(x_):
+            return jnp.sum(jnp.sin(L.conv2d(x_, kernel, padding=1, impl=impl)))
+
+        return jax.jit(jax.grad(loss))(x)
+
+    np.testing.assert_allclose(grad("fast"), grad("lax"), rtol=1e-5, atol=1e-4)
+
+
+def test_input_gradient_forms_are_chosen_as_documented():
+    def form(x_shape, kernel_shape, stride=(1, 1), pad=0):
+        return fast.input_gradient_form(x_shape, kernel_shape, stride, ((pad, pad), (pad, pad)), (1, 1))
+
+    assert form((128, 14, 14, 8), (5, 5, 8, 16)) == "column"  # LeNet's conv2
+    assert form((128, 37, 37, 10), (5, 5, 10, 20), stride=(2, 2)) == "row"  # the worked example's conv2
+    assert form((128, 8, 8, 64), (3, 3, 64, 128), pad=1) == "row"
+    assert form((128, 16, 16, 32), (3, 3, 32, 64), pad=1) == "lax"
+    assert form((128, 32, 32, 16), (3, 3, 16, 32), pad=1) == "lax"
+
+
 def test_fast_paths_are_chosen_as_documented():
     assert fast.uses_shift_add((5, 5, 1, 8), 1) and not fast.uses_shift_add((5, 5, 8, 16), 1)
     assert not fast.uses_shift_add((3, 3, 2, 4), 2)
