@@ -97,8 +97,14 @@ def _shift_add_taps(
 ) -> jax.Array:
     """The outputs at rows origin[0] + step[0] * a and columns origin[1] + step[1] * b of the
     convolution of an already padded input, as a sum of strided slices times kernel taps."""
-    fh, fw, channels, _ = kernel.shape
+    fh, fw, channels, features = kernel.shape
     n = padded.shape[0]
+    # lax arithmetic, not jnp operators, each of which traces a nested jit: these unrolled loops
+    # were half of the training step's tracing, which is part of its compile time.
+    dtype = jnp.result_type(padded, kernel)
+    padded = lax.convert_element_type(padded, dtype)
+    taps = lax.convert_element_type(kernel, dtype).reshape(fh * fw * channels, features)
+    out_shape = (n, out_hw[0], out_hw[1], features)
     total = None
     for i in range(fh):
         for j in range(fw):
@@ -110,8 +116,10 @@ def _shift_add_taps(
                     (n, top + step[0] * (out_hw[0] - 1) + 1, left + step[1] * (out_hw[1] - 1) + 1, c + 1),
                     (1, step[0], step[1], 1),
                 )
-                term = tap * kernel[i, j, c]
-                total = term if total is None else total + term
+                weight = lax.index_in_dim(taps, (i * fw + j) * channels + c, keepdims=False)
+                term = lax.mul(lax.broadcast_in_dim(tap, out_shape, (0, 1, 2, 3)),
+                               lax.broadcast_in_dim(weight, out_shape, (3,)))  # fmt: skip
+                total = term if total is None else lax.add(total, term)
     assert total is not None  # a kernel has at least one tap
     return total
 
@@ -326,7 +334,7 @@ def _phase_maximum(
 ) -> jax.Array:
     """The elementwise maximum of the convolution's phases plus the bias: the pooled output."""
     phases = [_shift_add_taps(padded, kernel, origin, size, pooled, dilation) + bias for origin in _phase_origins(size)]
-    return _maximum(phases)  # jnp.maximum propagates NaN, as reduce_window's maximum does
+    return _maximum(phases)
 
 
 def _conv_max_pool_jvp(
@@ -407,7 +415,7 @@ def max_pool_tiled(x: jax.Array, size: IntPair) -> jax.Array:
 def _maximum(parts: list[jax.Array]) -> jax.Array:
     result = parts[0]
     for part in parts[1:]:
-        result = jnp.maximum(result, part)
+        result = lax.max(result, part)  # propagates NaN, as reduce_window's maximum does
     return result
 
 
@@ -418,14 +426,16 @@ def _max_pool_jvp(size: IntPair, primals: tuple[jax.Array], tangents: tuple[jax.
     y = _maximum(parts)
     # The index (row-major within the window) of each window's first maximal position: walking
     # backwards, an earlier maximal position overwrites a later one.
-    first_winner = jnp.full(y.shape, len(parts) - 1, jnp.int32)
+    # (lax, not jnp, operators: see _shift_add_taps.)
+    first_winner = lax.full(y.shape, len(parts) - 1, jnp.int32)
     for index in range(len(parts) - 2, -1, -1):
-        first_winner = jnp.where(parts[index] == y, index, first_winner)
+        first_winner = lax.select(lax.eq(parts[index], y), lax.full(y.shape, index, jnp.int32), first_winner)
     tangent_parts = _window_slices(tangents[0], size, out_hw)
+    zeros = lax.full_like(tangent_parts[0], 0)
     dy = None
     for index, tangent_part in enumerate(tangent_parts):
-        term = jnp.where(first_winner == index, tangent_part, 0)
-        dy = term if dy is None else dy + term
+        term = lax.select(lax.eq(first_winner, lax.full(y.shape, index, jnp.int32)), tangent_part, zeros)
+        dy = term if dy is None else lax.add(dy, term)
     assert dy is not None  # a window has at least one position
     return y, dy
 

@@ -442,6 +442,8 @@ class Trainer:
         # The first step of each chunk, on the device once (not converted anew at every step).
         self._chunk_starts = jax.device_put([np.int32(c * self.steps_per_chunk) for c in range(self.chunks)])
         self.compile_seconds = 0.0
+        """Seconds :meth:`compile` took: the training step (``step_compile_seconds``) and the evaluation."""
+        self.step_compile_seconds = 0.0
         # With steps queued back-to-back on several CPU devices of one process, XLA's in-process
         # all-reduce deadlocked (LeNet on 2 forced host devices of a 2-core CPU, in the first
         # epoch; probably the devices' shared thread pool). Finishing each step (and evaluation
@@ -466,6 +468,7 @@ class Trainer:
             self._chunk.compile(state, self.train_images, self.train_labels, perm)
         else:
             self._chunk = self._chunk.lower(state, self.train_images, self.train_labels, perm, jnp.int32(0)).compile()
+        self.step_compile_seconds = time.perf_counter() - start
         batch = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) for a in self.test.batches[0]]
         self._eval_batch = self._eval_batch.lower(state.params, *batch).compile()
         self.compile_seconds = time.perf_counter() - start
