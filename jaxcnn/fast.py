@@ -34,7 +34,8 @@ image at batch 128 (``experiments/profile_ops.py`` prints these):
   feature map. Inference about 13% faster; training takes the separate forms' derivative.
 
 Together these make LeNet's training step about 3x faster on the CPU than the plain version
-(``experiments/profile_ops.py``: 71 against 218 us per image at batch 128).
+(``experiments/profile_ops.py``: 65 against 198, and 80 against 252, us per image at batch 128 in
+two runs).
 
 On other backends (GPU, TPU), :func:`jaxcnn.layers.conv2d` and ``max_pool`` use the plain
 versions, which their vendors' libraries already run well.
