@@ -145,6 +145,15 @@ def test_trainer_accumulates_micro_batches_only_on_the_cpu_fast_path_step_loop(s
     assert not isinstance(trainer(loop="scan")._chunk, AccumulatedStep)
 
 
+def test_trainer_compile_times_the_training_step_apart_from_the_evaluation(spec_file):
+    model = jaxcnn.Model.from_file(spec_file)
+    images, labels = DATA.train_images[:64], DATA.train_labels[:64]
+    trainer = Trainer(model, TrainConfig(batch_size=32), Preprocess(), images, labels, images, labels)
+    total = trainer.compile(trainer.init_state())
+    assert total == trainer.compile_seconds
+    assert 0 < trainer.step_compile_seconds < total  # the evaluation program compiles after the step
+
+
 def test_resume_equals_uninterrupted(spec_file, tmp_path):
     config = TrainConfig(epochs=3, schedule="onecycle", **FAST)
     whole = train_run(spec_file, DATA, config, tmp_path / "whole", progress=False, verbose=False)
