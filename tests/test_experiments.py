@@ -58,3 +58,16 @@ def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monk
     assert "reached 0.0% test accuracy" in printed and "after 1 epochs" in printed
     assert "compilation" in printed and "peak resident memory" in printed
     assert "compilation cache: off" in printed  # main alone: only run_script turns the cache on
+
+
+def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import input_gradient_forms
+
+    monkeypatch.setattr(sys, "argv", ["input_gradient_forms.py", "--smoke"])
+    input_gradient_forms.main()
+    printed = capsys.readouterr().out
+    assert "| shape | column form | row form | XLA's transpose | chosen |" in printed
+    assert "| 14x14x8 -> 16, 5x5, stride 1, pad 0 (LeNet's conv2) |" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| 14x14x8") or line.startswith("| 37x37x10")]
+    assert [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows] == ["column", "row"]

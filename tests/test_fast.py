@@ -114,18 +114,21 @@ def test_stacked_conv_forms_equal_lax_conv_forward_and_input_gradient(case):
         np.testing.assert_allclose(vjp(dy)[0], vjp_lax(dy)[0], rtol=1e-5, atol=1e-4, err_msg=form.__name__)
 
 
-@pytest.mark.parametrize("limit", [0, 2**21], ids=["xla-transpose", "stacked"])
-def test_fast_conv_input_gradient_equals_lax_whichever_form_is_chosen(monkeypatch, limit):
-    """With the size limit at 0 every convolution takes XLA's transposed convolution."""
-    monkeypatch.setattr(fast, "STACKED_FORM_MAX_FLOATS", limit)
+@pytest.mark.parametrize(
+    ("setting", "value", "form"),
+    [("COLUMN_FORM_MAX_FEATURES", 16, "column"), ("COLUMN_FORM_MAX_FEATURES", 0, "row"),
+     ("STACKED_FORM_MAX_FLOATS", 0, "lax")],
+)  # fmt: skip
+def test_fast_conv_input_gradient_equals_lax_whichever_form_is_chosen(monkeypatch, setting, value, form):
+    """The fast convolution's input gradient in each of its three forms, forced by the chooser's limits."""
+    monkeypatch.setattr(fast, setting, value)
     x = jax.random.normal(jax.random.key(1), (9, 10, 10, 4))
-    kernel = jax.random.normal(jax.random.key(2), (3, 3, 4, 6))
-    expected = "lax" if limit == 0 else "column"
-    assert fast.input_gradient_form(x.shape, kernel.shape, (1, 1), ((1, 1), (1, 1)), (1, 1)) == expected
+    kernel = jax.random.normal(jax.random.key(2), (5, 5, 4, 6))
+    assert fast.input_gradient_form(x.shape, kernel.shape, (1, 1), ((2, 2), (2, 2)), (1, 1)) == form
 
     def grad(impl):
         def loss(x_):
-            return jnp.sum(jnp.sin(L.conv2d(x_, kernel, padding=1, impl=impl)))
+            return jnp.sum(jnp.sin(L.conv2d(x_, kernel, padding=2, impl=impl)))
 
         return jax.jit(jax.grad(loss))(x)
 
@@ -137,9 +140,10 @@ def test_input_gradient_forms_are_chosen_as_documented():
         return fast.input_gradient_form(x_shape, kernel_shape, stride, ((pad, pad), (pad, pad)), (1, 1))
 
     assert form((128, 14, 14, 8), (5, 5, 8, 16)) == "column"  # LeNet's conv2
+    assert form((128, 14, 14, 8), (3, 3, 8, 16), pad=1) == "row"  # 3x3: not the column form
     assert form((128, 37, 37, 10), (5, 5, 10, 20), stride=(2, 2)) == "row"  # the worked example's conv2
     assert form((128, 8, 8, 64), (3, 3, 64, 128), pad=1) == "row"
-    assert form((128, 16, 16, 32), (3, 3, 32, 64), pad=1) == "lax"
+    assert form((128, 16, 16, 32), (3, 3, 32, 64), pad=1) == "row"
     assert form((128, 32, 32, 16), (3, 3, 16, 32), pad=1) == "lax"
 
 
