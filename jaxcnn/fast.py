@@ -14,7 +14,7 @@ image at batch 128 (``experiments/profile_ops.py`` prints these):
 - The input gradient of a convolution (groups = 1) is, where that is faster, the transpose of
   a convolution written as matrix products and shifted adds instead of XLA's transposed
   convolution: of :func:`column_stacked_conv` (one matmul) for stride 1 and few output
-  channels and 5x5 kernels (LeNet's conv2: about 15 us per image against 29-35 for XLA's), of
+  channels (LeNet's conv2: about 15 us per image against 29-35 for XLA's), of
   :func:`row_stacked_conv` (one matmul per kernel row) while its products stay small;
   :func:`input_gradient_form` chooses, from the measurements in its docstring.
 - Max pooling whose windows tile the input (stride = size, no padding): the forward is the
@@ -55,12 +55,8 @@ WGRAD_CHUNK = 16
 """Images per chunk of the weight-gradient computation in the backward pass."""
 
 COLUMN_FORM_MAX_FEATURES = 16
-"""A stride-1 convolution with at most this many output channels (and a kernel of at least
-``COLUMN_FORM_MIN_TAPS`` taps) takes the transpose of :func:`column_stacked_conv` as its input
-gradient (see :func:`input_gradient_form`)."""
-
-COLUMN_FORM_MIN_TAPS = 25
-"""Kernels of fewer taps (3x3) take the row form or XLA's: there the column form was no faster."""
+"""A stride-1 convolution with at most this many output channels takes the transpose of
+:func:`column_stacked_conv` as its input gradient (see :func:`input_gradient_form`)."""
 
 STACKED_FORM_MAX_FLOATS = 2**22
 """The largest intermediate product (floats, 16 MiB) for which a stacked form's transpose is
@@ -206,25 +202,21 @@ def input_gradient_form(
 
     Chosen from measurements on a 2-core x86-64 CPU, microseconds per image at batch 128,
     medians of 11 interleaved rounds in two runs of ``experiments/input_gradient_forms.py``:
-    the column form for stride 1, few output channels and 5x5 kernels, where the row form's
-    matmuls contract over only those few channels (LeNet's conv2, 14x14x8 -> 16: 14.7-15.0
-    against 27-30 for the row form and 29-35 for XLA's); the row form while its per-kernel-row
-    product stays within ``STACKED_FORM_MAX_FLOATS`` (8x8x64 -> 128, 3x3, pad 1: 97-110 against
-    158-178; 16x16x32 -> 64: 104-140 against 151-167); beyond that XLA's own, which stores no
-    such product (32x32x16 -> 32: 150-166 against 342-365 for the row form). Not caught by the
-    rule: 14x14x16 -> 16, 3x3, pad 1, where XLA's (14-19) beat the row form chosen (26-32).
+    the column form for stride 1 and few output channels, where the row form's matmuls contract
+    over only those few (LeNet's conv2, 14x14x8 -> 16, 5x5: 14.7-15.0 against 27-30 for the row
+    form and 29-35 for XLA's; 12x12x8 -> 16, 5x5, pad 2: 19-24 against 26-32 and 24-25); the
+    row form while its per-kernel-row product stays within ``STACKED_FORM_MAX_FLOATS`` (8x8x64
+    -> 128, 3x3, pad 1: 97-110 against 158-178 for XLA's; 16x16x32 -> 64: 104-140 against
+    151-167); beyond that XLA's own, which stores no such product (32x32x16 -> 32: 150-166
+    against 342-365 for the row form). Not caught by the rule: 14x14x16 -> 16, 3x3, pad 1, where
+    XLA's (14-19) beat the column form chosen (23-25, the row form 26-32).
     """
     n, fh, fw, channels, features = x_shape[0], *kernel_shape
     out_h = output_size(x_shape[1], fh, stride[0], *pads[0], dilation[0])
     out_w = output_size(x_shape[2], fw, stride[1], *pads[1], dilation[1])
     padded_w = x_shape[2] + pads[1][0] + pads[1][1]
     column_floats = n * out_h * padded_w * max(fw * features, fh * channels)
-    if (
-        stride == (1, 1)
-        and features <= COLUMN_FORM_MAX_FEATURES
-        and fh * fw >= COLUMN_FORM_MIN_TAPS
-        and column_floats <= STACKED_FORM_MAX_FLOATS
-    ):
+    if stride == (1, 1) and features <= COLUMN_FORM_MAX_FEATURES and column_floats <= STACKED_FORM_MAX_FLOATS:
         return "column"
     if n * out_h * out_w * fw * channels <= STACKED_FORM_MAX_FLOATS:
         return "row"
