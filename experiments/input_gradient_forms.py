@@ -4,7 +4,7 @@ Command:  python experiments/input_gradient_forms.py [--batch 128] [--rounds 11]
 Smoke:    python experiments/input_gradient_forms.py --smoke   (seconds)
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2); jaxcnn/fast.py
           (``input_gradient_form``) quotes the figures it chose its rule from
-Time:     about 2 minutes
+Time:     about 90 s
 Result:   a table of microseconds per image for the transposes of ``column_stacked_conv`` and
           ``row_stacked_conv`` and for XLA's own transposed convolution, medians (and minima) of
           interleaved rounds, and the form ``fast.input_gradient_form`` picks for each shape.
