@@ -125,6 +125,14 @@ def _shift_add_taps(
     return total
 
 
+def _rows_under_kernel_row(padded: jax.Array, i: int, stride: IntPair, dilation: IntPair, out_h: int) -> jax.Array:
+    """The padded input's rows that kernel row ``i`` meets, one per output row: (N, H', Wp, C)."""
+    n, _, width, channels = padded.shape
+    top = i * dilation[0]
+    return lax.slice(padded, (0, top, 0, 0), (n, top + stride[0] * (out_h - 1) + 1, width, channels),
+                     (1, stride[0], 1, 1))  # fmt: skip
+
+
 def row_stacked_conv(
     x: jax.Array, kernel: jax.Array, stride: IntPair, pads: PaddingPairs, dilation: IntPair
 ) -> jax.Array:
@@ -143,9 +151,7 @@ def row_stacked_conv(
     span = stride[1] * (out_w - 1) + 1  # the width one column slice covers
     steps = (1, 1, stride[1], 1)
     for i in range(fh):
-        top = i * dilation[0]
-        rows = lax.slice(padded, (0, top, 0, 0), (n, top + stride[0] * (out_h - 1) + 1, padded.shape[2], channels),
-                         (1, stride[0], 1, 1))  # fmt: skip
+        rows = _rows_under_kernel_row(padded, i, stride, dilation, out_h)
         columns = [
             lax.slice(rows, (0, 0, j * dilation[1], 0), (n, out_h, j * dilation[1] + span, channels), steps)
             for j in range(fw)
@@ -174,12 +180,7 @@ def column_stacked_conv(
     n = x.shape[0]
     padded, out_h, out_w = _padded_input(x, (fh, fw), stride, pads, dilation)
     width = padded.shape[2]
-    height = stride[0] * (out_h - 1) + 1  # the rows one kernel row's slice spans
-    rows = [
-        lax.slice(padded, (0, i * dilation[0], 0, 0), (n, i * dilation[0] + height, width, channels),
-                  (1, stride[0], 1, 1))
-        for i in range(fh)
-    ]  # fmt: skip
+    rows = [_rows_under_kernel_row(padded, i, stride, dilation, out_h) for i in range(fh)]
     patches = jnp.stack(rows, axis=3).reshape(n * out_h * width, fh * channels)
     columns = patches @ kernel.transpose(0, 2, 1, 3).reshape(fh * channels, fw * features)
     total = None
