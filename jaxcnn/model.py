@@ -162,7 +162,8 @@ class Model:
                 lambda words: self._draw(np.asarray(words).ravel().tolist()), shapes, data, vmap_method="sequential"
             )
         words = [int(key)] if isinstance(key, int) else np.asarray(jax.random.key_data(key)).ravel().tolist()
-        return jax.tree.map(jnp.asarray, self._draw(words))
+        # device_put, not jnp.asarray: in JAX 0.10 the latter compiles a small copy program per shape.
+        return jax.device_put(self._draw(words))
 
     def _draw(self, words: list[int]) -> dict[str, dict[str, np.ndarray]]:
         """The parameters as NumPy arrays, from a seed given as a list of ints."""

@@ -33,6 +33,8 @@ from jaxcnn.parallel import DataParallel, fetch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOOPS = ("auto", "scan", "step")
+SHUFFLE_STREAM = 0x5348_5546
+"""Leading word of the NumPy seed of each epoch's shuffle, apart from the parameters' streams."""
 COMPUTE_DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 
@@ -269,13 +271,13 @@ class AccumulatedStep:
         self._accumulate: Any = jit(accumulate, donate_argnums=1)
         self._update: Any = jit(update, donate_argnums=(0, 1))
         self._empty = jit(lambda params: (jax.tree.map(jnp.zeros_like, params), jnp.zeros(2, jnp.float32)))
-        self._pieces = [jnp.int32(k) for k in range(pieces)]
+        self._pieces = jax.device_put([np.int32(k) for k in range(pieces)])
         self._totals: Any = None
 
     def compile(self, state: TrainState, images: ArrayLike, labels: ArrayLike, perm: jax.Array) -> None:
         """Compile the gradient call and the update ahead of time."""
         totals = jax.eval_shape(self._empty, state.params)
-        self._accumulate = self._accumulate.lower(state.params, totals, images, labels, perm, jnp.int32(0),
+        self._accumulate = self._accumulate.lower(state.params, totals, images, labels, perm, np.int32(0),
                                                   self._pieces[0]).compile()  # fmt: skip
         self._update = self._update.lower(state, totals).compile()
 
@@ -452,7 +454,8 @@ class Trainer:
 
     def init_state(self) -> TrainState:
         """Fresh parameters from the seed, and the optimizer's initial state."""
-        params = self.model.init(jax.random.fold_in(jax.random.key(self.config.seed), 0))
+        # The int seed, not a jax.random key: deriving a key compiled two small programs (0.2-0.3 s).
+        params = self.model.init(self.config.seed % 2**64)
         # One compiled call, not one small compilation per eager op (about 0.3 s on a 2-core CPU).
         return self.place(TrainState(params, jit(self.optimizer.init)(params)))
 
@@ -463,11 +466,12 @@ class Trainer:
     def compile(self, state: TrainState) -> float:
         """Compile the training chunk and the evaluation ahead of time; returns the seconds it took."""
         start = time.perf_counter()
-        perm = jnp.arange(len(self.train_images), dtype=jnp.int32)
+        # NumPy values: eager jnp calls would each compile a small program (tens of ms apiece).
+        perm = self.parallel.replicate(np.arange(len(self.train_images), dtype=np.int32))
         if isinstance(self._chunk, AccumulatedStep):
             self._chunk.compile(state, self.train_images, self.train_labels, perm)
         else:
-            self._chunk = self._chunk.lower(state, self.train_images, self.train_labels, perm, jnp.int32(0)).compile()
+            self._chunk = self._chunk.lower(state, self.train_images, self.train_labels, perm, np.int32(0)).compile()
         self.step_compile_seconds = time.perf_counter() - start
         batch = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) for a in self.test.batches[0]]
         self._eval_batch = self._eval_batch.lower(state.params, *batch).compile()
@@ -480,7 +484,8 @@ class Trainer:
         Drawn with NumPy and copied to the device once per epoch: ``jax.random.permutation``
         costs a 0.3 s compilation at the start of every run for a millisecond of work.
         """
-        rng = np.random.default_rng([self.config.seed % 2**64, epoch])
+        # A stream of its own: the parameters are drawn from [seed, layer index] (Model.init).
+        rng = np.random.default_rng([SHUFFLE_STREAM, self.config.seed % 2**64, epoch])
         return self.parallel.replicate(rng.permutation(len(self.train_images)).astype(np.int32))
 
     def run_epoch(

@@ -210,3 +210,25 @@ def test_channel_mean_std_from_histograms_equals_numpy():
 def test_confusion_matrix_counts():
     counts = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 1]])
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_recorded_checksums_equal_tensorflow_datasets_own_parse(name):
+    from tensorflow_datasets.core.download import checksums
+
+    infos = checksums.load_url_infos(D.checksum_record_path(name))
+    expected = {str(info.filename): (url, str(info.checksum)) for url, info in infos.items()}
+    assert D.recorded_checksums(name) == expected
+    assert len(expected) >= 1
+
+
+def test_reading_checksums_does_not_import_tensorflow_datasets():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from jaxcnn.data import recorded_checksums; recorded_checksums('mnist'); "
+        "print('tensorflow_datasets' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -152,6 +153,32 @@ def test_trainer_compile_times_the_training_step_apart_from_the_evaluation(spec_
     total = trainer.compile(trainer.init_state())
     assert total == trainer.compile_seconds
     assert 0 < trainer.step_compile_seconds < total  # the evaluation program compiles after the step
+
+
+STARTUP_COUNT = """
+import jax, jaxcnn
+from jaxcnn.data import Preprocess
+from jaxcnn.train import TrainConfig, Trainer
+from datasets import quadrant_dataset
+data, programs = quadrant_dataset(), []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: programs.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+trainer = Trainer(jaxcnn.Model.from_file({spec!r}), TrainConfig(batch_size=32), Preprocess(),
+                  data.train_images, data.train_labels, data.test_images, data.test_labels)
+trainer.compile(trainer.init_state())
+compiled = len(programs)
+state, _, _ = trainer.run_epoch(trainer.init_state(), 1)
+trainer.evaluate(state.params)
+print(compiled, len(programs))
+"""
+
+
+def test_a_fresh_process_compiles_three_programs_and_none_while_training(spec_file):
+    """Optimizer init, training step, evaluation: each small eager op would add a compilation (10-170 ms)."""
+    code = STARTUP_COUNT.format(spec=str(spec_file))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "JAXCNN_COMPILE_CACHE": "off"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["3", "3"]
 
 
 def test_resume_equals_uninterrupted(spec_file, tmp_path):
