@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
@@ -464,17 +465,25 @@ class Trainer:
         return self.parallel.replicate(state)
 
     def compile(self, state: TrainState) -> float:
-        """Compile the training chunk and the evaluation ahead of time; returns the seconds it took."""
+        """Compile the training chunk and the evaluation ahead of time; returns the seconds it took.
+
+        The evaluation compiles on a second thread while the step compiles: tracing is Python
+        and holds the GIL, XLA's code generation releases it, so one program traces while the
+        other is in LLVM (LeNet, 2-core CPU: about 0.2 s of 1.7-2.3 saved, alternated runs).
+        """
         start = time.perf_counter()
-        # NumPy values: eager jnp calls would each compile a small program (tens of ms apiece).
-        perm = self.parallel.replicate(np.arange(len(self.train_images), dtype=np.int32))
-        if isinstance(self._chunk, AccumulatedStep):
-            self._chunk.compile(state, self.train_images, self.train_labels, perm)
-        else:
-            self._chunk = self._chunk.lower(state, self.train_images, self.train_labels, perm, np.int32(0)).compile()
-        self.step_compile_seconds = time.perf_counter() - start
         batch = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) for a in self.test.batches[0]]
-        self._eval_batch = self._eval_batch.lower(state.params, *batch).compile()
+        with ThreadPoolExecutor(1, thread_name_prefix="jaxcnn-compile") as pool:
+            evaluation = pool.submit(lambda: self._eval_batch.lower(state.params, *batch).compile())
+            # NumPy values: eager jnp calls would each compile a small program (tens of ms apiece).
+            perm = self.parallel.replicate(np.arange(len(self.train_images), dtype=np.int32))
+            if isinstance(self._chunk, AccumulatedStep):
+                self._chunk.compile(state, self.train_images, self.train_labels, perm)
+            else:
+                lowered = self._chunk.lower(state, self.train_images, self.train_labels, perm, np.int32(0))
+                self._chunk = lowered.compile()
+            self.step_compile_seconds = time.perf_counter() - start
+            self._eval_batch = evaluation.result()
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
