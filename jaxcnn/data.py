@@ -68,6 +68,17 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str
 
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != np.uint8 or images.ndim != 4:
+                raise DataError(
+                    f"data set {self.name}: {split}_images must be uint8 (0-255) of shape (N, H, W, C); "
+                    f"got {images.dtype} of shape {images.shape}"
+                )
+            if len(labels) != len(images):
+                raise DataError(f"data set {self.name}: {len(images)} {split} images but {len(labels)} labels")
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         h, w, c = self.train_images.shape[1:]
@@ -520,14 +531,16 @@ def channel_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Exact: the sums of the pixel values and of their squares are integers, accumulated in int64
     over blocks of images, so no float copy of the whole set is made (MNIST's would be 376 MB).
+    The squares are taken in uint16 (255**2 fits), not on an int64 copy: MNIST's statistics in
+    0.07 s instead of 0.3-0.6.
     """
     channels = images.shape[-1]
     count, sums, squares = 0, np.zeros(channels, np.int64), np.zeros(channels, np.int64)
     for start in range(0, len(images), 4096):
-        block = images[start : start + 4096].reshape(-1, channels).astype(np.int64)
+        block = images[start : start + 4096].reshape(-1, channels)
         count += len(block)
-        sums += block.sum(axis=0)
-        squares += (block * block).sum(axis=0)
+        sums += block.sum(axis=0, dtype=np.int64)
+        squares += np.square(block, dtype=np.uint16).sum(axis=0, dtype=np.int64)
     # Python integers for count * squares - sums**2: exact, no overflow.
     variance = [(count * int(q) - int(t) ** 2) / count**2 for q, t in zip(squares, sums, strict=True)]
     return sums / count / 255, np.sqrt(np.array(variance, np.float64)) / 255

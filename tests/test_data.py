@@ -205,6 +205,9 @@ def test_channel_mean_std_from_histograms_equals_numpy():
     np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-12)
     assert std[2] < std[0] / 3
+    extremes = np.zeros((2, 64, 64, 1), np.uint8)
+    extremes[1] = 255  # the largest squares, 255**2, summed over 4096 pixels: no overflow
+    np.testing.assert_allclose(D.channel_mean_std(extremes), ([0.5], [0.5]), rtol=1e-15)
 
 
 def test_confusion_matrix_counts():
@@ -232,3 +235,11 @@ def test_reading_checksums_does_not_import_tensorflow_datasets():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_dataset_refuses_float_images_and_unequal_label_counts():
+    images, labels = np.zeros((4, 5, 5, 1), np.uint8), np.zeros(4, np.int32)
+    with pytest.raises(DataError, match=r"train_images must be uint8 \(0-255\).*got float32"):
+        D.Dataset("mine", images.astype(np.float32), labels, images, labels, ("a",), "memory")
+    with pytest.raises(DataError, match="4 test images but 3 labels"):
+        D.Dataset("mine", images, labels, images, labels[:3], ("a",), "memory")
