@@ -3,8 +3,8 @@
 Command:  JAXCNN_DATA_DIR=../shared/data python experiments/cifar10.py
 Smoke:    JAXCNN_DATA_DIR=../shared/data python experiments/cifar10.py --smoke   (seconds)
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2)
-Time:     about 142 s in all, 116 s of it training (README "Results")
-Result:   64.53% test accuracy (JPEG copy) after 15 epochs. Offline, ../shared/data holds only a
+Time:     about 145 s in all, 122 s of it training (README "Results")
+Result:   66.68% test accuracy (JPEG copy) after 15 epochs. Offline, ../shared/data holds only a
           JPEG copy of CIFAR-10 (quality 75); the printed data source says so, and any accuracy
           measured on it is a "JPEG copy" figure.
 

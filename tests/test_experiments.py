@@ -71,3 +71,17 @@ def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(mo
     assert "| 14x14x8 -> 16, 5x5, stride 1, pad 0 (LeNet's conv2) |" in printed
     rows = [line for line in printed.splitlines() if line.startswith("| 14x14x8") or line.startswith("| 37x37x10")]
     assert [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows] == ["column", "row"]
+
+
+def test_step_cost_smoke_prints_each_batch_size_and_the_fitted_line(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import step_cost
+
+    monkeypatch.setattr(sys, "argv", ["step_cost.py", "--smoke"])
+    step_cost.main()
+    printed = capsys.readouterr().out
+    assert "| batch | ms per step | us per image |" in printed
+    assert [
+        line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| 4 ") or line.startswith("| 8 ")
+    ] == ["| 4", "| 8"]
+    assert "least squares:" in printed and "ms per step +" in printed

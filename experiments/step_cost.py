@@ -1,0 +1,71 @@
+"""The training step's cost by batch size: a fixed part per step and a part per image.
+
+Command:  python experiments/step_cost.py [--batch-sizes 8,32,64,128] [--spec specs/lenet_mnist.json]
+Smoke:    python experiments/step_cost.py --smoke   (seconds)
+Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2)
+Time:     about 20 s
+Result:   milliseconds per step and microseconds per image at each batch size (medians of
+          interleaved windows), and the least-squares line ms/step = fixed + per-image x batch.
+          LeNet, 2026-11-26: 1.02, 2.62, 4.47, 7.48 ms at batch 8, 32, 64, 128 (128, 82, 70 and
+          58 us per image); fixed 0.82 ms per step, 53 us per image (README "Speed"). The same
+          measurement on a slower spell of the machine: 170, 106, 98, 84 us; 0.91 ms + 78 us.
+
+Each batch size gets its own Trainer (jaxcnn's real training step on random uint8 images), and
+every round times one epoch of each in turn, so a drift of the machine's speed touches all alike.
+The fixed part is what a small batch pays again at every step: about a hundred small XLA kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from jaxcnn.data import Preprocess
+from jaxcnn.model import Model
+from jaxcnn.train import TrainConfig, Trainer
+
+from common import ROOT, markdown_table, run_script
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default=str(ROOT / "specs" / "lenet_mnist.json"))
+    p.add_argument("--batch-sizes", default="8,32,64,128", help="comma-separated (default 8,32,64,128)")
+    p.add_argument("--images", type=int, default=4096, help="images per timed epoch (default 4096)")
+    p.add_argument("--rounds", type=int, default=7, help="timed epochs per batch size (default 7)")
+    p.add_argument("--smoke", action="store_true", help="batch sizes 4 and 8, 64 images, 1 round")
+    args = p.parse_args()
+    sizes = [4, 8] if args.smoke else [int(b) for b in args.batch_sizes.split(",")]
+    images, rounds = (64, 1) if args.smoke else (args.images, args.rounds)
+    model = Model.from_file(args.spec)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images, *model.input_shape), dtype=np.uint8)
+    y = rng.integers(0, model.output_shape[-1], images).astype(np.int32)
+    runs = {}
+    for batch in sizes:
+        trainer = Trainer(model, TrainConfig(batch_size=batch), Preprocess(), x, y, x[:batch], y[:batch])
+        state = trainer.init_state()
+        trainer.compile(state)
+        state, _, _ = trainer.run_epoch(state, 1)  # warm-up
+        runs[batch] = [trainer, jax.block_until_ready(state)]
+    ms_per_step: dict[int, list[float]] = {batch: [] for batch in sizes}
+    for _ in range(rounds):
+        for batch, run in runs.items():
+            start = time.perf_counter()
+            run[1], _, _ = run[0].run_epoch(run[1], 1)
+            jax.block_until_ready(run[1])
+            ms_per_step[batch].append((time.perf_counter() - start) / run[0].steps_per_epoch * 1e3)
+    medians = {batch: statistics.median(times) for batch, times in ms_per_step.items()}
+    per_image, fixed = np.polyfit(sizes, [medians[b] for b in sizes], 1)
+    rows = [[str(b), f"{medians[b]:.2f}", f"{1e3 * medians[b] / b:.1f}"] for b in sizes]
+    print(markdown_table(["batch", "ms per step", "us per image"], rows))
+    print(f"\nleast squares: {fixed:.2f} ms per step + {1e3 * per_image:.1f} us per image "
+          f"({model.spec.name}, medians of {rounds} interleaved epochs of {images} images)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_script(main)
