@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -60,13 +61,17 @@ def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monk
     assert "compilation cache: off" in printed  # main alone: only run_script turns the cache on
 
 
-def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(monkeypatch, capsys):
+def smoke_output(script: str, monkeypatch, capsys) -> str:
+    """What ``experiments/<script>.py --smoke`` prints (a script that needs no data)."""
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    import input_gradient_forms
+    module = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--smoke"])
+    module.main()
+    return capsys.readouterr().out
 
-    monkeypatch.setattr(sys, "argv", ["input_gradient_forms.py", "--smoke"])
-    input_gradient_forms.main()
-    printed = capsys.readouterr().out
+
+def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(monkeypatch, capsys):
+    printed = smoke_output("input_gradient_forms", monkeypatch, capsys)
     assert "| shape | column form | row form | XLA's transpose | chosen |" in printed
     assert "| 14x14x8 -> 16, 5x5, stride 1, pad 0 (LeNet's conv2) |" in printed
     rows = [line for line in printed.splitlines() if line.startswith("| 14x14x8") or line.startswith("| 37x37x10")]
@@ -74,14 +79,10 @@ def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(mo
 
 
 def test_step_cost_smoke_prints_each_batch_size_and_the_fitted_line(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    import step_cost
-
-    monkeypatch.setattr(sys, "argv", ["step_cost.py", "--smoke"])
-    step_cost.main()
-    printed = capsys.readouterr().out
+    printed = smoke_output("step_cost", monkeypatch, capsys)
     assert "| batch | ms per step | us per image |" in printed
-    assert [
-        line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| 4 ") or line.startswith("| 8 ")
-    ] == ["| 4", "| 8"]
+    assert [line.split(" | ")[0] for line in printed.splitlines() if line.startswith(("| 4 ", "| 8 "))] == [
+        "| 4",
+        "| 8",
+    ]
     assert "least squares:" in printed and "ms per step +" in printed
