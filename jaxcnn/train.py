@@ -232,12 +232,15 @@ class AccumulatedStep:
     gradient call per micro-batch, summed on the device, then one jitted optimizer update.
 
     The gradient is the same (the mean of the micro-batches' mean-loss gradients is the batch's);
-    only the rounding of the sum differs. Why: XLA's CPU convolutions get slower per image as
-    the batch grows, and unrolling the micro-batches inside one compiled step does not help
-    (XLA schedules them together): LeNet at batch 512 trained at 6-9k images/s as one compiled
-    step, with or without unrolled micro-batches of 128, and at 12-14k as four calls of 128 on a
-    2-core CPU (``experiments/profile_ops.py`` prints the comparison). The calls are dispatched
-    asynchronously, so Python stays off the critical path.
+    only the rounding of the sum differs. Why: a whole large step runs slower per image, mostly
+    from page faults: its buffers grow past what glibc's allocator keeps for reuse (blocks over
+    32 MiB, or 64 MiB in a worker thread's arena, go back to the operating system when freed), so
+    every step maps them afresh and faults them in page by page. ``experiments/step_cost.py
+    --whole`` measured LeNet's whole step at batch 256 and 512 with 8,535 and 19,852 minor faults
+    per step and 108-114 us per image, against 54 us and 0-471 faults as micro-batches of 128.
+    Unrolling the micro-batches inside one compiled step does not help (XLA schedules them
+    together and keeps their buffers alive at once). The calls are dispatched asynchronously, so
+    Python stays off the critical path.
     """
 
     def __init__(

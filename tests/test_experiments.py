@@ -80,7 +80,7 @@ def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(mo
 
 def test_step_cost_smoke_prints_each_batch_size_and_the_fitted_line(monkeypatch, capsys):
     printed = smoke_output("step_cost", monkeypatch, capsys)
-    assert "| batch | ms per step | us per image |" in printed
+    assert "| batch | ms per step | us per image | page faults per step |" in printed
     assert [line.split(" | ")[0] for line in printed.splitlines() if line.startswith(("| 4 ", "| 8 "))] == [
         "| 4",
         "| 8",
