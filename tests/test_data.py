@@ -197,7 +197,7 @@ def test_preprocess_fit_and_errors():
     np.testing.assert_allclose(plain.to_float(data.train_images), data.train_images / 255, rtol=1e-6)
 
 
-def test_channel_mean_std_from_histograms_equals_numpy():
+def test_channel_mean_std_from_integer_sums_equals_numpy():
     images = np.random.default_rng(0).integers(0, 256, (50, 7, 5, 3), dtype=np.uint8)
     images[..., 2] //= 7  # channels with different spreads
     mean, std = D.channel_mean_std(images)
