@@ -3,6 +3,7 @@
 Command:  python experiments/benchmark.py                     (PyTorch is measured if installed:
           pip install torch==2.13.0; otherwise it is skipped with a note)
           python experiments/benchmark.py --xla-defaults      (jaxcnn without its XLA options)
+          python experiments/benchmark.py --torch-device cuda (on a GPU machine: PyTorch on the GPU too)
 Smoke:    python experiments/benchmark.py --smoke              (seconds)
 Machine:  README "Speed" gives the table, the machine and the date it was measured.
 Result:   a Markdown table of img/s (median and spread over timed windows) and ratios, written
@@ -15,8 +16,9 @@ images, the step compiled with jaxcnn's XLA option, ``jaxcnn.compiling``; infere
 defaults, as jaxcnn evaluates); Flax and PyTorch through a plain step on a float batch (Flax with
 ``jax.jit``'s defaults, as a Flax user runs it). Compile time is measured separately (the
 training step, then the evaluation program) and kept out of the throughput. The machine's
-float32 matmul GFLOP/s (NumPy, 2048^2) is measured in the same run, so each figure can be read
-as a fraction of the machine's peak.
+float32 matmul GFLOP/s is measured in the same run (NumPy, 2048^2, on a CPU; JAX's default
+float32 matmul, 8192^2, on an accelerator), so each figure can be read as a fraction of the
+machine's peak. JAX runs on ``jax.devices()[0]``; PyTorch on ``--torch-device``.
 """
 
 from __future__ import annotations
@@ -51,15 +53,31 @@ def timed_windows(run_window: Callable[[], None], images_per_window: int, window
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
+def matmul_gflops(repeats: int = 5) -> tuple[float, str]:
+    """The best of ``repeats`` float32 matrix products, in GFLOP/s, and what was measured.
+
+    NumPy on a CPU; on an accelerator, a larger product through JAX on the device, the same
+    precision (XLA's default) as the networks' own float32 matrix products."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        n = 2048
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        product: Callable[[], Any] = lambda: a @ a  # noqa: E731
+        source = f"NumPy float32 matmul {n}^2"
+    else:
+        n = 8192
+        b = jax.random.normal(jax.random.key(0), (n, n), np.float32)
+        matmul = jax.jit(lambda m: m @ m)
+        product = lambda: matmul(b).block_until_ready()  # noqa: E731
+        source = f"JAX float32 matmul {n}^2 on {jax.default_backend()}"
+    product()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ a
+        product()
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best / 1e9, source
 
 
 def jaxcnn_train(model: Model, batch: int, steps: int, windows: int) -> tuple[dict[str, float], tuple[float, float]]:
@@ -156,7 +174,10 @@ def flax_train(batch: int, steps: int, windows: int) -> tuple[dict[str, float], 
     return timed_windows(train_window, batch * steps, windows), timed_windows(infer_window, batch * steps, windows)
 
 
-def torch_train(batch: int, steps: int, windows: int, threads: int) -> tuple[dict[str, float], dict[str, float]] | None:
+def torch_train(
+    batch: int, steps: int, windows: int, threads: int, device: str
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """PyTorch's img/s (train, inference) on ``device``, or None when PyTorch is not installed."""
     try:
         import torch
     except ImportError:
@@ -164,27 +185,31 @@ def torch_train(batch: int, steps: int, windows: int, threads: int) -> tuple[dic
     from torch import nn
 
     torch.set_num_threads(threads)
+    # Work on a GPU is queued; each window ends when the device has finished it, as JAX's do.
+    finish = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-    )  # fmt: skip
+    ).to(device)  # fmt: skip
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.rand(batch, 1, 28, 28)
-    y = torch.zeros(batch, dtype=torch.long)
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
 
     def train_window() -> None:
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             loss_fn(net(x), y).backward()
             optimizer.step()
+        finish()
 
     def infer_window() -> None:
         with torch.inference_mode():
             for _ in range(steps):
                 net(x)
+        finish()
 
     return timed_windows(train_window, batch * steps, windows), timed_windows(infer_window, batch * steps, windows)
 
@@ -196,6 +221,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8192, help="images per timed window (default 8192)")
     p.add_argument("--windows", type=int, default=5, help="timed windows per figure (default 5)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
+    p.add_argument("--torch-device", default="cpu", help="where PyTorch runs: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--out", default=str(ROOT / "benchmarks"), help="where results.json and results.md go")
     p.add_argument("--smoke", action="store_true", help="tiny windows: checks the script in seconds")
     p.add_argument("--xla-defaults", action="store_true",
@@ -207,16 +233,17 @@ def main() -> None:
     model = Model(load_spec(args.spec))
     # Forward, weight gradient and input gradient of every layer, except the first layer's input gradient.
     train_flops = 3 * sum(flops(layer) for layer in model.spec.layers) - flops(model.spec.layers[0])
-    gflops = matmul_gflops()
+    gflops, peak_source = matmul_gflops()
     rows: list[list[str]] = []
-    raw: dict[str, Any] = {"machine": machine(), "matmul_gflops": gflops, "spec": args.spec,
-                           "jaxcnn_compiler_options": compiler_options(), "results": []}  # fmt: skip
+    raw: dict[str, Any] = {"machine": machine(), "matmul_gflops": gflops, "matmul": peak_source, "spec": args.spec,
+                           "torch_device": args.torch_device, "jaxcnn_compiler_options": compiler_options(),
+                           "results": []}  # fmt: skip
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         steps = max(1, args.images // batch)
         ours, compile_seconds = jaxcnn_train(model, batch, steps, args.windows)
         ours_infer = jaxcnn_infer(model, batch, steps, args.windows)
         flax_fit, flax_infer = flax_train(batch, steps, args.windows)
-        torch_result = torch_train(batch, steps, args.windows, args.threads)
+        torch_result = torch_train(batch, steps, args.windows, args.threads, args.torch_device)
         torch_fit, torch_infer = torch_result if torch_result else (None, None)
         raw["results"].append(
             {
@@ -251,7 +278,8 @@ def main() -> None:
     torch_missing = raw["results"][0]["torch_train"] is None
     note = "\nPyTorch is not installed: its columns are skipped." if torch_missing else ""
     summary = (f"{model.spec.name}, Adam; median img/s (min-max) over {args.windows} windows of about {args.images} "
-               f"images; machine: {raw['machine']}; NumPy float32 matmul {gflops:.0f} GFLOP/s; 'of peak' = training "
+               f"images; machine: {raw['machine']}; PyTorch on {args.torch_device}; {peak_source} {gflops:.0f} "
+               f"GFLOP/s; 'of peak' = training "
                f"FLOPs ({train_flops / 1e6:.2f} MFLOP/img) / matmul peak; jaxcnn's XLA options: "
                f"{raw['jaxcnn_compiler_options'] or 'XLA defaults'}.{note}")  # fmt: skip
     print("\n" + summary + "\n\n" + table)
