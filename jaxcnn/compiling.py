@@ -7,7 +7,8 @@ strided slices, which XLA writes as interior padding) took 27 us per image with 
 and 5 with the older ones; the whole training step about 20% less time; compiling it about half
 the time (1.4 s instead of 2.8). ``experiments/benchmark.py --xla-defaults`` measures without it.
 Training programs use it; evaluation and prediction keep XLA's defaults, with which LeNet's
-inference ran about 10% faster (medians of 6 interleaved windows, batch 128 and 512).
+inference ran about 10% faster (medians of 6 interleaved windows, batch 128 and 512). On a GPU,
+training programs ask for XLA's deterministic kernels (``GPU_COMPILER_OPTIONS``).
 
 :func:`enable_compilation_cache` turns on JAX's persistent compilation cache, so a second run of
 the same network skips XLA's code generation (LeNet's training step: about 2.5 s compiling cold,
@@ -29,14 +30,26 @@ import jax
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 """XLA debug options for the CPU backend (see the module docstring)."""
 
+GPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_gpu_deterministic_ops": True}
+"""XLA debug options for GPUs: deterministic kernels (scatter-adds without atomics, convolution
+algorithms chosen among the deterministic ones), so that the same seed gives the same run bit for
+bit there too, as it does on the CPU. Without it, two runs of LeNet with the same seed on an H100
+differed in the 7th digit after a few steps (README "Devices" has the cost in speed)."""
+
 _use_defaults = False
 
 
 def compiler_options() -> dict[str, Any]:
-    """The options for the default backend: ``CPU_COMPILER_OPTIONS`` on the CPU, none elsewhere."""
-    if _use_defaults or jax.default_backend() != "cpu":
+    """The options for the default backend: ``CPU_COMPILER_OPTIONS`` on the CPU,
+    ``GPU_COMPILER_OPTIONS`` on a GPU, none elsewhere."""
+    if _use_defaults:
         return {}
-    return dict(CPU_COMPILER_OPTIONS)
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return dict(CPU_COMPILER_OPTIONS)
+    if backend in ("gpu", "cuda", "rocm"):
+        return dict(GPU_COMPILER_OPTIONS)
+    return {}
 
 
 def use_xla_defaults(defaults: bool = True) -> None:

@@ -136,13 +136,16 @@ def test_accumulated_step_interrupted_between_its_calls_starts_the_next_step_cle
 
 
 def test_trainer_accumulates_micro_batches_only_on_the_cpu_fast_path_step_loop(spec_file):
-    model = jaxcnn.Model.from_file(spec_file)
     images, labels = DATA.train_images[:256], DATA.train_labels[:256]
 
-    def trainer(**config):
+    def trainer(impl="auto", **config):
+        model = jaxcnn.Model.from_file(spec_file, impl)
         return Trainer(model, TrainConfig(batch_size=256, **config), Preprocess(), images, labels, images, labels)
 
-    assert isinstance(trainer(loop="step")._chunk, AccumulatedStep)
+    on_the_cpu = jax.default_backend() == "cpu"  # elsewhere "auto" means plain lax: no micro-batches
+    assert isinstance(trainer(loop="step")._chunk, AccumulatedStep) == on_the_cpu
+    assert isinstance(trainer("fast", loop="step")._chunk, AccumulatedStep)
+    assert not isinstance(trainer("lax", loop="step")._chunk, AccumulatedStep)
     assert not isinstance(trainer(loop="scan")._chunk, AccumulatedStep)
 
 
