@@ -44,7 +44,8 @@ stage() {  # stage NAME SECONDS COMMAND...: run it with a time limit, log it, pr
 
 stage devices 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
     python3 -c "import jax, jaxlib, flax, optax; print(\"jax\", jax.__version__, \"flax\", flax.__version__,
-    \"optax\", optax.__version__, jax.devices())"'
+    \"optax\", optax.__version__, jax.devices())";
+    python3 -c "import torch; print(\"torch\", torch.__version__, torch.cuda.is_available())"'
 tail -n 3 "$log"
 stage benchmark 150 python3 experiments/benchmark.py --torch-device "$torch_device" --out "$out/bench" "${smoke[@]}"
 tail -n 6 "$out/bench/results.md" 2>/dev/null

@@ -18,6 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The command line and experiment scripts the tests run would otherwise write XLA's compilation
 # cache under the user's home; tests of the cache give it a temporary folder.
 os.environ["JAXCNN_COMPILE_CACHE"] = "off"
+# On a GPU, JAX takes 75% of its memory at start by default, so a test's child process (tests that
+# count compilations or run the scripts) would start beside a test process holding most of it. The
+# compilation-counting test failed once on an H100 in the whole suite and passed alone; this is the
+# likely cause (not confirmed there: the device time ran out).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 @pytest.fixture(params=NETWORK_SPECS, ids=[p.stem for p in NETWORK_SPECS])

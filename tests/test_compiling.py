@@ -29,6 +29,28 @@ def test_cpu_programs_get_jaxcnn_options_until_defaults_are_asked_for():
     assert compiling.compiler_options() == compiling.CPU_COMPILER_OPTIONS
 
 
+def test_gpu_programs_get_deterministic_kernels_and_other_backends_no_options(monkeypatch):
+    for backend, expected in [("gpu", compiling.GPU_COMPILER_OPTIONS), ("tpu", {})]:
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        assert compiling.compiler_options() == expected
+    assert compiling.GPU_COMPILER_OPTIONS == {"xla_gpu_deterministic_ops": True}
+
+
+def test_train_command_xla_defaults_option_compiles_training_without_jaxcnn_options(monkeypatch, tmp_path):
+    import jaxcnn.runs
+    from jaxcnn.cli import main
+
+    seen = []
+    monkeypatch.setattr(jaxcnn.runs, "train_run", lambda *args, **kwargs: seen.append(compiling.compiler_options()))
+    command = ["train", "specs/lenet_mnist.json", "--dataset", "mnist", "--out", str(tmp_path / "run")]
+    try:
+        assert main([*command, "--xla-defaults"]) == 0
+        assert main(command) == 0
+    finally:
+        compiling.use_xla_defaults(False)
+    assert seen == [{}, compiling.CPU_COMPILER_OPTIONS]
+
+
 def test_jit_compiles_with_the_options_and_passes_jit_arguments_through():
     def f(x, scale):
         return jnp.sin(x) * scale
