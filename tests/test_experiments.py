@@ -61,11 +61,11 @@ def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monk
     assert "compilation cache: off" in printed  # main alone: only run_script turns the cache on
 
 
-def smoke_output(script: str, monkeypatch, capsys) -> str:
-    """What ``experiments/<script>.py --smoke`` prints (a script that needs no data)."""
+def smoke_output(script: str, monkeypatch, capsys, *args: str) -> str:
+    """What ``experiments/<script>.py [args] --smoke`` prints (a script that needs no data)."""
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     module = importlib.import_module(script)
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--smoke"])
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args, "--smoke"])
     module.main()
     return capsys.readouterr().out
 
@@ -86,3 +86,15 @@ def test_step_cost_smoke_prints_each_batch_size_and_the_fitted_line(monkeypatch,
         "| 8",
     ]
     assert "least squares:" in printed and "ms per step +" in printed
+
+
+def test_xla_options_smoke_times_each_variant_against_jaxcnn_and_reports_a_rejected_option(monkeypatch, capsys):
+    from jaxcnn import compiling
+
+    own = dict(compiling.CPU_COMPILER_OPTIONS)
+    printed = smoke_output("xla_options", monkeypatch, capsys, "xla_cpu_use_xnnpack=true", "no_such_option=1")
+    rows = {line.split(" | ")[0]: line for line in printed.splitlines() if line.startswith("| ")}
+    assert rows["| jaxcnn"].split(" | ")[3] == "1.000"  # jaxcnn against itself
+    assert float(rows["| + xla_cpu_use_xnnpack=True"].split(" | ")[3]) > 0
+    assert "rejected: INVALID_ARGUMENT" in rows["| + no_such_option=1"]
+    assert own == compiling.CPU_COMPILER_OPTIONS  # the variants' options are not left behind
