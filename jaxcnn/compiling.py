@@ -31,10 +31,10 @@ CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 """XLA debug options for the CPU backend (see the module docstring)."""
 
 GPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_gpu_deterministic_ops": True}
-"""XLA debug options for GPUs: deterministic kernels (scatter-adds without atomics, convolution
-algorithms chosen among the deterministic ones), so that the same seed gives the same run bit for
-bit there too, as it does on the CPU. Without it, two runs of LeNet with the same seed on an H100
-differed in the 7th digit after a few steps (README "Devices" has the cost in speed)."""
+"""XLA debug options for GPUs: only kernels whose results are the same from run to run, so that
+the same seed gives the same run bit for bit there too, as it does on the CPU. Without it, two
+runs of LeNet with the same seed on an H100 differed in the 7th digit after a few steps (README
+"Devices" has the cost in speed)."""
 
 _use_defaults = False
 
