@@ -33,7 +33,7 @@ CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 GPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_gpu_deterministic_ops": True}
 """XLA debug options for GPUs: only kernels whose results are the same from run to run, so that
 the same seed gives the same run bit for bit there too, as it does on the CPU. Without it, two
-runs of LeNet with the same seed on an H100 differed in the 7th digit after a few steps (README
+training runs of a small network with the same seed on an H100 differed in the 7th digit (README
 "Devices" has the cost in speed)."""
 
 _use_defaults = False
