@@ -39,7 +39,7 @@ from jaxcnn.model import Model, flops
 from jaxcnn.spec import load_spec
 from jaxcnn.train import TrainConfig, Trainer
 
-from common import ROOT, machine, markdown_table
+from common import ROOT, machine, markdown_table, random_training_data
 
 
 def timed_windows(run_window: Callable[[], None], images_per_window: int, windows: int) -> dict[str, float]:
@@ -87,9 +87,7 @@ def jaxcnn_train(model: Model, batch: int, steps: int, windows: int) -> tuple[di
     evaluation were (they compile side by side, ``Trainer.compile``)."""
     import jax
 
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch * steps, *model.input_shape), dtype=np.uint8)
-    labels = rng.integers(0, 10, batch * steps).astype(np.int32)
+    images, labels = random_training_data(model, batch * steps)
     trainer = Trainer(model, TrainConfig(batch_size=batch, eval_batch_size=batch), Preprocess(), images, labels,
                       images[:batch], labels[:batch])  # fmt: skip
     state = trainer.init_state()

@@ -11,11 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jaxcnn.data import Dataset, load_dataset
+import jax
+import numpy as np
+
+from jaxcnn.data import Dataset, Preprocess, load_dataset
 from jaxcnn.model import Model
 from jaxcnn.runs import train_run
 from jaxcnn.spec import load_spec
-from jaxcnn.train import TrainConfig
+from jaxcnn.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +45,37 @@ def smoke_subset(data: Dataset) -> Dataset:
         test_labels=data.test_labels[:SMOKE_TEST],
         source=data.source + f" (smoke subset: {SMOKE_TRAIN} train, {SMOKE_TEST} test)",
     )
+
+
+def random_training_data(model: Model, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random uint8 images and int32 labels shaped for ``model`` (seed 0): data to time, not to learn."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, *model.input_shape), dtype=np.uint8)
+    return images, rng.integers(0, model.output_shape[-1], count).astype(np.int32)
+
+
+@dataclass
+class TimedRun:
+    """jaxcnn's real training path (``Trainer``) on fixed data, compiled, timed one epoch at a time."""
+
+    trainer: Trainer
+    state: Any
+    compile_seconds: float
+
+    @classmethod
+    def compiled(cls, model: Model, batch: int, images: np.ndarray, labels: np.ndarray) -> TimedRun:
+        """A Trainer at ``batch`` with its step and evaluation compiled (no epoch run yet)."""
+        trainer = Trainer(model, TrainConfig(batch_size=batch), Preprocess(), images, labels, images[:batch],
+                          labels[:batch])  # fmt: skip
+        state = trainer.init_state()
+        return cls(trainer, state, trainer.compile(state))
+
+    def epoch_seconds(self) -> float:
+        """Run one more epoch, keep its state, and return its wall time (until the device is done)."""
+        start = time.perf_counter()
+        self.state, _, _ = self.trainer.run_epoch(self.state, 1)
+        jax.block_until_ready(self.state)
+        return time.perf_counter() - start
 
 
 def machine() -> str:

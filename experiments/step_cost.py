@@ -23,17 +23,13 @@ import argparse
 import ctypes
 import resource
 import statistics
-import time
 
-import jax
 import numpy as np
 
 from jaxcnn import train
-from jaxcnn.data import Preprocess
 from jaxcnn.model import Model
-from jaxcnn.train import TrainConfig, Trainer
 
-from common import ROOT, markdown_table, run_script
+from common import ROOT, TimedRun, markdown_table, random_training_data, run_script
 
 
 def keep_freed_memory(one_arena: bool) -> None:
@@ -79,28 +75,20 @@ def main() -> None:
     sizes = [4, 8] if args.smoke else [int(b) for b in args.batch_sizes.split(",")]
     images, rounds = (64, 1) if args.smoke else (args.images, args.rounds)
     model = Model.from_file(args.spec)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (images, *model.input_shape), dtype=np.uint8)
-    y = rng.integers(0, model.output_shape[-1], images).astype(np.int32)
-    runs = {}
-    for batch in sizes:
-        trainer = Trainer(model, TrainConfig(batch_size=batch), Preprocess(), x, y, x[:batch], y[:batch])
-        state = trainer.init_state()
-        trainer.compile(state)
-        state, _, _ = trainer.run_epoch(state, 1)  # warm-up
-        runs[batch] = [trainer, jax.block_until_ready(state)]
+    x, y = random_training_data(model, images)
+    runs = {batch: TimedRun.compiled(model, batch, x, y) for batch in sizes}
+    for run in runs.values():
+        run.epoch_seconds()  # warm-up
     ms_per_step: dict[int, list[float]] = {batch: [] for batch in sizes}
     faults = dict.fromkeys(sizes, 0)
     for _ in range(rounds):
         for batch, run in runs.items():
-            faults_before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-            run[1], _, _ = run[0].run_epoch(run[1], 1)
-            jax.block_until_ready(run[1])
-            ms_per_step[batch].append((time.perf_counter() - start) / run[0].steps_per_epoch * 1e3)
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            ms_per_step[batch].append(run.epoch_seconds() / run.trainer.steps_per_epoch * 1e3)
             faults[batch] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     medians = {batch: statistics.median(times) for batch, times in ms_per_step.items()}
     per_image, fixed = np.polyfit(sizes, [medians[b] for b in sizes], 1)
-    steps = {b: rounds * runs[b][0].steps_per_epoch for b in sizes}
+    steps = {b: rounds * runs[b].trainer.steps_per_epoch for b in sizes}
     rows = [[str(b), f"{medians[b]:.2f}", f"{1e3 * medians[b] / b:.1f}", f"{faults[b] / steps[b]:,.0f}"] for b in sizes]
     print(markdown_table(["batch", "ms per step", "us per image", "page faults per step"], rows))
     print(f"\nleast squares: {fixed:.2f} ms per step + {1e3 * per_image:.1f} us per image "

@@ -20,18 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from typing import Any
 
-import jax
-import numpy as np
-
 from jaxcnn import compiling
-from jaxcnn.data import Preprocess
 from jaxcnn.model import Model
-from jaxcnn.train import TrainConfig, Trainer
 
-from common import ROOT, markdown_table, run_script
+from common import ROOT, TimedRun, markdown_table, random_training_data, run_script
 
 # Every variant compiles cold, jaxcnn's own too, so the compile column compares like with like.
 os.environ["JAXCNN_COMPILE_CACHE"] = "off"
@@ -61,27 +55,23 @@ def main() -> None:
     args = p.parse_args()
     batch, images, rounds = (8, 64, 1) if args.smoke else (args.batch_size, args.images, args.rounds)
     model = Model.from_file(args.spec)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (images, *model.input_shape), dtype=np.uint8)
-    y = rng.integers(0, model.output_shape[-1], images).astype(np.int32)
+    x, y = random_training_data(model, images)
     own = dict(compiling.CPU_COMPILER_OPTIONS)
     variants: dict[str, dict[str, Any]] = {"jaxcnn": {}}
     variants |= {f"+ {name}={value}": {name: value} for name, value in map(parse_option, args.options)}
-    runs: dict[str, list[Any]] = {}
+    runs: dict[str, TimedRun] = {}
     rejected: list[list[str]] = []
     try:
         for label, extra in variants.items():
             compiling.CPU_COMPILER_OPTIONS.clear()
             compiling.CPU_COMPILER_OPTIONS.update({**own, **extra})  # read when each Trainer is built
-            trainer = Trainer(model, TrainConfig(batch_size=batch), Preprocess(), x, y, x[:batch], y[:batch])
             try:
-                state = trainer.init_state()
-                seconds = trainer.compile(state)
+                run = TimedRun.compiled(model, batch, x, y)
             except Exception as err:  # XLA's INVALID_ARGUMENT for an option this jaxlib lacks
                 rejected.append([label, "-", "-", "-", "rejected: " + str(err).splitlines()[0][:100]])
                 continue
-            state, _, _ = trainer.run_epoch(state, 1)  # warm-up
-            runs[label] = [trainer, jax.block_until_ready(state), seconds]
+            run.epoch_seconds()  # warm-up
+            runs[label] = run
     finally:
         compiling.CPU_COMPILER_OPTIONS.clear()
         compiling.CPU_COMPILER_OPTIONS.update(own)
@@ -89,14 +79,11 @@ def main() -> None:
     rates: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
         for label, run in runs.items():
-            start = time.perf_counter()
-            run[1], _, _ = run[0].run_epoch(run[1], 1)
-            jax.block_until_ready(run[1])
-            rates[label].append(images / (time.perf_counter() - start))
+            rates[label].append(images / run.epoch_seconds())
     for label, r in rates.items():
         paired = statistics.median(a / b for a, b in zip(r, rates["jaxcnn"], strict=True))
-        rows.append([label, f"{runs[label][2]:.2f}", f"{statistics.median(r):,.0f} ({min(r):,.0f}-{max(r):,.0f})",
-                     f"{paired:.3f}", ""])  # fmt: skip
+        rows.append([label, f"{runs[label].compile_seconds:.2f}",
+                     f"{statistics.median(r):,.0f} ({min(r):,.0f}-{max(r):,.0f})", f"{paired:.3f}", ""])  # fmt: skip
     print(markdown_table(["variant", "compile (s)", "img/s", "vs jaxcnn (paired median)", "note"], rows + rejected))
     print(f"\n{model.spec.name}, batch {batch}, {rounds} interleaved rounds of {images} images; "
           f"jaxcnn's options: {own}")  # fmt: skip
