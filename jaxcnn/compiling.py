@@ -47,7 +47,7 @@ def compiler_options() -> dict[str, Any]:
     backend = jax.default_backend()
     if backend == "cpu":
         return dict(CPU_COMPILER_OPTIONS)
-    if backend == "gpu":  # CUDA and ROCm alike (on the H100: "gpu")
+    if backend in ("gpu", "cuda", "rocm"):
         return dict(GPU_COMPILER_OPTIONS)
     return {}
 
