@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import NetworkSpec, SpecError, load_spec
 
 # Kept in step with jaxcnn.train and jaxcnn.data without importing JAX at start-up.
@@ -22,25 +23,6 @@ DATA_DIR_ENV = "JAXCNN_DATA_DIR"
 
 class UsageError(Exception):
     """Arguments that do not go together."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, not a bug: shown as one line, without a traceback."""
-    errors: list[type[BaseException]] = [SpecError]
-    loaded = (
-        ("jaxcnn.data", "DataError"),
-        ("jaxcnn.runs", "RunError"),
-        ("jaxcnn.model", "InputShapeError"),
-        ("jaxcnn.train", "ConfigError"),
-        ("jaxcnn.parallel", "DeviceError"),
-        ("jaxcnn.checkpoint", "CheckpointError"),
-        ("jaxcnn.memory", "OutOfMemoryError"),
-    )
-    for module, name in loaded:
-        mod = sys.modules.get(module)
-        if mod is not None:
-            errors.append(getattr(mod, name))
-    return tuple(errors)
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -354,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except UsageError as err:
         parser.error(str(err))
-    except _user_errors() as err:
+    except JaxcnnError as err:
         print(f"error: {err}", file=sys.stderr)
         return 130 if type(err).__name__ == "TrainingInterruptedError" else 1
     except KeyboardInterrupt:

@@ -19,12 +19,17 @@ Decoded arrays are cached as ``.npy`` files under ``JAXCNN_CACHE_DIR`` (default
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
 import io
 import os
+import stat
+import sys
 import tarfile
+import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -32,9 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.errors import JaxcnnError
+
 DATA_DIR_ENV = "JAXCNN_DATA_DIR"
 CACHE_DIR_ENV = "JAXCNN_CACHE_DIR"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_IMAGE_BYTES = 64 * 2**20
+"""The largest image file read (folder data sets, ``predict``): far above any photo, far below a mistake."""
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = (
@@ -52,7 +61,7 @@ CIFAR10_JPEG = "cifar10_jpeg.tar.gz"
 BUILTIN = ("mnist", "fashion_mnist", "cifar10")
 
 
-class DataError(Exception):
+class DataError(JaxcnnError):
     """A data set that cannot be loaded; the message names the file and what to do."""
 
 
@@ -146,7 +155,17 @@ def verify(path: Path, expected: str, dataset: str) -> None:
 
 def cache_dir() -> Path:
     """Where decoded arrays and downloads are kept."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "jaxcnn")
+    chosen = os.environ.get(CACHE_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    try:
+        return Path.home() / ".cache" / "jaxcnn"
+    except RuntimeError:  # no HOME and no user database entry
+        return Path(tempfile.gettempdir()) / f"jaxcnn-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _download(name: str, files: list[str]) -> dict[str, Path]:
@@ -248,15 +267,76 @@ def read_cifar10_binary(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _decode_image(data: bytes, where: str) -> np.ndarray:
+def _eight_bit(image: Any, where: str) -> Any:
+    """``image`` with 8-bit samples: 16-bit grey (PNG) is scaled by 255/65535, never clipped to 0/255.
+
+    Samples with no fixed range (32-bit integers or floats, outside PNG) are refused.
+    """
+    from PIL import Image
+
+    sixteen = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+    if sixteen:
+        values = np.asarray(image).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(f"{where}: 16-bit image with samples outside 0-65535")
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise DataError(
+            f"{where}: {kind} samples have no fixed range to scale to 0-255; save the image as an 8- or 16-bit "
+            "PNG or a JPEG"
+        )
+    return image
+
+
+def _open_image(source: Path | bytes, where: str) -> Any:
+    """Decode a PNG or JPEG (a file or its bytes) to a loaded PIL image of 8-bit samples, or a DataError.
+
+    Regular files of at most MAX_IMAGE_BYTES only, and at most PIL's MAX_IMAGE_PIXELS: a folder, FIFO,
+    device or decompression bomb among the images is a clear error, not a hang or a memory blow-up.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(source, Path):
+        check_image_file(source)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
+                image.load()
+                return _eight_bit(image, where)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(
+            f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, the limit PIL sets against decompression "
+            "bombs; shrink the image first"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{where}: not a readable PNG or JPEG image ({err})") from None
+
+
+def check_image_file(path: Path) -> None:
+    """A DataError unless ``path`` is a regular file (after symbolic links) of at most MAX_IMAGE_BYTES."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        kind = "a symbolic link to nothing; remove it or point it at an image" if path.is_symlink() else "no such file"
+        raise DataError(f"{path}: {kind}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise DataError(f"{path}: is {kind}, not an image file; move it out of the way")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise DataError(
+            f"{path}: {info.st_size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image may have; shrink it first"
+        )
+
+
+def _decode_image(data: bytes, where: str) -> np.ndarray:
+    image = _open_image(data, where)
+    array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -265,7 +345,11 @@ def _folder_entries(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
     if root.is_dir():
         for path in sorted(root.glob("*/*/*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.parts[-3] in ("train", "test"):
-                yield path.parts[-3], path.parts[-2], str(path), path.read_bytes()
+                check_image_file(path)
+                try:
+                    yield path.parts[-3], path.parts[-2], str(path), path.read_bytes()
+                except OSError as err:
+                    raise DataError(f"{path}: cannot be read ({err.strerror})") from None
         return
     try:
         with tarfile.open(root) as tar:
@@ -273,6 +357,11 @@ def _folder_entries(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
                 parts = PurePosixPath(member.name).parts
                 is_image = PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES
                 if member.isfile() and is_image and len(parts) >= 3 and parts[-3] in ("train", "test"):
+                    if member.size > MAX_IMAGE_BYTES:
+                        raise DataError(
+                            f"{root}:{member.name}: {member.size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an "
+                            "image may have"
+                        )
                     f = tar.extractfile(member)
                     yield parts[-3], parts[-2], f"{root}:{member.name}", f.read() if f else b""
     except (tarfile.TarError, OSError, EOFError) as err:
@@ -371,6 +460,9 @@ def _load_with_tfds(name: str, data_dir: Path | None) -> Dataset:
 
 
 def _read_cache(path: Path, source: str) -> Dataset | None:
+    """The cached arrays, or None when there are none; a damaged cache file is deleted (and said so)."""
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             return Dataset(
@@ -382,14 +474,18 @@ def _read_cache(path: Path, source: str) -> Dataset | None:
                 class_names=tuple(str(c) for c in z["class_names"]),
                 source=source,
             )
-    except (OSError, KeyError, ValueError, EOFError):
-        return None  # a damaged cache is ignored and rewritten
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, DataError) as err:
+        _warn(f"{path}: the cached arrays are damaged ({type(err).__name__}); deleted, decoding the data again")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
 
 def _write_cache(path: Path, data: Dataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Keep the decoded arrays for next time; a cache folder that cannot be written only costs time."""
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(
             tmp,
             name=data.name,
@@ -400,14 +496,17 @@ def _write_cache(path: Path, data: Dataset) -> None:
             class_names=np.asarray(data.class_names),
         )
         os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs time
+    except OSError as err:
+        _warn(f"cannot cache the decoded arrays in {path.parent} ({err.strerror}); set {CACHE_DIR_ENV} to a "
+              "writable folder to load faster next time")  # fmt: skip
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _cached(key: str, source: str, decode: Callable[[], Dataset]) -> Dataset:
     """The decoded data set from the array cache, or decode it and fill the cache."""
     path = cache_dir() / "arrays" / f"{key}.npz"
-    data = _read_cache(path, source) if path.exists() else None
+    data = _read_cache(path, source)
     if data is None:
         data = replace(decode(), source=source)
         _write_cache(path, data)
@@ -548,20 +647,17 @@ def channel_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_image_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     """A PNG or JPEG file as uint8 HxWxC of ``shape``: converted to grey or RGB and resized if needed."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     height, width, channels = shape
+    image = _open_image(Path(path), str(path))
     try:
-        with Image.open(path) as original:
-            converted = original.convert("L" if channels == 1 else "RGB")
+        converted = image.convert("L" if channels == 1 else "RGB")
         if converted.size != (width, height):
             converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(converted, np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable PNG or JPEG image ({err})") from None
-    return array.reshape(height, width, channels)
+    return np.asarray(converted, np.uint8).reshape(height, width, channels)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

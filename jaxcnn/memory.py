@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from jaxcnn.errors import JaxcnnError
 from jaxcnn.model import param_count
 from jaxcnn.spec import NetworkSpec
 
@@ -12,7 +13,7 @@ FLOAT_BYTES = 4
 OPTIMIZER_COPIES = 4  # parameters, gradients, and Adam's two moments
 
 
-class OutOfMemoryError(Exception):
+class OutOfMemoryError(JaxcnnError):
     """The estimated memory of a network or run exceeds what the machine has."""
 
 

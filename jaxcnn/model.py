@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxcnn import fast
 from jaxcnn import layers as L
+from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import AnyLayer, ConvLayer, DenseLayer, NetworkSpec, PoolLayer, Shape, load_spec
 
 Params = dict[str, dict[str, jax.Array]]
@@ -27,7 +28,7 @@ TRUNCATED_NORMAL_STD = 0.87962566103423978
 """Standard deviation of a standard normal truncated to [-2, 2], which LeCun-normal divides by."""
 
 
-class InputShapeError(ValueError):
+class InputShapeError(JaxcnnError, ValueError):
     """An input batch whose shape or dtype does not match the spec's input."""
 
 

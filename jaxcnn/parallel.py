@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcnn.errors import JaxcnnError
+
 
 def initialize_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
     """Join a multi-process (multi-host) JAX job before anything else touches JAX's devices.
@@ -43,7 +45,7 @@ def fetch(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
 
 
-class DeviceError(ValueError):
+class DeviceError(JaxcnnError, ValueError):
     """A device count or batch size that the machine's devices cannot serve."""
 
 

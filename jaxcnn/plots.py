@@ -19,6 +19,8 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Names come from specs and data sets: draw "$" as a dollar sign, never as math text that may not parse.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -4,7 +4,8 @@ A run directory holds ``config.json`` (spec, data set, preprocessing, hyperparam
 versions, devices), ``metrics.jsonl`` (one line per epoch), ``checkpoints/`` (orbax: the latest
 and the best epoch) and ``curves.png``. Files are written to a temporary name and renamed, so
 a crash never leaves half a file, and an existing run is never replaced without ``overwrite``.
-Everything that can fail (spec, data, compilation) is checked before the directory is touched.
+Everything that can fail (spec, data, compilation) is checked before the directory is touched;
+:mod:`jaxcnn.run_folder` keeps one writer per run and stages a new run until its first epoch is saved.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import sys
 import threading
@@ -32,6 +32,7 @@ import numpy as np
 from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
 from jaxcnn.model import Model, Params
 from jaxcnn.parallel import fetch
+from jaxcnn.run_folder import RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState
 
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
 
 RUN_FORMAT = "jaxcnn.run/1"
 PREDICT_BATCH = 1000
-
-
-class RunError(Exception):
-    """A run directory that cannot be created, resumed or loaded; the message says what to do."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -85,7 +82,35 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise RunError(f"{path}: unreadable ({err}); the run cannot be resumed or loaded") from None
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise RunError(f"{path}: not a {RUN_FORMAT} config")
+    _check_config_fields(config, path)
     return config
+
+
+_CONFIG_FIELDS: tuple[tuple[str, str, type | tuple[type, ...]], ...] = (
+    ("spec", "", dict),
+    ("dataset", "", dict),
+    ("dataset", "name", str),
+    ("dataset", "class_names", list),
+    ("dataset", "image_shape", list),
+    ("preprocess", "", dict),
+    ("train", "", dict),
+)
+
+
+def _check_config_fields(config: dict[str, Any], path: Path) -> None:
+    """The fields jaxcnn reads from a run's config.json are there and of the right kind (it may be hand-edited)."""
+    for key, sub, kind in _CONFIG_FIELDS:
+        value = config.get(key) if not sub else config[key].get(sub)
+        if not isinstance(value, kind):
+            field = f"{key}.{sub}" if sub else key
+            found = "missing" if value is None else f"a {type(value).__name__}"
+            raise RunError(
+                f"{path}: field '{field}' is {found}, expected a {getattr(kind, '__name__', kind)}; config.json was "
+                "edited by hand or by another program: restore it from a copy"
+            )
+    names, shape = config["dataset"]["class_names"], config["dataset"]["image_shape"]
+    if not all(isinstance(n, str) for n in names) or not (len(shape) == 3 and all(isinstance(n, int) for n in shape)):
+        raise RunError(f"{path}: 'dataset.class_names' must be strings and 'dataset.image_shape' three integers")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
@@ -94,9 +119,27 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines()
     except (OSError, ValueError) as err:
         raise RunError(f"{path}: unreadable ({err}); jaxcnn writes it whole, so it was changed from outside") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            row, problem = None, f"not JSON ({err})"
+        else:
+            problem = "not a metrics row (an object with an integer 'epoch' and numbers)"
+        ok = isinstance(row, dict) and isinstance(row.get("epoch"), int)
+        if not ok or not all(isinstance(v, (int, float)) for v in row.values()):
+            raise RunError(
+                f"{path}, line {number}: {problem}; jaxcnn writes this file whole, so it was changed from outside: "
+                "restore it from a copy"
+            )
+        rows.append(row)
+    return rows
 
 
 def write_metrics(run_dir: Path, metrics: list[dict[str, float]]) -> None:
@@ -105,7 +148,26 @@ def write_metrics(run_dir: Path, metrics: list[dict[str, float]]) -> None:
 
 
 def spec_from_config(config: dict[str, Any], run_dir: Path) -> NetworkSpec:
-    return parse_spec(config["spec"], f"{run_dir / 'config.json'}: spec")
+    """The run's network, checked against the run's class names (one output per class)."""
+    spec = parse_spec(config["spec"], f"{run_dir / 'config.json'}: spec")
+    classes = len(config["dataset"]["class_names"])
+    if spec.output_shape != (classes,):
+        raise RunError(
+            f"{run_dir / 'config.json'}: the network has {'x'.join(map(str, spec.output_shape))} outputs but "
+            f"'dataset.class_names' lists {classes} classes; config.json was edited: restore it from a copy"
+        )
+    return spec
+
+
+def check_spec_matches(model: Model, params: Params, run_dir: Path, epoch: int) -> None:
+    """A RunError when the checkpoint's weights do not fit the spec recorded in config.json (an edited spec)."""
+    try:
+        model.check_params(params)
+    except ValueError as err:
+        raise RunError(
+            f"{run_dir / 'config.json'}: its spec does not match the checkpoint of epoch {epoch}: {err}. The spec "
+            "in config.json was changed after training; restore config.json from a copy"
+        ) from None
 
 
 @dataclass
@@ -165,11 +227,8 @@ def train_run(
             f"{run_dir}: writing a run directory from {jax.process_count()} processes is not supported yet "
             "(checkpoints would need a shared file system); train with out=None, see experiments/multi_process.py"
         )
-    if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise RunError(
-            f"{run_dir}: already exists and is not empty. Pass --resume {run_dir} to continue it, "
-            "--overwrite to replace it, or choose another --out"
-        )
+    if run_dir is not None:
+        check_out(run_dir, overwrite)
     if not isinstance(spec, NetworkSpec):
         spec = load_spec(spec)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
@@ -195,8 +254,12 @@ def train_run(
         "command": sys.argv,
     }
     stops = _Stops(stop_at_accuracy, stop_after_epochs, on_epoch)
-    return _run(spec, data, preprocess, config, run_dir, record, 0, [], None, progress, verbose, stops, started,
-                data_seconds, overwrite)  # fmt: skip
+    with _writing(run_dir) as lock:
+        if run_dir is not None:
+            check_out(run_dir, overwrite)  # again, now that no one else can be writing it
+        session = _Session(spec, data, preprocess, config, run_dir, record, progress, verbose, stops, started,
+                           data_seconds, lock)  # fmt: skip
+        return _run(session, 0, [], None)
 
 
 def resume_run(
@@ -215,6 +278,21 @@ def resume_run(
     """
     started = time.perf_counter()
     run_dir = Path(out)
+    read_config(run_dir)  # a clear error for a folder that is not a run, before anything is created
+    with _writing(run_dir) as lock:
+        return _resume_locked(run_dir, started, epochs, data_dir, dataset, progress, verbose, lock)
+
+
+def _resume_locked(
+    run_dir: Path,
+    started: float,
+    epochs: int | None,
+    data_dir: str | Path | None,
+    dataset: Dataset | None,
+    progress: bool,
+    verbose: bool,
+    lock: RunLock | None,
+) -> RunResult:
     record = read_config(run_dir)
     spec = spec_from_config(record, run_dir)
     train = dict(record["train"])
@@ -225,11 +303,64 @@ def resume_run(
     data = dataset if dataset is not None else load_dataset(record["dataset"]["name"], data_dir)
     preprocess = Preprocess.from_dict(record["preprocess"])
     data_seconds = time.perf_counter() - started
-    checkpoints = _checkpoints(run_dir)
+    metrics = read_metrics(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        raise RunError(
+            f"{run_dir / 'checkpoints'}: missing, so there is no epoch to resume from "
+            f"(metrics.jsonl records {len(metrics)}). Nothing was changed; to train this network again from "
+            f"epoch 1, start a new run: jaxcnn train SPEC --out {run_dir} --overwrite (with the same settings)"
+        )
+    checkpoints = _checkpoints(run_dir, create=False)
     latest = checkpoints.latest_epoch()
-    metrics = [m for m in read_metrics(run_dir) if latest is not None and m["epoch"] <= latest]
-    return _run(spec, data, preprocess, config, run_dir, record, latest or 0, metrics, checkpoints, progress,
-                verbose, _Stops(), started, data_seconds, False)  # fmt: skip
+    if latest is None:
+        raise RunError(
+            f"{run_dir / 'checkpoints'}: holds no complete checkpoint, so there is no epoch to resume from. "
+            f"Nothing was changed; start the run again: jaxcnn train SPEC --out {run_dir} --overwrite"
+        )
+    session = _Session(spec, data, preprocess, config, run_dir, record, progress, verbose, _Stops(), started,
+                       data_seconds, lock)  # fmt: skip
+    return _run(session, latest, metrics, checkpoints)
+
+
+@contextlib.contextmanager
+def _writing(run_dir: Path | None) -> Iterator[RunLock | None]:
+    """Hold ``run_dir``'s lock (none without a run directory) and finish what a killed writer left."""
+    if run_dir is None:
+        yield None
+        return
+    with RunLock(run_dir) as lock:
+        for note in finish_interrupted_writes(run_dir):
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        yield lock
+
+
+def check_out(run_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, an existing run without ``overwrite``, or, even with it, anything
+    that is not a jaxcnn run (``--overwrite`` must never empty a folder of someone's files)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: is a file, not a folder; choose another --out for the run")
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    if not entries:
+        return
+    if not overwrite:
+        raise RunError(
+            f"{run_dir}: already exists and is not empty. Pass --resume {run_dir} to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+    try:
+        read_config(run_dir)
+    except RunError as err:
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise RunError(
+            f"{run_dir}: --overwrite replaces only a jaxcnn run, and this folder is not one ({err}); it holds "
+            f"{shown}. Nothing was changed: choose another --out"
+        ) from None
+    here, target = absolute(Path.cwd()), absolute(run_dir)
+    if here == target or target in here.parents:
+        raise RunError(
+            f"{run_dir}: --overwrite would replace the folder you are working in ({here}); "
+            f"cd to another folder and give --out {target}"
+        )
 
 
 class TrainingInterruptedError(RunError):
@@ -246,7 +377,10 @@ def _resume_hint(stop: EpochInterruptedError, run_dir: Path | None, last_saved: 
         return where
     if last_saved:
         return f"{where}, the run is resumable from epoch {last_saved}: jaxcnn train --resume {run_dir}"
-    return f"{where} and no epoch was complete yet: start it again (with --overwrite) to train it"
+    return (
+        f"{where}. No epoch was complete yet, so nothing of the new run was kept and {run_dir} is as it was "
+        "before: start the training again"
+    )
 
 
 @contextlib.contextmanager
@@ -295,70 +429,86 @@ def _check_classes(spec: NetworkSpec, data: Dataset) -> None:
         )
 
 
+@dataclass
+class _Session:
+    """One training session's inputs: what to train, where to write it, and when to stop."""
+
+    spec: NetworkSpec
+    data: Dataset
+    preprocess: Preprocess
+    config: TrainConfig
+    run_dir: Path | None
+    record: dict[str, Any]
+    progress: bool
+    verbose: bool
+    stops: _Stops
+    started: float
+    data_seconds: float
+    lock: RunLock | None
+
+
 def _run(
-    spec: NetworkSpec,
-    data: Dataset,
-    preprocess: Preprocess,
-    config: TrainConfig,
-    run_dir: Path | None,
-    record: dict[str, Any],
-    done_epochs: int,
-    metrics: list[dict[str, float]],
-    checkpoints: Checkpoints | None,
-    progress: bool,
-    verbose: bool,
-    stops: _Stops,
-    started: float,
-    data_seconds: float,
-    overwrite: bool,
+    session: _Session, done_epochs: int, metrics: list[dict[str, float]], checkpoints: Checkpoints | None
 ) -> RunResult:
+    spec, data, config, run_dir = session.spec, session.data, session.config, session.run_dir
     model = Model(spec)
     trainer = Trainer(
         model,
         config,
-        preprocess,
-        preprocess.fit(data.train_images),
+        session.preprocess,
+        session.preprocess.fit(data.train_images),
         data.train_labels,
-        preprocess.fit(data.test_images),
+        session.preprocess.fit(data.test_images),
         data.test_labels,
     )
     state = trainer.init_state()
     if checkpoints is not None and done_epochs:
-        restored = checkpoints.restore(done_epochs, state._asdict())
-        state = trainer.place(TrainState(**restored))
+        assert run_dir is not None  # checkpoints come with a run directory
+        done_epochs, state = _restore_newest_intact(checkpoints, done_epochs, trainer, state, run_dir)
+    metrics = [m for m in metrics if m["epoch"] <= done_epochs]
     compile_seconds = trainer.compile(state)
-    record["devices"] = trainer.parallel.devices
-    if verbose:
+    session.record["devices"] = trainer.parallel.devices
+    if session.verbose:
         print(
             f"{spec.name} on {data.name} ({data.source}): {len(data.train_images):,} train / "
             f"{len(data.test_images):,} test images, {trainer.steps_per_epoch} steps of {config.batch_size} "
-            f"per epoch; data {data_seconds:.2f} s, compile {compile_seconds:.2f} s",
+            f"per epoch; data {session.data_seconds:.2f} s, compile {compile_seconds:.2f} s",
             flush=True,
         )
-    if run_dir is not None:
-        _prepare_run_dir(run_dir, record, metrics, replace_existing=overwrite)
-        if checkpoints is None:
-            checkpoints = _checkpoints(run_dir)
+    staged = None
+    write_dir = run_dir
+    if run_dir is not None and checkpoints is None:
+        staged = StagedRun(run_dir)
+        write_dir = _prepare_run_dir(staged, session.record, metrics)
+        checkpoints = _checkpoints(write_dir)
     stopped_early = False
-    with _stop_requests() as stop_requested:
-        for epoch in range(done_epochs + 1, config.epochs + 1):
-            state, result = _one_epoch(trainer, state, epoch, run_dir, progress, stop_requested)
-            metrics.append(result.to_dict())
-            if run_dir is not None and checkpoints is not None:
-                # Metrics first: a crash between the two leaves a row ahead of the checkpoints,
-                # which resume_run drops and trains again, never a checkpoint without its row.
-                write_metrics(run_dir, metrics)
-                checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
-            if verbose:
-                _print_epoch(result, config.epochs)
-            if stop_requested():  # the signal came while testing or saving: the epoch is complete
-                where = f", which is saved; continue with: jaxcnn train --resume {run_dir}" if run_dir else ""
-                raise TrainingInterruptedError(f"interrupted after epoch {epoch}{where}")
-            if stops.on_epoch is not None:
-                stops.on_epoch(result)
-            if stops.after(result, epoch - done_epochs):
-                stopped_early = True
-                break
+    try:
+        with _stop_requests() as stop_requested:
+            for epoch in range(done_epochs + 1, config.epochs + 1):
+                state, result = _one_epoch(trainer, state, epoch, run_dir, session.progress, stop_requested)
+                metrics.append(result.to_dict())
+                if write_dir is not None and checkpoints is not None:
+                    # Metrics first: a crash between the two leaves a row ahead of the checkpoints,
+                    # which resume_run drops and trains again, never a checkpoint without its row.
+                    write_metrics(write_dir, metrics)
+                    checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
+                if staged is not None and not staged.published and checkpoints is not None and run_dir is not None:
+                    checkpoints.close()
+                    staged.publish()  # the first epoch is saved: the new run takes the place of any old one
+                    write_dir, checkpoints = run_dir, _checkpoints(run_dir)
+                if session.verbose:
+                    _print_epoch(result, config.epochs)
+                if stop_requested():  # the signal came while testing or saving: the epoch is complete
+                    where = f", which is saved; continue with: jaxcnn train --resume {run_dir}" if run_dir else ""
+                    raise TrainingInterruptedError(f"interrupted after epoch {epoch}{where}")
+                if session.stops.on_epoch is not None:
+                    session.stops.on_epoch(result)
+                if session.stops.after(result, epoch - done_epochs):
+                    stopped_early = True
+                    break
+    finally:
+        if staged is not None:
+            staged.discard()  # nothing, once published; else the unfinished first epoch
     if run_dir is not None and metrics:
         from jaxcnn.plots import plot_curves
 
@@ -369,41 +519,58 @@ def _run(
         metrics=metrics,
         params=params,
         compile_seconds=compile_seconds,
-        data_seconds=data_seconds,
-        wall_seconds=time.perf_counter() - started,
+        data_seconds=session.data_seconds,
+        wall_seconds=time.perf_counter() - session.started,
         steps_per_epoch=trainer.steps_per_epoch,
         stopped_early=stopped_early,
     )
 
 
-def _prepare_run_dir(
-    run_dir: Path, record: dict[str, Any], metrics: list[dict[str, float]], replace_existing: bool
-) -> None:
-    """Write config.json and metrics.jsonl; with ``replace_existing``, swap out the old run safely.
+def _restore_newest_intact(
+    checkpoints: Checkpoints, latest: int, trainer: Trainer, like: TrainState, run_dir: Path
+) -> tuple[int, TrainState]:
+    """The newest checkpoint at or before ``latest`` that reads back intact.
 
-    The old run is renamed aside first and deleted only once the new files are written, so a
-    failure (a read-only or full disk) puts it back as it was.
+    A damaged newer one is moved to ``RUN/damaged-checkpoints/`` (kept, not deleted) so that its
+    epochs can be trained and saved again.
     """
-    aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
-    moved = False
+    from jaxcnn.checkpoint import DamagedCheckpointError
+
+    candidates = [e for e in reversed(checkpoints.epochs()) if e <= latest]
+    for epoch in candidates:
+        try:
+            check_spec_matches(trainer.model, checkpoints.restore_params(epoch), run_dir, epoch)
+            restored = checkpoints.restore(epoch, like._asdict())
+        except DamagedCheckpointError as err:
+            print(f"warning: {err}", file=sys.stderr, flush=True)
+            older = [e for e in candidates if e < epoch]
+            if not older:
+                raise RunError(
+                    f"{run_dir}: no intact checkpoint is left to resume from; restore the checkpoints folder from a "
+                    "copy, or start the run again with --overwrite"
+                ) from None
+            kept = checkpoints.set_aside(epoch, run_dir / "damaged-checkpoints")
+            print(f"note: resuming from epoch {older[0]}, the newest intact checkpoint; the damaged one is moved to "
+                  f"{kept} and its epochs are trained again", file=sys.stderr, flush=True)  # fmt: skip
+            continue
+        return epoch, trainer.place(TrainState(**restored))
+    raise RunError(f"{run_dir}: holds no checkpoint at or before epoch {latest}")
+
+
+def _prepare_run_dir(staged: StagedRun, record: dict[str, Any], metrics: list[dict[str, float]]) -> Path:
+    """Create the staging folder of a new run with its config.json and metrics.jsonl; returns it."""
     try:
-        if replace_existing and run_dir.exists():
-            os.replace(run_dir, aside)
-            moved = True
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "config.json", json.dumps(record, indent=2) + "\n")
-        write_metrics(run_dir, metrics)
+        folder = staged.create()
+        write_atomic(folder / "config.json", json.dumps(record, indent=2) + "\n")
+        write_metrics(folder, metrics)
     except OSError as err:
-        if moved:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            os.replace(aside, run_dir)
-        where = err.filename or run_dir
+        staged.discard()
+        where = err.filename or staged.run_dir
         raise RunError(
             f"{where}: cannot write the run ({err.strerror}); choose a writable --out or free some space. "
             "Nothing that existed before was changed"
         ) from None
-    if moved:
-        shutil.rmtree(aside, ignore_errors=True)
+    return folder
 
 
 def _one_epoch(
@@ -471,7 +638,7 @@ class Run:
             raise RunError(f"{self.run_dir}: has no complete checkpoint yet; train it (or resume it) first")
         self.epoch = epoch
         self.params: Params = checkpoints.restore_params(epoch)
-        self.model.check_params(self.params)
+        check_spec_matches(self.model, self.params, self.run_dir, epoch)
         self._predict = jax.jit(lambda p, x: self.model.predict(p, self.preprocess.to_float(x)))
 
     def predict(self, images: np.ndarray) -> np.ndarray:

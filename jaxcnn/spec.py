@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from jaxcnn import geometry as G
+from jaxcnn.errors import JaxcnnError
 
 FORMAT = "jaxcnn.spec/1"
 """The versioned format key every spec must carry."""
@@ -63,11 +64,14 @@ REQUIRED_LAYER_FIELDS: dict[str, tuple[str, ...]] = {
 ACTIVATION_NAMES = ("linear", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax")
 """The activations a spec may name; the functions live in ``jaxcnn.layers.ACTIVATIONS``."""
 
+MAX_NESTING = 32
+"""How deeply a spec's lists and objects may nest (a layer's padding pairs sit at depth 5)."""
+
 NAME_PREFIX = {"conv": "conv", "max_pool": "pool", "avg_pool": "pool", "flatten": "flatten", "dense": "dense"}
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-class SpecError(ValueError):
+class SpecError(JaxcnnError, ValueError):
     """A spec that cannot be loaded; the message says where, which field, and what is allowed."""
 
     def __init__(
@@ -304,6 +308,32 @@ def _window_output(
     return (out[0], out[1])
 
 
+def _check_windows_see_input(
+    ctx: _Context, hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPairs, out_hw: IntPair
+) -> None:
+    """Refuse pooling padding that leaves a window wholly in the padding: max pooling would output -inf
+    there, and average pooling without ``count_include_pad`` 0/0. (A convolution may: its output is the bias.)"""
+    for axis, axis_name in enumerate(("height", "width")):
+        n, f, s, o = hw[axis], size[axis], stride[axis], out_hw[axis]
+        lo, hi = pads[axis]
+        last_start = (o - 1) * s - lo
+        if lo >= f:
+            where = f"the first window covers positions {-lo} to {f - 1 - lo}, all before the input's first pixel 0"
+        elif last_start >= n:
+            where = (
+                f"the last window starts at (o - 1) * s - p_lo = ({o} - 1) * {s} - {lo} = {last_start}, "
+                f"past the input's last pixel {n - 1}"
+            )
+        else:
+            continue
+        raise ctx.error(
+            f"along the {axis_name}, padding ({lo}, {hi}) leaves a {f}-pixel pooling window with no input pixel: "
+            f"{where}. Each side's padding must be less than the window size {f} (PyTorch allows at most half "
+            "of it); use less padding or a larger window",
+            "padding",
+        )
+
+
 def _check_keys(
     ctx: _Context, obj: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], what: str
 ) -> None:
@@ -397,6 +427,7 @@ def _resolve_layer(
         else:
             count_include_pad = True
     out_hw = _window_output(ctx, hw, size, stride, pads, (1, 1), "pooling window")
+    _check_windows_see_input(ctx, hw, size, stride, pads, out_hw)
     return PoolLayer(
         **common,
         output_shape=(*out_hw, shape[2]),
@@ -422,6 +453,11 @@ def _input_shape(ctx: _Context, value: Any) -> Shape:
 def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
     """Validate and resolve an already-parsed JSON value (a dict) into a :class:`NetworkSpec`."""
     ctx = _Context(source)
+    depth = _nesting_depth(data)
+    if depth > MAX_NESTING:
+        raise ctx.error(
+            f"nests lists and objects {depth} levels deep; a spec needs a handful and at most {MAX_NESTING} are read"
+        )
     if not isinstance(data, dict):
         raise ctx.error(f"a spec must be a JSON object with {', '.join(REQUIRED_TOP_LEVEL)}, got {_describe(data)}")
     _check_keys(ctx, data, tuple(TOP_LEVEL_FIELDS), REQUIRED_TOP_LEVEL, "a spec")
@@ -470,6 +506,19 @@ def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
         source=source,
         document=copy.deepcopy(data),
     )
+
+
+def _nesting_depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value``, counted without recursion (no RecursionError)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth + 1)
+            if deepest > MAX_NESTING:
+                return deepest
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

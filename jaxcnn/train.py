@@ -13,6 +13,7 @@ which is what lets ``--resume`` reproduce an uninterrupted run exactly.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from jax.typing import ArrayLike
 
 from jaxcnn.compiling import jit
 from jaxcnn.data import Preprocess
+from jaxcnn.errors import JaxcnnError
 from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
 from jaxcnn.model import Model, Params
@@ -48,7 +50,7 @@ class EpochInterruptedError(Exception):
         super().__init__(f"interrupted in epoch {epoch} after step {steps_done} of {steps_per_epoch}")
 
 
-class ConfigError(ValueError):
+class ConfigError(JaxcnnError, ValueError):
     """Hyperparameters out of range; the message lists each problem."""
 
 
@@ -86,12 +88,17 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive, got {self.lr!r}")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1 or self.warmup_epochs < 0:
-            problems.append("weight_decay and warmup_epochs must be >= 0 and momentum in [0, 1)")
+        ranges = (
+            ("lr", self.lr, "a positive number", lambda v: v > 0),
+            ("momentum", self.momentum, "in [0, 1)", lambda v: 0 <= v < 1),
+            ("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0),
+            ("warmup_epochs", self.warmup_epochs, ">= 0", lambda v: v >= 0),
+            ("label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1),
+        )
+        for name, value, allowed, ok in ranges:
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or not ok(value):
+                problems.append(f"{name} must be a finite number {allowed}, got {value!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -268,7 +268,7 @@ def test_schedules_and_config_errors():
     with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, sgd"):
         TrainConfig(optimizer="adma")
     for bad in (-0.1, 1.0):
-        with pytest.raises(ConfigError, match=r"label_smoothing must be in \[0, 1\)"):
+        with pytest.raises(ConfigError, match=r"label_smoothing must be a finite number in \[0, 1\)"):
             TrainConfig(label_smoothing=bad)
     assert chunk_plan(468) == (9, 52) and chunk_plan(7) == (7, 1)
 

@@ -1,0 +1,10 @@
+"""The one base class of every error a user should see as a single line, not a traceback."""
+
+from __future__ import annotations
+
+
+class JaxcnnError(Exception):
+    """Bad input or a state the user can fix (a spec, data, a run directory, a flag); the message says what to do.
+
+    The ``jaxcnn`` command prints these as one ``error:`` line; any other exception is a bug in jaxcnn.
+    """
