@@ -136,6 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         devices=args.devices,
         compute_dtype=args.compute_dtype,
         label_smoothing=args.label_smoothing,
+        **({} if args.eval_batch_size is None else {"eval_batch_size": args.eval_batch_size}),
     )
     train_run(
         args.spec,
@@ -154,15 +155,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from jaxcnn.data import confusion_matrix, load_dataset
+    from jaxcnn.data import DataError, confusion_matrix, load_dataset
     from jaxcnn.runs import load_run
 
     run = load_run(args.run, args.which)
     name = args.dataset or run.config["dataset"]["name"]
     data = load_dataset(name, args.data_dir)
+    k = run.model.output_shape[0]
+    if data.num_classes != k:
+        raise DataError(f"{name} has {data.num_classes} classes but the run {args.run} tells {k} apart")
     predictions = run.predict(data.test_images).argmax(axis=1)
     accuracy = float((predictions == data.test_labels).mean())
-    k = run.model.output_shape[0]
     counts = confusion_matrix(data.test_labels, predictions, k)
     print(f"run {args.run}, {args.which} checkpoint (epoch {run.epoch}); {name} test set, {len(predictions):,} images")
     print(f"accuracy: {100 * accuracy:.2f}%")
@@ -277,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
     train.add_argument("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule")
     train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length in epochs")
+    train.add_argument("--eval-batch-size", type=int,
+                       help="test images per evaluation call (default 1000); lower it if evaluating runs out "
+                            "of memory")  # fmt: skip
     train.add_argument("--label-smoothing", type=float, default=0.0,
                        help="training targets (1 - a) on the label + a / classes everywhere (default 0)")  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default 0)")
@@ -328,10 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_closed_event_loops(unraisable: object) -> None:
+    """Drop the "Event loop is closed" RuntimeErrors that orbax's background threads leave behind after a
+    real error (a full disk, a truncated checkpoint), which was already reported in one line; pass on the rest."""
+    err = getattr(unraisable, "exc_value", None)
+    if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]  # an UnraisableHookArgs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxcnn`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    sys.unraisablehook = _quiet_closed_event_loops  # for the rest of the process: they come at exit too
     try:
         return int(args.handler(args))
     except UsageError as err:

@@ -30,11 +30,13 @@ class MemoryEstimate:
         return self.parameters + self.activations + self.data
 
 
-def estimate(spec: NetworkSpec, batch_size: int, data_bytes: int = 0) -> MemoryEstimate:
-    """Parameters with gradients and optimizer state, plus every layer's activations and their gradients."""
+def estimate(spec: NetworkSpec, batch_size: int, data_bytes: int = 0, *, training: bool = True) -> MemoryEstimate:
+    """Parameters with gradients and optimizer state, plus every layer's activations (and, when
+    ``training``, their gradients) for ``batch_size`` images."""
     params = sum(param_count(layer) for layer in spec.layers) * FLOAT_BYTES * OPTIMIZER_COPIES
-    per_example = sum(_size(layer.output_shape) for layer in spec.layers) + _size(spec.input_shape)
-    activations = 2 * per_example * batch_size * FLOAT_BYTES  # forward values kept for backward, and their gradients
+    per_example = sum(element_count(layer.output_shape) for layer in spec.layers) + element_count(spec.input_shape)
+    copies = 2 if training else 1  # training keeps forward values for the backward pass, and their gradients
+    activations = copies * per_example * batch_size * FLOAT_BYTES
     return MemoryEstimate(params, activations, data_bytes)
 
 
@@ -46,21 +48,32 @@ def machine_bytes() -> int | None:
         return None
 
 
-def check_fits(spec: NetworkSpec, batch_size: int, data_bytes: int = 0, available: int | None = None) -> MemoryEstimate:
-    """Raise OutOfMemoryError, with the estimate, when training would need more than ``available`` bytes."""
-    needed = estimate(spec, batch_size, data_bytes)
+def check_fits(
+    spec: NetworkSpec,
+    batch_size: int,
+    data_bytes: int = 0,
+    available: int | None = None,
+    *,
+    training: bool = True,
+    flag: str = "--batch-size",
+) -> MemoryEstimate:
+    """Raise OutOfMemoryError, with the estimate and the ``flag`` that lowers it, when training (or,
+    with ``training=False``, evaluating) ``batch_size`` images at a time would need more than ``available`` bytes."""
+    needed = estimate(spec, batch_size, data_bytes, training=training)
     limit = machine_bytes() if available is None else available
     if limit is not None and needed.total > limit:
+        what = "training" if training else "evaluating"
         raise OutOfMemoryError(
-            f"{spec.source}: training {spec.name} with batch {batch_size} needs at least {_gib(needed.total)} "
+            f"{spec.source}: {what} {spec.name} with batch {batch_size} needs at least {_gib(needed.total)} "
             f"(parameters, gradients and optimizer state {_gib(needed.parameters)}, activations "
             f"{_gib(needed.activations)}, data {_gib(needed.data)}) but this machine has {_gib(limit)}. "
-            "Use a smaller batch or fewer filters/units"
+            f"Use a smaller {flag}, fewer filters/units, or smaller images"
         )
     return needed
 
 
-def _size(shape: tuple[int, ...]) -> int:
+def element_count(shape: tuple[int, ...]) -> int:
+    """Elements in an array of ``shape`` (Python ints: no overflow)."""
     total = 1
     for n in shape:
         total *= n

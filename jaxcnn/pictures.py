@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from jaxcnn import demos, plots
-from jaxcnn.data import confusion_matrix, load_dataset
+from jaxcnn.data import DataError, confusion_matrix, load_dataset
 from jaxcnn.model import Model
 from jaxcnn.runs import load_run
 from jaxcnn.spec import NetworkSpec
@@ -36,14 +36,18 @@ def article_demos(out: Path, digit: np.ndarray | None = None) -> dict[str, Path]
 def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_index: int = 0) -> dict[str, Path]:
     """Filters, feature maps, confusion matrix and misclassified test images of a trained run."""
     run = load_run(run_dir)
+    data = load_dataset(run.config["dataset"]["name"], data_dir)
+    images = data.test_images
+    if not 0 <= image_index < len(images):
+        raise DataError(
+            f"--image {image_index}: the {data.name} test set has {len(images):,} images; choose 0 to {len(images) - 1}"
+        )
     first = run.model.spec.layers[0]
     written: dict[str, Path] = {}
     if first.name in run.params and first.type == "conv":
         kernel = np.asarray(run.params[first.name]["kernel"])
         written["filters"] = plots.plot_filters(kernel, out / "filters.png", f"{first.name}: {kernel.shape[3]} "
                                                 f"filters of {kernel.shape[0]}x{kernel.shape[1]}")  # fmt: skip
-    data = load_dataset(run.config["dataset"]["name"], data_dir)
-    images = data.test_images
     predictions = run.predict(images).argmax(axis=1)
     fitted = run.preprocess.fit(images[image_index : image_index + 1])
     maps = run.model.intermediates(run.params, run.preprocess.to_float(jax.numpy.asarray(fitted)))

@@ -7,12 +7,15 @@ tests can check that the numbers in a picture are the ones the code computed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jaxcnn.errors import JaxcnnError
 
 
 def _pyplot() -> Any:
@@ -26,15 +29,24 @@ def _pyplot() -> Any:
     return plt
 
 
+class PictureError(JaxcnnError):
+    """A picture that cannot be written where it was asked for."""
+
+
 def save(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) atomically and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, path)
+    except OSError as err:
+        raise PictureError(
+            f"{err.filename or path}: cannot write the picture ({err.strerror}); give --out a writable folder"
+        ) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 

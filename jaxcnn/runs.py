@@ -30,7 +30,8 @@ import jax
 import numpy as np
 
 from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
-from jaxcnn.model import Model, Params
+from jaxcnn.memory import check_fits, element_count
+from jaxcnn.model import InputShapeError, Model, Params
 from jaxcnn.parallel import fetch
 from jaxcnn.run_folder import RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
@@ -408,6 +409,31 @@ def _stop_requests() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, old)
 
 
+COMPILE_NOTICE_SECONDS = 10.0
+"""After this long, a compilation still running is reported (and then again every minute)."""
+
+
+@contextlib.contextmanager
+def _compile_ticker(spec: NetworkSpec, enabled: bool) -> Iterator[None]:
+    """Say that XLA is still compiling, with the elapsed time, so a deep network does not look hung."""
+    done = threading.Event()
+
+    def tick() -> None:
+        start, wait = time.perf_counter(), COMPILE_NOTICE_SECONDS
+        while not done.wait(wait):
+            print(f"compiling {spec.name} ({len(spec.layers)} layers): {time.perf_counter() - start:.0f} s so far; "
+                  "compile time grows with depth", file=sys.stderr, flush=True)  # fmt: skip
+            wait = 60.0
+
+    ticker = threading.Thread(target=tick, name="jaxcnn-compile-ticker", daemon=True) if enabled else None
+    if ticker is not None:
+        ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 @dataclass(frozen=True)
 class _Stops:
     """When a training session ends before its last epoch, and who hears about each epoch."""
@@ -452,6 +478,10 @@ def _run(
 ) -> RunResult:
     spec, data, config, run_dir = session.spec, session.data, session.config, session.run_dir
     model = Model(spec)
+    # Before padding or converting the images (which allocates them anew at the spec's size).
+    check_fits(
+        spec, config.batch_size, (len(data.train_images) + len(data.test_images)) * element_count(spec.input_shape)
+    )
     trainer = Trainer(
         model,
         config,
@@ -466,7 +496,8 @@ def _run(
         assert run_dir is not None  # checkpoints come with a run directory
         done_epochs, state = _restore_newest_intact(checkpoints, done_epochs, trainer, state, run_dir)
     metrics = [m for m in metrics if m["epoch"] <= done_epochs]
-    compile_seconds = trainer.compile(state)
+    with _compile_ticker(spec, session.verbose):
+        compile_seconds = trainer.compile(state)
     session.record["devices"] = trainer.parallel.devices
     if session.verbose:
         print(
@@ -477,13 +508,15 @@ def _run(
         )
     staged = None
     write_dir = run_dir
-    if run_dir is not None and checkpoints is None:
-        staged = StagedRun(run_dir)
-        write_dir = _prepare_run_dir(staged, session.record, metrics)
-        checkpoints = _checkpoints(write_dir)
     stopped_early = False
-    try:
-        with _stop_requests() as stop_requested:
+    # Signals are caught from before the staging folder exists, so Ctrl-C at any moment ends at a step
+    # boundary with the message that says what was kept.
+    with _stop_requests() as stop_requested:
+        try:
+            if run_dir is not None and checkpoints is None:
+                staged = StagedRun(run_dir)
+                write_dir = _prepare_run_dir(staged, session.record, metrics)
+                checkpoints = _checkpoints(write_dir)
             for epoch in range(done_epochs + 1, config.epochs + 1):
                 state, result = _one_epoch(trainer, state, epoch, run_dir, session.progress, stop_requested)
                 metrics.append(result.to_dict())
@@ -506,9 +539,9 @@ def _run(
                 if session.stops.after(result, epoch - done_epochs):
                     stopped_early = True
                     break
-    finally:
-        if staged is not None:
-            staged.discard()  # nothing, once published; else the unfinished first epoch
+        finally:
+            if staged is not None:
+                staged.discard()  # nothing, once published; else the unfinished first epoch
     if run_dir is not None and metrics:
         from jaxcnn.plots import plot_curves
 
@@ -650,13 +683,14 @@ class Run:
         """
         images = np.asarray(images)
         if images.dtype != np.uint8:
-            raise ValueError(f"predict takes uint8 images (0-255); got dtype {images.dtype}")
+            raise InputShapeError(f"predict takes uint8 images (0-255); got dtype {images.dtype}")
         if images.ndim == 4 and images.shape[1:] == self.image_shape:
             images = self.preprocess.fit(images)
         if images.ndim != 4 or images.shape[1:] != self.model.input_shape:
-            raise ValueError(
-                f"predict takes a batch of uint8 images of shape (N, {', '.join(map(str, self.model.input_shape))}); "
-                f"got {images.shape}"
+            raise InputShapeError(
+                f"{self.run_dir}: predict takes a batch of uint8 images of shape "
+                f"(N, {', '.join(map(str, self.model.input_shape))}) (or the training data's "
+                f"{'x'.join(map(str, self.image_shape))}); got {images.shape}"
             )
         # In slices of PREDICT_BATCH: any number of images, bounded memory, at most two compilations.
         parts = [

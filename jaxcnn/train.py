@@ -425,7 +425,10 @@ class Trainer:
         if n < config.batch_size:
             raise ConfigError(f"batch size {config.batch_size} is larger than the {n} training images")
         data_bytes = train_images.nbytes + test_images.nbytes
-        check_fits(model.spec, max(config.batch_size, config.eval_batch_size), data_bytes)  # before any allocation
+        # Before any allocation, with the batches really used (the evaluation's is at most the test set).
+        check_fits(model.spec, config.batch_size, data_bytes)
+        eval_images = min(config.eval_batch_size, len(test_images))
+        check_fits(model.spec, eval_images, data_bytes, training=False, flag="--eval-batch-size")
         self.parallel = DataParallel.over(config.devices)
         self.parallel.check_divides(config.batch_size, "batch size")
         self.model, self.config, self.preprocess = model, config, preprocess

@@ -243,3 +243,82 @@ def test_a_dataset_refuses_float_images_and_unequal_label_counts():
         D.Dataset("mine", images.astype(np.float32), labels, images, labels, ("a",), "memory")
     with pytest.raises(DataError, match="4 test images but 3 labels"):
         D.Dataset("mine", images, labels, images, labels[:3], ("a",), "memory")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad crc"])
+def test_damaged_array_cache_is_discarded_and_rebuilt(offline_mnist, capfd, damage):
+    folder, arrays = offline_mnist
+    load_dataset("mnist", folder)
+    (cached,) = (D.cache_dir() / "arrays").glob("mnist-*.npz")
+    raw = bytearray(cached.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # one byte inside the stored train images: the zip member's CRC no longer matches
+        raw[len(raw) // 3] ^= 0xFF
+    cached.write_bytes(bytes(raw))
+    capfd.readouterr()
+    data = load_dataset("mnist", folder)
+    np.testing.assert_array_equal(data.train_images[..., 0], arrays["train_images"])
+    assert "cached arrays are damaged" in capfd.readouterr().err
+    with np.load(cached) as z:  # rewritten whole
+        np.testing.assert_array_equal(z["train_images"][..., 0], arrays["train_images"])
+
+
+def test_unwritable_cache_folder_still_loads(offline_mnist, monkeypatch, tmp_path, capfd):
+    folder, arrays = offline_mnist
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(D.CACHE_DIR_ENV, str(blocker / "cache"))
+    data = load_dataset("mnist", folder)
+    np.testing.assert_array_equal(data.test_labels, arrays["test_labels"])
+    assert "cannot cache the decoded arrays" in capfd.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_home_without_a_cache_folder_falls_back(monkeypatch):
+    monkeypatch.delenv(D.CACHE_DIR_ENV, raising=False)
+
+    def no_home() -> None:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(D.Path, "home", staticmethod(no_home))
+    assert D.cache_dir().name.startswith("jaxcnn-cache-")
+
+
+def _class_folder_set(root, extra) -> None:
+    """A valid two-class folder set plus one odd entry made by ``extra(folder)`` among the train images."""
+    write_class_folders(root, quadrant_dataset(8, 4))
+    extra(root / "train" / "top-left")
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda f: (f / "looks_like.png").mkdir(), "looks_like.png: is a folder, not an image file"),
+        (lambda f: (f / "gone.png").symlink_to(f / "nowhere.png"), "gone.png: a symbolic link to nothing"),
+        (lambda f: __import__("os").mkfifo(f / "pipe.png"), "pipe.png: is not a regular file"),
+    ],
+    ids=["folder", "broken symlink", "fifo"],
+)
+def test_odd_entries_in_a_folder_data_set_are_clear_errors(tmp_path, make, fragment):
+    _class_folder_set(tmp_path / "set", make)
+    with pytest.raises(DataError, match=fragment.replace(".", r"\.")):
+        load_dataset(f"folder:{tmp_path / 'set'}")
+
+
+def test_oversized_image_files_are_refused_before_reading(tmp_path, monkeypatch):
+    _class_folder_set(tmp_path / "set", lambda f: (f / "big.png").write_bytes(b"\0" * 2048))
+    monkeypatch.setattr(D, "MAX_IMAGE_BYTES", 1024)
+    with pytest.raises(DataError, match=r"big\.png: 2,048 bytes, more than the 1,024"):
+        load_dataset(f"folder:{tmp_path / 'set'}")
+
+
+@pytest.mark.parametrize("pixels", [10 * 10, 8 * 8], ids=["over twice the limit", "over the limit"])
+def test_decompression_bombs_are_refused(tmp_path, monkeypatch, pixels):
+    from PIL import Image
+
+    side = int(pixels**0.5)
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(DataError, match=r"bomb\.png: more than 50 pixels"):
+        D.read_image_file(tmp_path / "bomb.png", (4, 4, 1))

@@ -171,6 +171,24 @@ CASES: list[tuple[str, Any, list[str], bool]] = [
         ["layers[0] (avg_pool 'pool1')", "field 'count_include_pad'", "PyTorch", "Keras"],
         False,
     ),
+    (
+        "max_pool window wholly in the padding",
+        tiny({"type": "max_pool", "size": 1, "padding": 1}),
+        ["layers[0] (max_pool 'pool1')", "field 'padding'", "no input pixel", "positions -1 to -1"],
+        False,
+    ),
+    (
+        "avg_pool last window past the input",
+        tiny({"type": "avg_pool", "size": 2, "padding": [[0, 3], [0, 0]], "count_include_pad": False}),
+        ["field 'padding'", "along the height", "(o - 1) * s - p_lo = (3 - 1) * 2 - 0 = 4", "past the input's last"],
+        False,
+    ),
+    (
+        "pool padding as large as the window on the width",
+        tiny({"type": "avg_pool", "size": [1, 2], "padding": [[0, 0], [2, 0]], "count_include_pad": True}),
+        ["along the width", "padding (2, 0)", "less than the window size 2"],
+        False,
+    ),
 ]
 
 

@@ -1,0 +1,241 @@
+"""Bad input is one ``error:`` line from the command, never a traceback or a hang.
+
+Most cases call ``jaxcnn.cli.main`` in this process (the same code the command runs, without a
+new interpreter per case); each asserts the exit status and the one line, and that the run the
+case started from is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcnn import cli
+from jaxcnn import memory as M
+from jaxcnn.memory import OutOfMemoryError, check_fits, estimate
+from jaxcnn.runs import train_run
+from jaxcnn.spec import parse_spec
+from jaxcnn.train import TrainConfig
+
+from datasets import TINY_SPEC, quadrant_dataset, write_class_folders, write_spec
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str], *fragments: str, status: int = 1) -> str:
+    """``jaxcnn ARGV`` exits with ``status`` and prints one ``error:`` line holding every fragment."""
+    capsys.readouterr()
+    assert cli.main(argv) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A trained tiny run and its class-folder data set (read-only for the tests: they copy it)."""
+    root = tmp_path_factory.mktemp("trained")
+    images = write_class_folders(root / "imgs", quadrant_dataset(128, 32))
+    train_run(write_spec(root / "tiny.json"), f"folder:{images}", TrainConfig(epochs=1, batch_size=32), root / "run",
+              progress=False, verbose=False)  # fmt: skip
+    return root / "run", images
+
+
+@pytest.fixture
+def run_copy(trained: tuple[Path, Path], tmp_path: Path) -> Path:
+    shutil.copytree(trained[0], tmp_path / "run")
+    return tmp_path / "run"
+
+
+# ---------------------------------------------------------------- flags
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [
+        ("--warmup-epochs", "nan", "warmup_epochs must be a finite number >= 0, got nan"),
+        ("--warmup-epochs", "inf", "warmup_epochs must be a finite number >= 0, got inf"),
+        ("--lr", "inf", "lr must be a finite number a positive number, got inf"),
+        ("--weight-decay", "nan", "weight_decay must be a finite number >= 0, got nan"),
+        ("--momentum", "nan", "momentum must be a finite number in [0, 1), got nan"),
+    ],
+)
+def test_non_finite_hyperparameters_name_the_culprit(capsys, tmp_path, flag, value, fragment):
+    spec = write_spec(tmp_path / "tiny.json")
+    argv = ["train", str(spec), "--dataset", "mnist", "--out", str(tmp_path / "run"), flag, value]
+    _error_line(capsys, argv, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_padding_to_a_huge_input_is_refused_before_allocating(tmp_path):
+    spec = parse_spec({**TINY_SPEC, "input": [16384, 16384, 1]}, "huge.json")
+    with pytest.raises(OutOfMemoryError, match=r"huge.json: training tiny with batch 32 needs at least .* data "):
+        train_run(spec, quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), tmp_path / "run", pad=True,
+                  progress=False, verbose=False)  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_memory_is_estimated_with_the_batch_used(monkeypatch):
+    spec = parse_spec(TINY_SPEC, "tiny.json")
+    per_image = estimate(spec, 1, training=False).activations
+    assert estimate(spec, 1).activations == 2 * per_image  # training also keeps the gradients
+    # Room for training batches of 32 and evaluating 300 test images, not for 1,000 at once.
+    room = estimate(spec, 300, training=False).total + 10
+    with pytest.raises(OutOfMemoryError, match=r"evaluating tiny with batch 1000 .* smaller --eval-batch-size"):
+        check_fits(spec, 1000, available=room, training=False, flag="--eval-batch-size")
+    monkeypatch.setattr(M, "machine_bytes", lambda: room + quadrant_dataset(512, 300).train_images.nbytes * 2)
+    train_run(
+        spec, quadrant_dataset(512, 300), TrainConfig(epochs=1, batch_size=32), None, progress=False, verbose=False
+    )  # fmt: skip  (evaluates the 300 test images in one batch of 300)
+
+
+# ---------------------------------------------------------------- specs
+
+
+def test_validate_reports_a_deeply_nested_spec_and_goes_on(capsys, tmp_path):
+    deep = tmp_path / "deep.json"
+    layer = {"type": "max_pool", "size": 2, "padding": json.loads("[" * 500 + "]" * 500)}
+    deep.write_text(json.dumps({"format": "jaxcnn.spec/1", "input": [4, 4, 1], "layers": [layer]}))
+    good = write_spec(tmp_path / "good.json")
+    capsys.readouterr()
+    assert cli.main(["validate", str(deep), str(good)]) == 1
+    out, err = capsys.readouterr()
+    assert "deep.json: nests lists and objects" in err and "Traceback" not in err
+    assert f"ok: {good}" in out
+
+
+def test_a_name_that_is_not_math_text_is_drawn_as_written(tmp_path, capsys):
+    spec = write_spec(tmp_path / "odd.json", {**TINY_SPEC, "name": "price $\\foo{ $"})
+    result = train_run(spec, quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), tmp_path / "run",
+                       progress=False, verbose=False)  # fmt: skip
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0 and result.metrics
+    assert cli.main(["draw", str(spec), "--out", str(tmp_path / "odd.png")]) == 0
+    assert (tmp_path / "odd.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- hand-edited runs
+
+
+def _edit_config(run: Path, edit) -> None:
+    config = json.loads((run / "config.json").read_text())
+    edit(config)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda c: c["spec"]["layers"][0].update(filters=5), "its spec does not match the checkpoint of epoch 1"),
+        (lambda c: c["dataset"].pop("class_names"), "field 'dataset.class_names' is missing"),
+        (lambda c: c["dataset"].update(class_names=["a", "b", "c"]), "'dataset.class_names' lists 3 classes"),
+        (lambda c: c.pop("preprocess"), "field 'preprocess' is missing"),
+    ],
+    ids=["spec changed", "class names gone", "class names shortened", "preprocess gone"],
+)
+def test_a_hand_edited_config_is_one_clear_line(capsys, run_copy, trained, edit, fragment):
+    _edit_config(run_copy, edit)
+    before = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+    image = trained[1] / "test" / "top-left"
+    for argv in (["evaluate", str(run_copy)], ["predict", str(run_copy), str(next(image.iterdir()))],
+                 ["train", "--resume", str(run_copy), "--epochs", "2", "--no-progress"]):  # fmt: skip
+        _error_line(capsys, argv, "config.json", fragment)
+    assert before == {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [("[1, 2]", "line 2: not a metrics row"), ("{oops", "line 2: not JSON"), ('{"loss": 1}', "line 2: not a metrics")],
+)
+def test_a_hand_edited_metrics_file_names_the_line(capsys, run_copy, line, fragment):
+    path = run_copy / "metrics.jsonl"
+    path.write_text(path.read_text() + line + "\n")
+    _error_line(
+        capsys, ["train", "--resume", str(run_copy), "--epochs", "2", "--no-progress"], "metrics.jsonl", fragment
+    )
+
+
+# ---------------------------------------------------------------- show, evaluate
+
+
+def test_show_image_out_of_range_and_an_unwritable_picture_folder(capsys, run_copy):
+    _error_line(capsys, ["show", str(run_copy), "--image", "1000000"], "--image 1000000", "has 32 images")
+    (run_copy / "pictures").write_text("a file where the folder would go")
+    _error_line(capsys, ["show", str(run_copy)], "cannot write the picture", "give --out a writable folder")
+    assert (run_copy / "pictures").read_text() == "a file where the folder would go"
+
+
+def test_evaluate_on_a_data_set_of_another_shape_or_class_count(capsys, run_copy, tmp_path):
+    six = quadrant_dataset(16, 8)
+    cropped = {"train_images": six.train_images[:, :6, :6], "test_images": six.test_images[:, :6, :6]}
+    small = write_class_folders(tmp_path / "six", six.__class__(**{**six.__dict__, **cropped}))
+    _error_line(capsys, ["evaluate", str(run_copy), "--dataset", f"folder:{small}"], "predict takes", "(N, 8, 8, 1)")
+    two = tmp_path / "two"
+    for split in ("train", "test"):
+        for name in ("a", "b", "c", "d", "e"):
+            (two / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(two / split / name / "0.png")
+    _error_line(capsys, ["evaluate", str(run_copy), "--dataset", f"folder:{two}"], "has 5 classes", "tells 4 apart")
+
+
+def test_predict_goes_on_after_an_image_it_cannot_read(capsys, run_copy, tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "bomb.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "fine.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    capsys.readouterr()
+    assert cli.main(["predict", str(run_copy), str(tmp_path / "bomb.png"), str(tmp_path / "fine.png")]) == 1
+    out, err = capsys.readouterr()
+    assert "bomb.png: more than 50 pixels" in err and "Traceback" not in err
+    assert out.startswith(f"{tmp_path / 'fine.png'}: ")
+
+
+# ---------------------------------------------------------------- noise after a real error, slow compiles
+
+
+def test_closed_event_loop_noise_is_dropped_and_other_unraisables_are_not(capsys, monkeypatch):
+    class Raises:
+        def __init__(self, err: Exception) -> None:
+            self.err = err
+
+        def __del__(self) -> None:
+            raise self.err
+
+    monkeypatch.setattr(sys, "unraisablehook", cli._quiet_closed_event_loops)
+    Raises(RuntimeError("Event loop is closed"))  # collected at once: an unraisable error, as orbax's threads leave
+    assert capsys.readouterr().err == ""
+    Raises(ValueError("real"))
+    assert "ValueError: real" in capsys.readouterr().err
+
+
+def test_a_long_compilation_says_it_is_still_compiling(monkeypatch, capsys, tmp_path):
+    from jaxcnn import runs
+
+    monkeypatch.setattr(runs, "COMPILE_NOTICE_SECONDS", 0.0)
+    train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32),
+              None, progress=False, verbose=True)  # fmt: skip
+    assert "compiling tiny (4 layers):" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_among_the_images_does_not_hang_the_command(tmp_path):
+    import subprocess
+
+    images = write_class_folders(tmp_path / "imgs", quadrant_dataset(16, 8))
+    os.mkfifo(images / "train" / "top-left" / "pipe.png")
+    argv = ["train", str(write_spec(tmp_path / "tiny.json")), "--dataset", f"folder:{images}", "--out",
+            str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "jaxcnn", *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "pipe.png: is not a regular file" in result.stderr
+    assert "Traceback" not in result.stderr
