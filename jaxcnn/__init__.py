@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import FORMAT, NetworkSpec, SpecError, load_spec, loads_spec, parse_spec
 
 if TYPE_CHECKING:
@@ -15,7 +16,18 @@ if TYPE_CHECKING:
     from jaxcnn.runs import Run, load_run
 
 __version__ = "0.1.0"
-__all__ = ["FORMAT", "Model", "NetworkSpec", "Run", "SpecError", "load_run", "load_spec", "loads_spec", "parse_spec"]
+__all__ = [
+    "FORMAT",
+    "JaxcnnError",
+    "Model",
+    "NetworkSpec",
+    "Run",
+    "SpecError",
+    "load_run",
+    "load_spec",
+    "loads_spec",
+    "parse_spec",
+]
 
 _LAZY = {"Model": "jaxcnn.model", "Run": "jaxcnn.runs", "load_run": "jaxcnn.runs"}
 

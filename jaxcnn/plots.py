@@ -38,7 +38,9 @@ def save(fig: Any, path: Path, dpi: int = 100) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        # SVG keeps its words as text (searchable, selectable), not as drawn outlines.
+        with _pyplot().rc_context({"svg.fonttype": "none"}):
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, path)
     except OSError as err:
         raise PictureError(
