@@ -156,11 +156,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from jaxcnn.data import DataError, confusion_matrix, load_dataset
-    from jaxcnn.runs import load_run
+    from jaxcnn.runs import load_run, run_data_dir
 
     run = load_run(args.run, args.which)
     name = args.dataset or run.config["dataset"]["name"]
-    data = load_dataset(name, args.data_dir)
+    same_data = name == run.config["dataset"]["name"]
+    data = load_dataset(name, run_data_dir(run.config, args.data_dir) if same_data else args.data_dir)
     k = run.model.output_shape[0]
     if data.num_classes != k:
         raise DataError(f"{name} has {data.num_classes} classes but the run {args.run} tells {k} apart")

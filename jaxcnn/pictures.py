@@ -13,7 +13,7 @@ import numpy as np
 from jaxcnn import demos, plots
 from jaxcnn.data import DataError, confusion_matrix, load_dataset
 from jaxcnn.model import Model
-from jaxcnn.runs import load_run
+from jaxcnn.runs import load_run, run_data_dir
 from jaxcnn.spec import NetworkSpec
 
 
@@ -36,7 +36,7 @@ def article_demos(out: Path, digit: np.ndarray | None = None) -> dict[str, Path]
 def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_index: int = 0) -> dict[str, Path]:
     """Filters, feature maps, confusion matrix and misclassified test images of a trained run."""
     run = load_run(run_dir)
-    data = load_dataset(run.config["dataset"]["name"], data_dir)
+    data = load_dataset(run.config["dataset"]["name"], run_data_dir(run.config, data_dir))
     images = data.test_images
     if not 0 <= image_index < len(images):
         raise DataError(

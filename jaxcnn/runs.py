@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxcnn.data import Dataset, Preprocess, load_dataset, plan_preprocess
+from jaxcnn.data import DATA_DIR_ENV, Dataset, Preprocess, load_dataset, plan_preprocess, resolve_data_dir
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import InputShapeError, Model, Params
 from jaxcnn.parallel import fetch
@@ -143,6 +143,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     return rows
 
 
+def run_data_dir(config: dict[str, Any], data_dir: str | Path | None) -> str | Path | None:
+    """Where a run's data set is found: ``data_dir`` if given, else ``$JAXCNN_DATA_DIR``, else the offline
+    folder the run was trained from while it still exists, else None (tensorflow-datasets downloads it)."""
+    if data_dir not in (None, "") or os.environ.get(DATA_DIR_ENV):
+        return data_dir
+    recorded = config["dataset"].get("data_dir")
+    return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
+
+
 def write_metrics(run_dir: Path, metrics: list[dict[str, float]]) -> None:
     """Rewrite ``metrics.jsonl`` whole (one JSON line per epoch), atomically."""
     write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
@@ -233,6 +242,7 @@ def train_run(
     if not isinstance(spec, NetworkSpec):
         spec = load_spec(spec)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    offline = None if isinstance(dataset, Dataset) else resolve_data_dir(data_dir)
     preprocess = plan_preprocess(data, spec.input_shape, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
     _check_classes(spec, data)
     data_seconds = time.perf_counter() - started
@@ -244,6 +254,7 @@ def train_run(
         "dataset": {
             "name": data.name,
             "source": data.source,
+            "data_dir": None if offline is None else str(offline.absolute()),
             "class_names": list(data.class_names),
             "image_shape": list(data.image_shape),
             "train_count": len(data.train_images),
@@ -301,7 +312,7 @@ def _resume_locked(
         train["epochs"] = epochs
     config = TrainConfig.from_dict(train)
     record["train"] = config.to_dict()
-    data = dataset if dataset is not None else load_dataset(record["dataset"]["name"], data_dir)
+    data = dataset if dataset is not None else load_dataset(record["dataset"]["name"], run_data_dir(record, data_dir))
     preprocess = Preprocess.from_dict(record["preprocess"])
     data_seconds = time.perf_counter() - started
     metrics = read_metrics(run_dir)

@@ -322,3 +322,23 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch, pixels):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
     with pytest.raises(DataError, match=r"bomb\.png: more than 50 pixels"):
         D.read_image_file(tmp_path / "bomb.png", (4, 4, 1))
+
+
+def test_resume_and_evaluate_find_the_offline_folder_the_run_used(offline_mnist, tmp_path, capsys):
+    from jaxcnn import cli
+    from jaxcnn.runs import read_config, resume_run, train_run
+    from jaxcnn.train import TrainConfig
+
+    from datasets import write_spec
+
+    folder, _ = offline_mnist
+    spec = {"format": "jaxcnn.spec/1", "input": [28, 28, 1], "layers": [{"type": "flatten"}, {"type": "dense",
+            "units": 10}]}  # fmt: skip
+    out = tmp_path / "run"
+    train_run(write_spec(tmp_path / "s.json", spec), "mnist", TrainConfig(epochs=1, batch_size=4), out,
+              data_dir=folder, progress=False, verbose=False)  # fmt: skip
+    assert read_config(out)["dataset"]["data_dir"] == str(folder.absolute())
+    result = resume_run(out, epochs=2, progress=False, verbose=False)  # no --data-dir, no JAXCNN_DATA_DIR
+    assert [m["epoch"] for m in result.metrics] == [1, 2]
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert "accuracy:" in capsys.readouterr().out
