@@ -73,7 +73,8 @@ class RunLock:
                 "Nothing that existed before was changed"
             ) from None
         if not _try_lock(fd):
-            holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "a process that is just starting"
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 1000).decode("utf-8", "replace").strip() or "a process that is just starting"
             os.close(fd)
             raise RunBusyError(
                 f"{self.run_dir}: another jaxcnn process is writing this run ({holder}). Wait for it to finish or "
@@ -82,7 +83,8 @@ class RunLock:
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         holder = f"process {os.getpid()} on {socket.gethostname()}, since {started}: {' '.join(sys.argv)[:300]}"
         os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, holder.encode())
         self._fd = fd
         return self
 

@@ -266,11 +266,11 @@ def train_run(
         "command": sys.argv,
     }
     stops = _Stops(stop_at_accuracy, stop_after_epochs, on_epoch)
-    with _writing(run_dir) as lock:
+    with _writing(run_dir):
         if run_dir is not None:
             check_out(run_dir, overwrite)  # again, now that no one else can be writing it
         session = _Session(spec, data, preprocess, config, run_dir, record, progress, verbose, stops, started,
-                           data_seconds, lock)  # fmt: skip
+                           data_seconds)  # fmt: skip
         return _run(session, 0, [], None)
 
 
@@ -291,8 +291,8 @@ def resume_run(
     started = time.perf_counter()
     run_dir = Path(out)
     read_config(run_dir)  # a clear error for a folder that is not a run, before anything is created
-    with _writing(run_dir) as lock:
-        return _resume_locked(run_dir, started, epochs, data_dir, dataset, progress, verbose, lock)
+    with _writing(run_dir):
+        return _resume_locked(run_dir, started, epochs, data_dir, dataset, progress, verbose)
 
 
 def _resume_locked(
@@ -303,7 +303,6 @@ def _resume_locked(
     dataset: Dataset | None,
     progress: bool,
     verbose: bool,
-    lock: RunLock | None,
 ) -> RunResult:
     record = read_config(run_dir)
     spec = spec_from_config(record, run_dir)
@@ -330,20 +329,20 @@ def _resume_locked(
             f"Nothing was changed; start the run again: jaxcnn train SPEC --out {run_dir} --overwrite"
         )
     session = _Session(spec, data, preprocess, config, run_dir, record, progress, verbose, _Stops(), started,
-                       data_seconds, lock)  # fmt: skip
+                       data_seconds)  # fmt: skip
     return _run(session, latest, metrics, checkpoints)
 
 
 @contextlib.contextmanager
-def _writing(run_dir: Path | None) -> Iterator[RunLock | None]:
-    """Hold ``run_dir``'s lock (none without a run directory) and finish what a killed writer left."""
+def _writing(run_dir: Path | None) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (nothing without a run directory) and finish what a killed writer left."""
     if run_dir is None:
-        yield None
+        yield
         return
-    with RunLock(run_dir) as lock:
+    with RunLock(run_dir):
         for note in finish_interrupted_writes(run_dir):
             print(f"note: {note}", file=sys.stderr, flush=True)
-        yield lock
+        yield
 
 
 def check_out(run_dir: Path, overwrite: bool) -> None:
@@ -481,7 +480,6 @@ class _Session:
     stops: _Stops
     started: float
     data_seconds: float
-    lock: RunLock | None
 
 
 def _run(
@@ -490,9 +488,8 @@ def _run(
     spec, data, config, run_dir = session.spec, session.data, session.config, session.run_dir
     model = Model(spec)
     # Before padding or converting the images (which allocates them anew at the spec's size).
-    check_fits(
-        spec, config.batch_size, (len(data.train_images) + len(data.test_images)) * element_count(spec.input_shape)
-    )
+    fitted_bytes = (len(data.train_images) + len(data.test_images)) * element_count(spec.input_shape)
+    check_fits(spec, config.batch_size, fitted_bytes)
     trainer = Trainer(
         model,
         config,
