@@ -127,16 +127,20 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path | None
     users_folder = compilation_cache_dir()
     if users_folder is not None:
         return users_folder
+    import warnings
+
     try:
         root = Path(directory) if directory is not None else Path(setting) if setting else default_cache_root()
-        folder = root.expanduser() / host_tag()
+    except RuntimeError as err:  # no home folder to put it in
+        warnings.warn(f"compilation cache off: {err}; set {COMPILE_CACHE_ENV}=DIR to keep one", stacklevel=2)
+        return None
+    folder = root.expanduser() / host_tag()
+    try:
         folder.mkdir(parents=True, exist_ok=True)
         if not os.access(folder, os.W_OK):
             raise PermissionError(f"{folder} is not writable")
-    except (OSError, RuntimeError) as err:  # RuntimeError: no home folder to put it in
-        import warnings
-
-        warnings.warn(f"compilation cache off: {err}", stacklevel=2)
+    except OSError as err:
+        warnings.warn(f"compilation cache off: cannot create {folder} ({err})", stacklevel=2)
         return None
     jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)

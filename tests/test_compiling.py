@@ -87,6 +87,7 @@ print(len(hits))
 """
 
 
+@pytest.mark.slow
 def test_the_cache_is_a_folder_per_cpu_kind_and_a_second_process_loads_from_it(tmp_path):
     env = {"JAXCNN_COMPILE_CACHE": str(tmp_path / "cache")}
     first = _python(_COMPILE_TWICE_AS_PROCESSES, env, tmp_path).split()
@@ -98,6 +99,7 @@ def test_the_cache_is_a_folder_per_cpu_kind_and_a_second_process_loads_from_it(t
     assert first[2] == "0" and int(second[2]) >= 1  # compiled, then loaded (its eager ops too)
 
 
+@pytest.mark.slow
 def test_the_cache_can_be_turned_off_and_a_users_jax_cache_folder_is_kept(tmp_path):
     code = "from jaxcnn import compiling; print(compiling.enable_compilation_cache())"
     assert _python(code, {"JAXCNN_COMPILE_CACHE": "off"}, tmp_path).strip() == "None"

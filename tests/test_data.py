@@ -324,6 +324,7 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch, pixels):
         D.read_image_file(tmp_path / "bomb.png", (4, 4, 1))
 
 
+@pytest.mark.slow
 def test_resume_and_evaluate_find_the_offline_folder_the_run_used(offline_mnist, tmp_path, capsys):
     from jaxcnn import cli
     from jaxcnn.runs import read_config, resume_run, train_run

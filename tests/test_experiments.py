@@ -32,6 +32,7 @@ def tiny_mnist_dir(tmp_path, monkeypatch):
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
     import reproduce_article
 
@@ -50,6 +51,7 @@ def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
         reproduce_article.main()
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monkeypatch, capsys):
     import time_to_accuracy
 
@@ -70,6 +72,7 @@ def smoke_output(script: str, monkeypatch, capsys, *args: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(monkeypatch, capsys):
     printed = smoke_output("input_gradient_forms", monkeypatch, capsys)
     assert "| shape | column form | row form | XLA's transpose | chosen |" in printed
@@ -78,6 +81,7 @@ def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(mo
     assert [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows] == ["column", "row"]
 
 
+@pytest.mark.slow
 def test_step_cost_smoke_prints_each_batch_size_and_the_fitted_line(monkeypatch, capsys):
     printed = smoke_output("step_cost", monkeypatch, capsys)
     assert "| batch | ms per step | us per image | page faults per step |" in printed
@@ -88,6 +92,7 @@ def test_step_cost_smoke_prints_each_batch_size_and_the_fitted_line(monkeypatch,
     assert "least squares:" in printed and "ms per step +" in printed
 
 
+@pytest.mark.slow
 def test_xla_options_smoke_times_each_variant_against_jaxcnn_and_reports_a_rejected_option(monkeypatch, capsys):
     from jaxcnn import compiling
 

@@ -25,6 +25,7 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_fast_conv_equals_lax_conv_forward_and_gradients(case):
     n, h, w, cin, cout, size, stride, padding, dilation, groups = case
@@ -56,6 +57,7 @@ CONV_POOL_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_POOL_CASES)
 def test_conv_then_pool_in_one_step_equals_conv_and_pool(case):
     n, h, w, cin, cout, size, padding, dilation, pool, with_bias, relu = case
@@ -114,6 +116,7 @@ def test_stacked_conv_forms_equal_lax_conv_forward_and_input_gradient(case):
         np.testing.assert_allclose(vjp(dy)[0], vjp_lax(dy)[0], rtol=1e-5, atol=1e-4, err_msg=form.__name__)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "value", "form"),
     [("COLUMN_FORM_MAX_FEATURES", 16, "column"), ("COLUMN_FORM_MAX_FEATURES", 0, "row"),
@@ -162,6 +165,7 @@ JITS = pytest.mark.parametrize("jit", [jax.jit, compiling.jit], ids=["xla-defaul
 """The fast paths must hold under XLA's default options and under those jaxcnn compiles with."""
 
 
+@pytest.mark.slow
 @JITS
 @pytest.mark.parametrize(("shape", "size"), [((3, 28, 28, 8), 2), ((2, 11, 9, 3), 2), ((2, 9, 12, 4), (3, 2))])
 def test_fast_max_pool_equals_reduce_window(shape, size, jit):
@@ -181,6 +185,7 @@ def test_fast_max_pool_equals_reduce_window(shape, size, jit):
     np.testing.assert_array_equal(dx_fast, dx_lax)
 
 
+@pytest.mark.slow
 @JITS
 def test_fast_max_pool_sends_the_gradient_where_reduce_window_does_at_ties(jit):
     # Small integers make ties common: all-equal windows, two or three tied maxima, ReLU zeros.
@@ -205,6 +210,7 @@ def test_fast_max_pool_sends_the_gradient_where_reduce_window_does_at_ties(jit):
     assert np.count_nonzero(dx[0]) == np.count_nonzero(np.asarray(dy)[0])  # one position per window
 
 
+@pytest.mark.slow
 def test_materialize_is_the_identity_value_and_gradient():
     x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5))
     np.testing.assert_array_equal(jax.jit(fast.materialize)(x), x)
@@ -225,6 +231,7 @@ def lenet_with_exact_convolutions(impl):
     return model, params
 
 
+@pytest.mark.slow
 @JITS
 def test_lenet_training_gradients_fast_equal_lax(jit):
     x = jax.random.randint(jax.random.key(0), (48, 28, 28, 1), 0, 4).astype(jnp.float32)

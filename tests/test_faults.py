@@ -58,6 +58,7 @@ def _resume_and_compare(tmp_path, part, epochs: int) -> None:
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_then_resume_equals_uninterrupted(tmp_path, sig):
     args = _train_uninterrupted(tmp_path, 1024, 4)
@@ -84,6 +85,7 @@ def test_unwritable_out_is_a_clear_error(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     out = tmp_path / "run"
     train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), out,
@@ -113,6 +115,7 @@ def test_network_too_large_for_the_machine_is_refused_before_allocation():
     assert check_fits(small, 1).total > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.3])
 def test_hard_kill_then_resume_equals_uninterrupted(tmp_path, delay):
     """SIGKILL right after an epoch's checkpoint starts (or a little later): --resume still works."""

@@ -10,6 +10,7 @@ import contextlib
 import json
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ VALIDATOR = jsonschema.Draft202012Validator(json.loads((SPECS_DIR / "schema.json
 BASES = [json.loads(p.read_text()) for p in NETWORK_SPECS]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values())
 def test_random_json_values(value):
@@ -32,6 +34,7 @@ def test_random_json_values(value):
     check_accepted(spec, value, VALIDATOR, shapes=False)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_specs(BASES))
 def test_mutated_specs(value):

@@ -17,6 +17,7 @@ def _ours(padding):
     return padding.lower() if isinstance(padding, str) else padding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", PADDINGS, ids=str)
 @pytest.mark.parametrize(("stride", "dilation", "groups"), [(1, 1, 1), (2, 1, 1), ((1, 2), (2, 1), 1), (1, 1, 2)])
 def test_conv_matches_flax(padding, stride, dilation, groups):

@@ -53,6 +53,7 @@ def _conv_case(seed: int):
     return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(CASES))
 def test_conv2d_matches_numpy_loops(seed):
     x, w, b, kw = _conv_case(seed)
@@ -97,6 +98,7 @@ def test_avg_pool_matches_numpy_loops(seed, include):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_conv2d_gradients(seed):
     x, w, b, kw = _conv_case(seed)
@@ -129,6 +131,7 @@ def test_conv2d_kernel_gradient_matches_numpy_finite_differences():
     np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_pool_gradients(seed):
     x, size, stride, padding = _pool_case(seed)

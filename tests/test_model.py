@@ -55,6 +55,7 @@ def test_init_gives_the_same_weights_under_jit_vmap_and_eval_shape(lenet):
     np.testing.assert_array_equal(batched["conv2"]["kernel"][1], first["conv2"]["kernel"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3, 17])
 def test_apply_any_batch_and_jit_agree(lenet, batch):
     params = lenet.init(jax.random.key(0))
@@ -64,6 +65,7 @@ def test_apply_any_batch_and_jit_agree(lenet, batch):
     np.testing.assert_allclose(np.asarray(jax.jit(lenet.apply)(params, x)), np.asarray(logits), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_predict_applies_the_final_softmax(lenet):
     params = lenet.init(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(5), (4, 28, 28, 1))
@@ -73,6 +75,7 @@ def test_predict_applies_the_final_softmax(lenet):
     assert not np.allclose(np.asarray(lenet.apply(params, x).sum(axis=1)), 1.0)
 
 
+@pytest.mark.slow
 def test_intermediates_are_the_layers_outputs(lenet):
     params = lenet.init(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(6), (2, 28, 28, 1))

@@ -29,8 +29,6 @@ from jaxcnn.train import TrainConfig
 from conftest import ROOT
 from datasets import quadrant_dataset, write_class_folders, write_spec
 
-pytestmark = pytest.mark.slow
-
 
 def _cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "jaxcnn", *args], cwd=cwd, capture_output=True, text=True,
@@ -71,6 +69,7 @@ def _train_args(spec: Path, images: Path, *extra: str) -> list[str]:
 # ---------------------------------------------------------------- --overwrite
 
 
+@pytest.mark.slow
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, folder_data):
     spec, images = folder_data
     mine = tmp_path / "mine"
@@ -88,6 +87,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, folder_data):
     assert _snapshot(images) == data_before
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file_or_the_working_folder_is_refused(tmp_path, folder_data):
     spec, images = folder_data
     a_file = tmp_path / "notes.txt"
@@ -102,6 +102,7 @@ def test_out_that_is_a_file_or_the_working_folder_is_refused(tmp_path, folder_da
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_that_diverges_in_epoch_one_keeps_the_old_run(tmp_path):
     spec, data, out = write_spec(tmp_path / "tiny.json"), quadrant_dataset(256, 64), tmp_path / "run"
     train_run(spec, data, TrainConfig(epochs=2, batch_size=32), out, progress=False, verbose=False)
@@ -114,6 +115,7 @@ def test_overwrite_that_diverges_in_epoch_one_keeps_the_old_run(tmp_path):
     assert load_run(out).config["train"]["epochs"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_overwrite_stopped_in_epoch_one_keeps_the_old_run(tmp_path, sig):
     spec = write_spec(tmp_path / "tiny.json")
@@ -146,6 +148,7 @@ def test_overwrite_stopped_in_epoch_one_keeps_the_old_run(tmp_path, sig):
 # ---------------------------------------------------------------- one writer per run
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path, folder_data):
     spec, images = folder_data
     out = tmp_path / "run"
@@ -164,6 +167,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, folder_data):
     assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.slow
 def test_two_trainers_started_together_leave_one_consistent_run(tmp_path, folder_data):
     spec, images = folder_data
     out = tmp_path / "run"
@@ -232,6 +236,7 @@ def _change_one_weight(checkpoint: Path, layer: str) -> None:
     os.replace(rewritten, item)
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_a_checkpoint_is_an_error(tmp_path):
     out = tmp_path / "run"
     train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), out,
@@ -242,6 +247,7 @@ def test_a_flipped_byte_in_a_checkpoint_is_an_error(tmp_path):
     _one_error_line(_cli("evaluate", str(out)), "epoch 1 is damaged", "Restore the folder from a copy")
 
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capfd):
     spec, out = write_spec(tmp_path / "tiny.json"), tmp_path / "run"
     good = quadrant_dataset(256, 64)
@@ -262,6 +268,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capfd):
     assert len(list((out / "damaged-checkpoints").iterdir())) == 1  # kept for the user, out of the way
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoints_is_refused(tmp_path, folder_data):
     spec, images = folder_data
     out = tmp_path / "run"

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT
 
 SCRIPT = textwrap.dedent(
@@ -41,6 +43,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, env=env,
@@ -55,6 +58,7 @@ def test_four_devices_equal_one_device():
     assert "batch size 30 does not split evenly across 4 devices: use a multiple of 4" in out["error"]
 
 
+@pytest.mark.slow
 def test_two_processes_over_loopback_equal_one_process():
     """jax.distributed with two local processes (gloo collectives on the CPU) trains like one process."""
     result = subprocess.run([sys.executable, "experiments/multi_process.py", "--launch", "2", "--smoke"],
@@ -85,6 +89,7 @@ LENET_ON_TWO_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_lenet_on_two_cpu_devices_of_one_process_does_not_deadlock():
     """Queued back-to-back, steps on 2 forced CPU devices deadlocked in XLA's in-process all-reduce
     (XLA aborts after its collective timeout); the trainer finishes each step first on such meshes."""

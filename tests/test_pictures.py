@@ -28,6 +28,7 @@ def assert_png(path, min_side=200):
         assert np.asarray(image.convert("L")).std() > 5  # not a blank canvas
 
 
+@pytest.mark.slow
 def test_article_demos_are_written(tmp_path):
     written = article_demos(tmp_path)
     assert set(written) == {"convolution", "edge", "padding", "pooling"}
@@ -67,6 +68,7 @@ def test_network_diagram(tmp_path, suffix):
             assert shape in words, shape
 
 
+@pytest.mark.slow
 def test_run_pictures(tmp_path, monkeypatch):
     folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(256, 40))
     spec = write_spec(tmp_path / "tiny.json")
@@ -79,6 +81,7 @@ def test_run_pictures(tmp_path, monkeypatch):
         assert_png(written[name], min_side=100)
 
 
+@pytest.mark.slow
 def test_cli_draw_and_demo(tmp_path):
     cli = [sys.executable, "-m", "jaxcnn"]
     env = {k: v for k, v in os.environ.items() if k != "JAXCNN_DATA_DIR"}  # the demo must work without data

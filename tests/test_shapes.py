@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxcnn.model import Model, param_shapes
 from jaxcnn.spec import LAYER_FIELDS, SpecError, load_spec, parse_spec
@@ -52,6 +53,7 @@ def _random_layer(rng: np.random.Generator, flat: bool) -> dict:
     return layer
 
 
+@pytest.mark.slow
 def test_random_stacks_of_every_layer_type():
     """Random valid specs mixing every type and padding form; invalid draws must be SpecErrors."""
     rng = np.random.default_rng(0)

@@ -55,6 +55,7 @@ def test_loss_falls_and_accuracy_rises_well_above_chance(spec_file):
     assert result.metrics[-1]["images_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_other_seed_other_run(spec_file):
     runs = [
         train_run(spec_file, DATA, TrainConfig(epochs=2, seed=s, **FAST), None, progress=False, verbose=False)
@@ -68,6 +69,7 @@ def test_same_seed_same_run_other_seed_other_run(spec_file):
                                for i, m in enumerate(runs[1].metrics)]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_scan_loop_and_step_loop_compute_the_same_training(spec_file):
     scan = train_run(spec_file, DATA, TrainConfig(epochs=2, loop="scan", **FAST), None, progress=False, verbose=False)
     step = train_run(spec_file, DATA, TrainConfig(epochs=2, loop="step", **FAST), None, progress=False, verbose=False)
@@ -76,6 +78,7 @@ def test_scan_loop_and_step_loop_compute_the_same_training(spec_file):
     assert scan.metrics[-1]["test_accuracy"] == pytest.approx(step.metrics[-1]["test_accuracy"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_accumulated_step_equals_the_whole_batch_step(spec_file):
     model = jaxcnn.Model.from_file(spec_file)
     optimizer = optax.adam(1e-2)
@@ -176,6 +179,7 @@ print(compiled, len(programs))
 """
 
 
+@pytest.mark.slow
 def test_a_fresh_process_compiles_three_programs_and_none_while_training(spec_file):
     """Optimizer init, training step, evaluation: each small eager op would add a compilation (10-170 ms)."""
     code = STARTUP_COUNT.format(spec=str(spec_file))
@@ -185,6 +189,7 @@ def test_a_fresh_process_compiles_three_programs_and_none_while_training(spec_fi
     assert out.stdout.split() == ["3", "3"]
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(spec_file, tmp_path):
     config = TrainConfig(epochs=3, schedule="onecycle", **FAST)
     whole = train_run(spec_file, DATA, config, tmp_path / "whole", progress=False, verbose=False)
@@ -197,6 +202,7 @@ def test_resume_equals_uninterrupted(spec_file, tmp_path):
     assert read_metrics(tmp_path / "part")[-1]["test_loss"] == read_metrics(tmp_path / "whole")[-1]["test_loss"]
 
 
+@pytest.mark.slow
 def test_killed_as_an_epoch_is_saved_resumes_to_the_same_run(spec_file, tmp_path, monkeypatch):
     """Killed just as epoch 2's checkpoint is saved: its metrics row is already written (never a
     checkpoint without its row), and resume continues to the same run as an uninterrupted one."""
@@ -220,6 +226,7 @@ def test_killed_as_an_epoch_is_saved_resumes_to_the_same_run(spec_file, tmp_path
     assert [m["epoch"] for m in read_metrics(tmp_path / "part")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_run_directory_contents_and_overwrite_protection(spec_file, tmp_path):
     out = tmp_path / "run"
     train_run(spec_file, DATA, TrainConfig(epochs=2, **FAST), out, progress=False, verbose=False)
@@ -240,6 +247,7 @@ def test_run_directory_contents_and_overwrite_protection(spec_file, tmp_path):
     assert len(read_metrics(out)) == 1
 
 
+@pytest.mark.slow
 def test_load_run_predict(spec_file, tmp_path):
     out = tmp_path / "run"
     result = train_run(spec_file, DATA, TrainConfig(epochs=3, **FAST), out, progress=False, verbose=False)
@@ -259,6 +267,7 @@ def test_load_run_predict(spec_file, tmp_path):
         load_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_schedules_and_config_errors():
     for schedule in ("constant", "cosine", "warmup_cosine", "onecycle"):
         lr = make_schedule(TrainConfig(epochs=2, lr=0.1, schedule=schedule, warmup_epochs=0.5), 10)
@@ -273,6 +282,7 @@ def test_schedules_and_config_errors():
     assert chunk_plan(468) == (9, 52) and chunk_plan(7) == (7, 1)
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_predict_round_trip(tmp_path, spec_file):
     folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(256, 64))
     out = tmp_path / "run"
@@ -307,6 +317,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_learns(spec_file):
     assert result.metrics[-1]["test_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_a_run_that_keeps_nothing_on_disk_does_not_import_orbax(spec_file):
     """orbax costs about 0.5 s to import; only runs with a run directory need it."""
     code = (
@@ -319,6 +330,7 @@ def test_a_run_that_keeps_nothing_on_disk_does_not_import_orbax(spec_file):
     assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_label_smoothing_loss_equals_numpy_cross_entropy_on_smoothed_targets(spec_file):
     model = jaxcnn.Model.from_file(spec_file)
     params = model.init(0)
