@@ -103,3 +103,16 @@ def test_xla_options_smoke_times_each_variant_against_jaxcnn_and_reports_a_rejec
     assert float(rows["| + xla_cpu_use_xnnpack=True"].split(" | ")[3]) > 0
     assert "rejected: INVALID_ARGUMENT" in rows["| + no_such_option=1"]
     assert own == compiling.CPU_COMPILER_OPTIONS  # the variants' options are not left behind
+
+
+@pytest.mark.slow
+def test_compile_depth_benchmark_compiles_each_depth():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        compile_depth = importlib.import_module("compile_depth")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    spec = compile_depth.deep_spec(3)
+    assert [layer["type"] for layer in spec["layers"]] == ["conv", "conv", "conv", "flatten", "dense"]
+    step, total = compile_depth.compile_seconds(2)
+    assert 0 < step <= total
