@@ -6,7 +6,8 @@ Machine, time and result: docs/performance.md ("Compile time and depth").
 
 Each network is N conv layers (3x3, same padding, 8 filters, relu) on 16x16x1 inputs, then
 flatten and a dense layer of 10. The training step and the evaluation are compiled once each
-(``Trainer.compile``; the library never turns the compilation cache on by itself) and the seconds are printed as a table.
+(``Trainer.compile``; the library never turns the compilation cache on by itself) and the
+seconds are printed as a table.
 """
 
 from __future__ import annotations
