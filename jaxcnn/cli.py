@@ -10,14 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
+from jaxcnn.config import TrainConfig
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import NetworkSpec, SpecError, load_spec
 
-# Kept in step with jaxcnn.train and jaxcnn.data without importing JAX at start-up.
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
-LOOPS = ("auto", "scan", "step")
+# jaxcnn.data's name for it, repeated so the command starts without importing NumPy (a test checks them).
 DATA_DIR_ENV = "JAXCNN_DATA_DIR"
 
 
@@ -110,34 +109,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from jaxcnn.compiling import enable_compilation_cache, use_xla_defaults
     from jaxcnn.runs import resume_run, train_run
-    from jaxcnn.train import TrainConfig
 
     enable_compilation_cache()  # a second run of the same network skips XLA's code generation
     use_xla_defaults(args.xla_defaults)
 
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.resume:
         if args.spec or args.out:
             raise UsageError("--resume RUN continues a run: give no SPEC and no --out")
+        changed = sorted(_flag(name) for name in given if name != "epochs")
+        if changed:
+            raise UsageError(f"--resume RUN continues with the run's recorded settings; only --epochs may change, "
+                             f"not {', '.join(changed)}")  # fmt: skip
         resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, progress=not args.no_progress)
         return 0
     if not args.spec or not args.out or not args.dataset:
         raise UsageError("train needs SPEC, --dataset NAME and --out RUN (or --resume RUN)")
-    config = TrainConfig(
-        epochs=10 if args.epochs is None else args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        seed=args.seed,
-        loop=args.loop,
-        devices=args.devices,
-        compute_dtype=args.compute_dtype,
-        label_smoothing=args.label_smoothing,
-        **({} if args.eval_batch_size is None else {"eval_batch_size": args.eval_batch_size}),
-    )
+    config = TrainConfig(**given)
     train_run(
         args.spec,
         args.dataset,
@@ -251,6 +239,28 @@ def _cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with the field's help, choices and default (written only there).
+
+    Every option defaults to None, meaning "not given": TrainConfig fills in its own default.
+    """
+    for item in fields(TrainConfig):
+        meta, default = item.metadata, item.default
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        parser.add_argument(
+            _flag(item.name),
+            dest=item.name,
+            type=type(default),
+            choices=meta["choices"],
+            metavar=meta["metavar"],
+            help=f"{meta['help']} (default {shown})",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description="Convolutional networks from JSON specs, on JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -272,25 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV}; unset: download)")
     train.add_argument("--out", help="the run directory to create")
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    train.add_argument("--epochs", type=int, help="number of epochs (default 10; with --resume: the new total)")
-    train.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
-    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 0.001)")
-    train.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="default adam")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, Nesterov (default 0.9)")
-    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
-    train.add_argument("--schedule", default="constant", choices=SCHEDULES, help="learning-rate schedule")
-    train.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length in epochs")
-    train.add_argument("--eval-batch-size", type=int,
-                       help="test images per evaluation call (default 1000); lower it if evaluating runs out "
-                            "of memory")  # fmt: skip
-    train.add_argument("--label-smoothing", type=float, default=0.0,
-                       help="training targets (1 - a) on the label + a / classes everywhere (default 0)")  # fmt: skip
-    train.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default 0)")
-    train.add_argument("--loop", default="auto", choices=LOOPS, help="epoch loop: scan or per-step (auto: by device)")
-    train.add_argument("--devices", type=int, default=0, help="data-parallel over this many devices (default 0: all)")
-    train.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
-                       help="bfloat16: compute in bfloat16 with float32 parameters (for accelerators)")  # fmt: skip
+    train.add_argument("--overwrite", action="store_true", help="replace an existing jaxcnn run (nothing else)")
+    _add_config_options(train)
     train.add_argument("--pad", action="store_true", help="pad images with zeros up to the spec's input size")
     train.add_argument("--grey-to-rgb", action="store_true", help="repeat a grey channel to feed an RGB spec")
     train.add_argument(

@@ -13,11 +13,10 @@ which is what lets ``--resume`` reproduce an uninterrupted run exactly.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -27,19 +26,16 @@ import optax
 from jax.typing import ArrayLike
 
 from jaxcnn.compiling import jit
+from jaxcnn.config import ConfigError as ConfigError  # re-exported: jaxcnn.train is where users look
+from jaxcnn.config import TrainConfig as TrainConfig
 from jaxcnn.data import Preprocess
-from jaxcnn.errors import JaxcnnError
 from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
 from jaxcnn.model import Model, Params
 from jaxcnn.parallel import DataParallel, fetch
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LOOPS = ("auto", "scan", "step")
 SHUFFLE_STREAM = 0x5348_5546
 """Leading word of the NumPy seed of each epoch's shuffle, apart from the parameters' streams."""
-COMPUTE_DTYPES = ("float32", "bfloat16")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 
 
 class EpochInterruptedError(Exception):
@@ -48,67 +44,6 @@ class EpochInterruptedError(Exception):
     def __init__(self, epoch: int, steps_done: int, steps_per_epoch: int) -> None:
         self.epoch, self.steps_done, self.steps_per_epoch = epoch, steps_done, steps_per_epoch
         super().__init__(f"interrupted in epoch {epoch} after step {steps_done} of {steps_per_epoch}")
-
-
-class ConfigError(JaxcnnError, ValueError):
-    """Hyperparameters out of range; the message lists each problem."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of a run; recorded in ``config.json``."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    seed: int = 0
-    eval_batch_size: int = 1000
-    loop: str = "auto"
-    devices: int = 0
-    compute_dtype: str = "float32"
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            problems.append(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
-        if not isinstance(self.devices, int) or self.devices < 0:
-            problems.append(f"devices must be 0 (all) or a positive integer, got {self.devices!r}")
-        if self.loop not in LOOPS:
-            problems.append(f"loop must be one of {', '.join(LOOPS)}, got {self.loop!r}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        ranges = (
-            ("lr", self.lr, "a positive number", lambda v: v > 0),
-            ("momentum", self.momentum, "in [0, 1)", lambda v: 0 <= v < 1),
-            ("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0),
-            ("warmup_epochs", self.warmup_epochs, ">= 0", lambda v: v >= 0),
-            ("label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1),
-        )
-        for name, value, allowed, ok in ranges:
-            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not finite or not ok(value):
-                problems.append(f"{name} must be a finite number {allowed}, got {value!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:

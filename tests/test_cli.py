@@ -66,14 +66,32 @@ def test_summary_of_missing_file_is_one_line_not_a_traceback(tmp_path):
     assert "missing.json: no such file" in result.stderr
 
 
-def test_cli_choices_agree_with_the_library():
-    """cli.py repeats a few constants to start without importing JAX; they must not drift."""
-    from jaxcnn import cli, data, train
+def test_train_options_are_built_from_train_config():
+    """Each TrainConfig field is a `train` option with the field's choices and default; none is written twice."""
+    from dataclasses import fields
 
-    assert cli.OPTIMIZERS == train.OPTIMIZERS
-    assert cli.SCHEDULES == train.SCHEDULES
-    assert cli.LOOPS == train.LOOPS
+    from jaxcnn import cli, data
+    from jaxcnn.config import TrainConfig
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    train = commands.choices["train"]  # type: ignore[index]
+    options = {a.dest: a for a in train._actions}
+    for item in fields(TrainConfig):
+        action = options[item.name]
+        assert action.option_strings == ["--" + item.name.replace("_", "-")]
+        assert action.default is None  # not given: TrainConfig's own default applies
+        assert action.choices == item.metadata["choices"]
+        assert action.help is not None and "(default " in action.help
+    args = parser.parse_args(["train", "s.json", "--lr", "0.5", "--optimizer", "sgd"])
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    assert TrainConfig(**given) == TrainConfig(lr=0.5, optimizer="sgd")
     assert cli.DATA_DIR_ENV == data.DATA_DIR_ENV
+
+
+def test_resume_refuses_settings_other_than_epochs(tmp_path):
+    result = run("train", "--resume", str(tmp_path), "--lr", "0.1", "--seed", "3")
+    assert result.returncode == 2 and "only --epochs may change, not --lr, --seed" in result.stderr
 
 
 def test_validate_does_not_import_jax():

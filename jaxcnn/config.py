@@ -1,0 +1,89 @@
+"""A run's hyperparameters: one dataclass whose fields carry their defaults, allowed values and help.
+
+The ``jaxcnn train`` options are built from these fields, so each default and each list of
+choices is written once, here. No JAX import: the command starts fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from jaxcnn.errors import JaxcnnError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOOPS = ("auto", "scan", "step")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
+
+
+class ConfigError(JaxcnnError, ValueError):
+    """Hyperparameters out of range; the message lists each problem."""
+
+
+def _option(default: Any, help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
+    """A field with its command-line help (``choices`` for words, ``metavar`` for numbers)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of a run; recorded in ``config.json``."""
+
+    epochs: int = _option(10, "number of epochs; with --resume, the new total", metavar="N")
+    batch_size: int = _option(128, "images per step; each epoch drops its last partial batch", metavar="B")
+    lr: float = _option(1e-3, "(peak) learning rate", metavar="X")
+    optimizer: str = _option("adam", "adam, adamw (decoupled weight decay) or sgd (Nesterov momentum)", OPTIMIZERS)
+    momentum: float = _option(0.9, "SGD momentum", metavar="M")
+    weight_decay: float = _option(0.0, "L2 weight decay (decoupled for adamw)", metavar="W")
+    schedule: str = _option("constant", "learning-rate schedule", SCHEDULES)
+    warmup_epochs: float = _option(
+        0.0, "linear warm-up in epochs, or the rising part of onecycle (there 0 means a quarter)", metavar="E"
+    )
+    seed: int = _option(0, "random seed: the same seed gives the same run, bit for bit", metavar="S")
+    eval_batch_size: int = _option(
+        1000, "test images per evaluation call; lower it if evaluating runs out of memory", metavar="N"
+    )
+    loop: str = _option("auto", "epoch loop: lax.scan chunks or a per-step loop (auto: step on CPUs)", LOOPS)
+    devices: int = _option(0, "data-parallel over this many devices (0: all)", metavar="N")
+    compute_dtype: str = _option(
+        "float32", "bfloat16 computes in bfloat16 with float32 parameters (for accelerators)", COMPUTE_DTYPES
+    )
+    label_smoothing: float = _option(
+        0.0, "train towards 1 - A on the label plus A / classes on every class", metavar="A"
+    )
+
+    def __post_init__(self) -> None:
+        problems = []
+        for item in fields(self):
+            choices = item.metadata["choices"]
+            value = getattr(self, item.name)
+            if choices is not None and value not in choices:
+                problems.append(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
+        if not isinstance(self.devices, int) or self.devices < 0:
+            problems.append(f"devices must be 0 (all) or a positive integer, got {self.devices!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        ranges = (
+            ("lr", self.lr, "a positive number", lambda v: v > 0),
+            ("momentum", self.momentum, "in [0, 1)", lambda v: 0 <= v < 1),
+            ("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0),
+            ("warmup_epochs", self.warmup_epochs, ">= 0", lambda v: v >= 0),
+            ("label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1),
+        )
+        for name, value, allowed, ok in ranges:
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or not ok(value):
+                problems.append(f"{name} must be a finite number {allowed}, got {value!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
