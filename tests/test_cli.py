@@ -101,3 +101,23 @@ def test_validate_does_not_import_jax():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
+
+
+def test_readme_documents_every_train_option_with_its_default():
+    """The README's table of `jaxcnn train` options names every option the parser has, with TrainConfig's defaults."""
+    import re
+    from dataclasses import fields
+
+    from jaxcnn import cli
+    from jaxcnn.config import TrainConfig
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("Options of `jaxcnn train`:") :].split("\n\n")[1]
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", table, re.M))
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    train = commands.choices["train"]  # type: ignore[index]
+    flags = {s for a in train._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    assert flags <= set(rows), f"undocumented: {sorted(flags - set(rows))}"
+    for item in fields(TrainConfig):
+        shown = rows["--" + item.name.replace("_", "-")].strip().strip("`")
+        assert shown == (f"{item.default:g}" if isinstance(item.default, float) else str(item.default)), item.name
