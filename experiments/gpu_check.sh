@@ -6,7 +6,7 @@
 # Smoke:    JAXCNN_DATA_DIR=../shared/data TORCH_DEVICE=cpu SMOKE=1 bash experiments/gpu_check.sh /tmp/gc
 #           (every stage on a tiny subset, one test file: checks the script itself, on any machine)
 # Budget:   GPU_CHECK_SECONDS (default 480): the tests, last, get what is left of it
-# Tests:    TESTS="tests/test_fast.py tests/test_train.py" runs those test files instead of the list below
+# Tests:    TESTS="tests/test_cpu_layers.py tests/test_train.py" runs those test files instead of the list below
 # Time:     about 5 minutes on one H100 (README "Devices" has the figures and the machine)
 # Result:   OUT_DIR/gpu_check.log (every stage's output), OUT_DIR/bench/results.{json,md} (the
 #           benchmark, PyTorch on the GPU too; OUT_DIR/bench_xla_defaults: the same with XLA's
@@ -27,7 +27,7 @@ export PYTHONUNBUFFERED=1
 torch_device=${TORCH_DEVICE:-cuda}
 smoke=()
 tests=(tests/test_article_numbers.py tests/test_layers_reference.py tests/test_layers_flax.py tests/test_shapes.py
-       tests/test_golden.py tests/test_model.py tests/test_fast.py tests/test_train.py)
+       tests/test_golden.py tests/test_model.py tests/test_cpu_layers.py tests/test_train.py)
 if [ -n "${TESTS:-}" ]; then read -ra tests <<<"$TESTS"; fi
 if [ -n "${SMOKE:-}" ]; then smoke=(--smoke); tests=(tests/test_article_numbers.py); fi
 cd "$(dirname "$0")/.."

@@ -1,19 +1,16 @@
 """``jax.jit`` with the XLA options jaxcnn compiles its programs with.
 
-On the CPU, jaxcnn turns off XLA's newer loop-fusion emitters (``xla_cpu_use_fusion_emitters``)
-for its own programs, per compilation, leaving the process's XLA flags alone. Measured on a
-2-core x86-64 CPU with jaxlib 0.10.2: the gradient of LeNet's first max pool (the transpose of
-strided slices, which XLA writes as interior padding) took 27 us per image with those emitters
-and 5 with the older ones; the whole training step about 20% less time; compiling it about half
-the time (1.4 s instead of 2.8). ``experiments/benchmark.py --xla-defaults`` measures without it.
-Training programs use it; evaluation and prediction keep XLA's defaults, with which LeNet's
-inference ran about 10% faster (medians of 6 interleaved windows, batch 128 and 512). On a GPU,
-training programs ask for XLA's deterministic kernels (``GPU_COMPILER_OPTIONS``).
+On the CPU, jaxcnn's training programs are compiled with XLA's older loop emitters
+(``xla_cpu_use_fusion_emitters=False``, per compilation, leaving the process's XLA flags alone),
+because the newer ones run the pools' strided-slice gradients as slow scalar loops; evaluation and
+prediction keep XLA's defaults, which ran inference faster. On a GPU, training programs ask for
+XLA's deterministic kernels (``GPU_COMPILER_OPTIONS``) so the same seed gives the same run.
+``experiments/benchmark.py --xla-defaults`` measures without these options (figures:
+``docs/performance.md``).
 
 :func:`enable_compilation_cache` turns on JAX's persistent compilation cache, so a second run of
-the same network skips XLA's code generation (LeNet's training step: about 2.5 s compiling cold,
-0.1 s from the cache). jaxcnn's command line and experiment scripts call it; the library alone
-never changes JAX's process-wide settings.
+the same network skips XLA's code generation. jaxcnn's command line and experiment scripts call
+it; the library alone never changes JAX's process-wide settings.
 """
 
 from __future__ import annotations

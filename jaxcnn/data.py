@@ -42,6 +42,8 @@ from jaxcnn.errors import JaxcnnError
 DATA_DIR_ENV = "JAXCNN_DATA_DIR"
 CACHE_DIR_ENV = "JAXCNN_CACHE_DIR"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DOWNLOAD_PROBE_SECONDS = 5.0
+"""How long a download waits to reach the data's host before saying that it cannot."""
 MAX_IMAGE_BYTES = 64 * 2**20
 """The largest image file read (folder data sets, ``predict``): far above any photo, far below a mistake."""
 
@@ -175,6 +177,12 @@ def _download(name: str, files: list[str]) -> dict[str, Path]:
 
     infos = checksums.load_url_infos(checksum_record_path(name))
     by_file = {str(info.filename): url for url, info in infos.items()}
+    from tensorflow_datasets.core.download import resource
+
+    for f in files:  # files downloaded before are used without the network
+        url = by_file[f]
+        if not (cache_dir() / "downloads" / name / resource.get_dl_fname(url, str(infos[url].checksum))).is_file():
+            _check_reachable(url, name)
     manager = tfds.download.DownloadManager(
         download_dir=cache_dir() / "downloads",
         url_infos=infos,
@@ -189,6 +197,25 @@ def _download(name: str, files: list[str]) -> dict[str, Path]:
             f"holding {name}/ with the original files."
         ) from None
     return {f: Path(str(p)) for f, p in fetched.items()}
+
+
+def _check_reachable(url: str, name: str) -> None:
+    """A DataError within seconds when ``url``'s host cannot be reached, instead of the minutes that
+    tensorflow-datasets' download retries take on a machine without network access."""
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=DOWNLOAD_PROBE_SECONDS):
+            pass
+    except OSError as err:
+        raise DataError(
+            f"cannot download {name}: {parts.hostname}:{port} is unreachable ({err.strerror or err}). Offline, "
+            f"point --data-dir or {DATA_DIR_ENV} at a folder holding {name}/ with the original files "
+            "(see the README's Data section)"
+        ) from None
 
 
 def _source_files(name: str, files: list[str], data_dir: Path | None) -> tuple[dict[str, Path], str]:

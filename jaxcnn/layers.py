@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import fast
+from jaxcnn import cpu_layers
 from jaxcnn.geometry import (
     PADDING_FORMS,
     IntPair,
@@ -52,7 +52,7 @@ IMPLS = ("auto", "lax", "fast")
 
 
 def uses_fast_path(impl: str) -> bool:
-    """Whether to use :mod:`jaxcnn.fast`: asked for, or ``auto`` on the CPU backend."""
+    """Whether to use :mod:`jaxcnn.cpu_layers`: asked for, or ``auto`` on the CPU backend."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
     return impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
@@ -98,11 +98,11 @@ def conv2d(
     ``kernel`` is HWIO with I = in_channels / groups. Each output pixel is the sum over the
     window of input times kernel, plus the bias: the article's "slide the filter and add up".
     ``impl`` picks how XLA computes it: ``"lax"`` (one ``lax.conv_general_dilated``), ``"fast"``
-    (:mod:`jaxcnn.fast`, same function and gradient, faster on the CPU) or ``"auto"`` (fast on
+    (:mod:`jaxcnn.cpu_layers`, same function and gradient, faster on the CPU) or ``"auto"`` (fast on
     the CPU backend, lax elsewhere). ``pool`` (a window size) returns
     ``max_pool(conv2d(...), pool)`` (``max_pool(relu(conv2d(...)), pool)`` with
     ``relu_before_pool``), the pool's stride equal to its size, in one step where
-    :func:`jaxcnn.fast.conv_max_pool` applies: same values and gradient, faster inference.
+    :func:`jaxcnn.cpu_layers.conv_max_pool` applies: same values and gradient, faster inference.
     """
     _check_nhwc(x, "conv2d")
     if kernel.ndim != 4:
@@ -128,17 +128,17 @@ def conv2d(
         raise ValueError("relu_before_pool applies only with pool= (the max pool after the ReLU)")
     if pool is not None:
         window = as_pair(pool, "pool size")
-        if not uses_fast_path(impl) or not fast.fuses_with_max_pool(kernel.shape, strides, int(groups)):
+        if not uses_fast_path(impl) or not cpu_layers.fuses_with_max_pool(kernel.shape, strides, int(groups)):
             y = conv2d(x, kernel, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, impl=impl)
             return max_pool(jax.nn.relu(y) if relu_before_pool else y, window, impl=impl)
         out_hw = [output_size(x.shape[1 + a], size[a], 1, *pads[a], dilations[a]) for a in (0, 1)]
         _check_fits((out_hw[0], out_hw[1]), window, window, ((0, 0), (0, 0)), (1, 1), "max_pool")
         zero_bias = jnp.zeros(kernel.shape[3], x.dtype) if bias is None else bias
-        return fast.conv_max_pool(x, kernel, zero_bias, pads, dilations, window, relu_before_pool)
+        return cpu_layers.conv_max_pool(x, kernel, zero_bias, pads, dilations, window, relu_before_pool)
     if uses_fast_path(impl):
-        y = fast.conv(x, kernel, strides, pads, dilations, int(groups))
+        y = cpu_layers.conv(x, kernel, strides, pads, dilations, int(groups))
     else:
-        y = fast.lax_conv(x, kernel, strides, pads, dilations, int(groups))
+        y = cpu_layers.lax_conv(x, kernel, strides, pads, dilations, int(groups))
     if bias is not None:
         y = y + bias
     return y
@@ -170,8 +170,8 @@ def max_pool(
     applies when the windows tile the input (stride = size, no padding).
     """
     window, strides, pads = _pool_setup(x, size, stride, padding, "max_pool")
-    if uses_fast_path(impl) and fast.tiles(window, strides, pads):
-        return fast.max_pool_tiled(x, window)
+    if uses_fast_path(impl) and cpu_layers.tiles(window, strides, pads):
+        return cpu_layers.max_pool_tiled(x, window)
     # A NumPy (not JAX) init value: reduce_window is differentiable only with a known constant.
     if jnp.issubdtype(x.dtype, jnp.floating):
         init = np.array(-np.inf, x.dtype)

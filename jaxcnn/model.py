@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import fast
+from jaxcnn import cpu_layers
 from jaxcnn import layers as L
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import AnyLayer, ConvLayer, DenseLayer, NetworkSpec, PoolLayer, Shape, load_spec
@@ -239,7 +239,7 @@ class Model:
 
     def _pools_in_one_step(self, index: int) -> bool:
         """Whether conv layer ``index`` and the tiled max pool after it run as one
-        :func:`jaxcnn.fast.conv_max_pool` (the CPU fast path; see there).
+        :func:`jaxcnn.cpu_layers.conv_max_pool` (the CPU fast path; see there).
 
         Its activation must be ReLU or none: the phase form applies ReLU after the maximum, which
         gives the same values (relu(max) = max(relu)).
@@ -251,10 +251,10 @@ class Model:
         return (
             isinstance(conv, ConvLayer)
             and conv.activation in ("relu", "linear")
-            and fast.fuses_with_max_pool(param_shapes(conv)["kernel"], conv.stride, conv.groups)
+            and cpu_layers.fuses_with_max_pool(param_shapes(conv)["kernel"], conv.stride, conv.groups)
             and isinstance(pool, PoolLayer)
             and pool.type == "max_pool"
-            and fast.tiles(pool.size, pool.stride, pool.padding)
+            and cpu_layers.tiles(pool.size, pool.stride, pool.padding)
         )
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:

@@ -174,15 +174,10 @@ class AccumulatedStep:
     gradient call per micro-batch, summed on the device, then one jitted optimizer update.
 
     The gradient is the same (the mean of the micro-batches' mean-loss gradients is the batch's);
-    only the rounding of the sum differs. Why: a whole large step runs slower per image, mostly
-    from page faults: its buffers grow past what glibc's allocator keeps for reuse (blocks over
-    32 MiB, or 64 MiB in a worker thread's arena, go back to the operating system when freed), so
-    every step maps them afresh and faults them in page by page. ``experiments/step_cost.py
-    --whole`` measured LeNet's whole step at batch 256 and 512 with 8,535 and 19,852 minor faults
-    per step and 108-114 us per image, against 54 us and 0-471 faults as micro-batches of 128.
-    Unrolling the micro-batches inside one compiled step does not help (XLA schedules them
-    together and keeps their buffers alive at once). The calls are dispatched asynchronously, so
-    Python stays off the critical path.
+    only the rounding of the sum differs. Why: on the CPU a whole large step runs slower per image,
+    mostly from page faults, since its buffers outgrow what the allocator keeps for reuse
+    (``benchmarks/tools/step_cost.py``; figures in ``docs/performance.md``). The calls are dispatched
+    asynchronously, so Python stays off the critical path.
     """
 
     def __init__(
@@ -328,11 +323,10 @@ def chunk_plan(steps_per_epoch: int, target_chunks: int = 10) -> tuple[int, int]
 def resolve_loop(loop: str) -> str:
     """``auto`` is ``scan`` on accelerators and ``step`` on the CPU.
 
-    Measured on a 2-core CPU (jaxlib 0.10.2), a LeNet training step inside a ``lax.scan`` (or any
-    XLA while loop) runs 3-5x slower than the same step as its own jitted call (the last row of
-    ``experiments/profile_ops.py``), so on the CPU the epoch is a Python loop over one compiled,
-    buffer-donating step (dispatch is asynchronous, so Python stays off the critical path). Both
-    compute the same thing; tests compare them.
+    On the CPU, XLA runs a training step inside a ``lax.scan`` (or any while loop) several times
+    slower than the same step as its own jitted call, so there the epoch is a Python loop over one
+    compiled, buffer-donating step (dispatch is asynchronous, so Python stays off the critical
+    path). Both compute the same thing; tests compare them.
     """
     if loop != "auto":
         return loop

@@ -64,8 +64,9 @@ def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monk
 
 
 def smoke_output(script: str, monkeypatch, capsys, *args: str) -> str:
-    """What ``experiments/<script>.py [args] --smoke`` prints (a script that needs no data)."""
+    """What ``benchmarks/tools/<script>.py [args] --smoke`` prints (a tool that needs no data)."""
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "tools"))
     module = importlib.import_module(script)
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *args, "--smoke"])
     module.main()
@@ -106,12 +107,9 @@ def test_xla_options_smoke_times_each_variant_against_jaxcnn_and_reports_a_rejec
 
 
 @pytest.mark.slow
-def test_compile_depth_benchmark_compiles_each_depth():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        compile_depth = importlib.import_module("compile_depth")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def test_compile_depth_benchmark_compiles_each_depth(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks" / "tools"))
+    compile_depth = importlib.import_module("compile_depth")
     spec = compile_depth.deep_spec(3)
     assert [layer["type"] for layer in spec["layers"]] == ["conv", "conv", "conv", "flatten", "dense"]
     step, total = compile_depth.compile_seconds(2)

@@ -1,44 +1,23 @@
-"""Faster formulations of convolution and max pooling for XLA's CPU backend.
+"""Formulations of convolution and max pooling that XLA's CPU backend runs faster.
 
 Each computes the same function and gradient as the plain ``lax`` version in
-:mod:`jaxcnn.layers` (``tests/test_fast.py`` compares them on random inputs); they differ only
-in how XLA is asked to do the work. Measured on a 2-core x86-64 CPU with jaxlib 0.10.2, per
-image at batch 128 (``experiments/profile_ops.py`` prints these):
+:mod:`jaxcnn.layers` (``tests/test_cpu_layers.py`` compares them, ties included); they differ
+only in how XLA is asked to do the work:
 
-- A convolution over few input channels (the article's first layer: 5x5 filters on one grey
-  channel) is slow as an XLA convolution (about 90 us per image for LeNet's conv1). Written as
-  a sum of shifted slices times kernel taps, XLA fuses it into one elementwise loop (about 15 us).
-- The weight gradient of an XLA CPU convolution gets slower per image as the batch grows
-  (LeNet's conv2: 57 us per image at batch 128, 16 us when computed 16 images at a time and
-  summed), so the backward pass splits the batch into chunks of ``WGRAD_CHUNK``.
-- The input gradient of a convolution (groups = 1) is, where that is faster, the transpose of
-  a convolution written as matrix products and shifted adds instead of XLA's transposed
-  convolution: of :func:`column_stacked_conv` (one matmul) for stride 1 and few output
-  channels (LeNet's conv2: about 15 us per image against 29-35 for XLA's), of
-  :func:`row_stacked_conv` (one matmul per kernel row) while its products stay small;
-  :func:`input_gradient_form` chooses, from the measurements in its docstring.
-- Max pooling whose windows tile the input (stride = size, no padding): the forward is the
-  maximum of strided slices (fused elementwise), and the gradient sends each window's gradient
-  to its first maximal position as the transpose of strided slices, which XLA fuses (LeNet's
-  pool1: 5 us per image against 49 for ``reduce_window``'s gradient, ``select_and_scatter``,
-  when compiled with XLA's older loop emitters as :mod:`jaxcnn.compiling` does; 27 with the newer). The choice at
-  ties is the one ``reduce_window`` makes, so the two agree exactly, ties included.
-- XLA fuses the shifted-slice convolution into consumers that read it through strided slices,
-  and the fused loops run several times slower than apart (see :func:`materialize`); the pool
-  and the convolution's derivative therefore read it from memory, and the input gradient is
-  written to memory before the pool's gradient reads it. This took LeNet's inference from
-  about 11k to 30k images per second.
-- A stride-1 shifted-slice convolution followed by a tiled max pool (LeNet's conv1 + pool1)
-  runs as :func:`conv_max_pool`: the pool is the elementwise maximum of the convolution's
-  phases (one strided convolution per window position), with no strided reads of a stored
-  feature map. Inference about 13% faster; training takes the separate forms' derivative.
-
-Together these make LeNet's training step about 3x faster on the CPU than the plain version
-(``experiments/profile_ops.py``: 65 against 198, and 80 against 252, us per image at batch 128 in
-two runs).
+- a convolution over few input channels as a sum of shifted slices times kernel taps, which XLA
+  fuses into one elementwise loop;
+- weight gradients computed ``WGRAD_CHUNK`` images at a time and summed (XLA's CPU weight
+  gradient slows down per image as the batch grows);
+- the input gradient as the transpose of matrix products and shifted adds
+  (:func:`column_stacked_conv`, :func:`row_stacked_conv`) where :func:`input_gradient_form` finds
+  that faster than XLA's transposed convolution;
+- max pooling whose windows tile the input as a maximum of strided slices, its gradient sent to
+  each window's first maximal position as ``reduce_window``'s is;
+- stored intermediates (:func:`materialize`) where XLA's fusion of strided reads would be slower,
+  and conv + max pool as one step for inference (:func:`conv_max_pool`).
 
 On other backends (GPU, TPU), :func:`jaxcnn.layers.conv2d` and ``max_pool`` use the plain
-versions, which their vendors' libraries already run well.
+versions. What each form gains, measured, is in ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -201,16 +180,11 @@ def input_gradient_form(
     ``"column"`` (:func:`column_stacked_conv`), of ``"row"`` (:func:`row_stacked_conv`), or
     ``"lax"``: XLA's transposed convolution.
 
-    Chosen from measurements on a 2-core x86-64 CPU, microseconds per image at batch 128,
-    medians of 11 interleaved rounds in two runs of ``experiments/input_gradient_forms.py``:
-    the column form for stride 1 and few output channels, where the row form's matmuls contract
-    over only those few (LeNet's conv2, 14x14x8 -> 16, 5x5: 14.7-15.0 against 27-30 for the row
-    form and 29-35 for XLA's; 12x12x8 -> 16, 5x5, pad 2: 19-24 against 26-32 and 24-25); the
-    row form while its per-kernel-row product stays within ``STACKED_FORM_MAX_FLOATS`` (8x8x64
-    -> 128, 3x3, pad 1: 97-110 against 158-178 for XLA's; 16x16x32 -> 64: 104-140 against
-    151-167); beyond that XLA's own, which stores no such product (32x32x16 -> 32: 150-166
-    against 342-365 for the row form). Not caught by the rule: 14x14x16 -> 16, 3x3, pad 1, where
-    XLA's (14-19) beat the column form chosen (23-25, the row form 26-32).
+    The column form for stride 1 and at most ``COLUMN_FORM_MAX_FEATURES`` output channels (where
+    the row form's matmuls would contract over only those few), the row form while its product
+    stays within ``STACKED_FORM_MAX_FLOATS``, XLA's own beyond that (it stores no such product).
+    The rule follows ``benchmarks/tools/input_gradient_forms.py``'s measurements, which are in
+    ``docs/performance.md``.
     """
     n, fh, fw, channels, features = x_shape[0], *kernel_shape
     out_h = output_size(x_shape[1], fh, stride[0], *pads[0], dilation[0])
@@ -373,11 +347,10 @@ def materialize(x: jax.Array) -> jax.Array:
     """``x`` unchanged, but computed into memory before its consumers read it.
 
     XLA's CPU backend fuses an elementwise producer (say the shifted-slice convolution and its
-    ReLU) into a consumer that reads it through strided slices, and the fused loop runs about 4x
-    slower than the two loops apart (LeNet's conv1 + ReLU + 2x2 max pool: 64 us per image fused,
-    16 us apart). ``lax.optimization_barrier`` does not stop it: the CPU compiler removes barriers
-    before fusion. Writing one element back onto itself with ``dynamic_update_slice`` does: XLA
-    does not fuse an in-place update into the ops that read its result.
+    ReLU) into a consumer that reads it through strided slices, and the fused loop runs several
+    times slower than the two loops apart. ``lax.optimization_barrier`` does not stop it (the CPU
+    compiler removes barriers before fusion); writing one element back onto itself with
+    ``dynamic_update_slice`` does, since XLA does not fuse an in-place update into its readers.
     """
     corner = (0,) * x.ndim
     return lax.dynamic_update_slice(x, lax.dynamic_slice(x, corner, (1,) * (x.ndim - 1) + (x.shape[-1],)), corner)

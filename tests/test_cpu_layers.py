@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import compiling, fast
+from jaxcnn import compiling, cpu_layers
 from jaxcnn import layers as L
 from jaxcnn.model import Model
 from jaxcnn.train import batch_loss
@@ -74,7 +74,7 @@ def test_conv_then_pool_in_one_step_equals_conv_and_pool(case):
         y = L.conv2d(x, k, b, padding=padding, dilation=dilation, impl="lax")
         return L.max_pool(jax.nn.relu(y) if relu else y, pool, impl="lax")
 
-    assert fast.fuses_with_max_pool(kernel.shape, (1, 1), 1)
+    assert cpu_layers.fuses_with_max_pool(kernel.shape, (1, 1), 1)
     results = {}
     for name, f in (("fused", fused), ("separate", separate)):
         y, vjp = jax.vjp(jax.jit(f), x, kernel, bias)
@@ -108,9 +108,9 @@ def test_stacked_conv_forms_equal_lax_conv_forward_and_input_gradient(case):
     kx, kw, kd = jax.random.split(jax.random.key(n), 3)
     x = jax.random.normal(kx, (n, h, w, cin))
     kernel = jax.random.normal(kw, (*size, cin, cout))
-    y_lax, vjp_lax = jax.vjp(lambda x_: fast.lax_conv(x_, kernel, stride, pads, (dilation, dilation), 1), x)
+    y_lax, vjp_lax = jax.vjp(lambda x_: cpu_layers.lax_conv(x_, kernel, stride, pads, (dilation, dilation), 1), x)
     dy = jax.random.normal(kd, y_lax.shape)
-    for form in (fast.row_stacked_conv, fast.column_stacked_conv):
+    for form in (cpu_layers.row_stacked_conv, cpu_layers.column_stacked_conv):
         y, vjp = jax.vjp(jax.jit(lambda x_, f=form: f(x_, kernel, stride, pads, (dilation, dilation))), x)
         np.testing.assert_allclose(y, y_lax, rtol=1e-5, atol=1e-4, err_msg=form.__name__)
         np.testing.assert_allclose(vjp(dy)[0], vjp_lax(dy)[0], rtol=1e-5, atol=1e-4, err_msg=form.__name__)
@@ -124,10 +124,10 @@ def test_stacked_conv_forms_equal_lax_conv_forward_and_input_gradient(case):
 )  # fmt: skip
 def test_fast_conv_input_gradient_equals_lax_whichever_form_is_chosen(monkeypatch, setting, value, form):
     """The fast convolution's input gradient in each of its three forms, forced by the chooser's limits."""
-    monkeypatch.setattr(fast, setting, value)
+    monkeypatch.setattr(cpu_layers, setting, value)
     x = jax.random.normal(jax.random.key(1), (9, 10, 10, 4))
     kernel = jax.random.normal(jax.random.key(2), (5, 5, 4, 6))
-    assert fast.input_gradient_form(x.shape, kernel.shape, (1, 1), ((2, 2), (2, 2)), (1, 1)) == form
+    assert cpu_layers.input_gradient_form(x.shape, kernel.shape, (1, 1), ((2, 2), (2, 2)), (1, 1)) == form
 
     def grad(impl):
         def loss(x_):
@@ -140,7 +140,7 @@ def test_fast_conv_input_gradient_equals_lax_whichever_form_is_chosen(monkeypatc
 
 def test_input_gradient_forms_are_chosen_as_documented():
     def form(x_shape, kernel_shape, stride=(1, 1), pad=0):
-        return fast.input_gradient_form(x_shape, kernel_shape, stride, ((pad, pad), (pad, pad)), (1, 1))
+        return cpu_layers.input_gradient_form(x_shape, kernel_shape, stride, ((pad, pad), (pad, pad)), (1, 1))
 
     assert form((128, 14, 14, 8), (5, 5, 8, 16)) == "column"  # LeNet's conv2
     assert form((128, 14, 14, 8), (3, 3, 8, 16), pad=1) == "column"
@@ -152,11 +152,11 @@ def test_input_gradient_forms_are_chosen_as_documented():
 
 
 def test_fast_paths_are_chosen_as_documented():
-    assert fast.uses_shift_add((5, 5, 1, 8), 1) and not fast.uses_shift_add((5, 5, 8, 16), 1)
-    assert not fast.uses_shift_add((3, 3, 2, 4), 2)
-    assert fast.tiles((2, 2), (2, 2), ((0, 0), (0, 0)))
-    assert not fast.tiles((3, 3), (2, 2), ((0, 0), (0, 0)))
-    assert not fast.tiles((2, 2), (2, 2), ((1, 0), (0, 0)))
+    assert cpu_layers.uses_shift_add((5, 5, 1, 8), 1) and not cpu_layers.uses_shift_add((5, 5, 8, 16), 1)
+    assert not cpu_layers.uses_shift_add((3, 3, 2, 4), 2)
+    assert cpu_layers.tiles((2, 2), (2, 2), ((0, 0), (0, 0)))
+    assert not cpu_layers.tiles((3, 3), (2, 2), ((0, 0), (0, 0)))
+    assert not cpu_layers.tiles((2, 2), (2, 2), ((1, 0), (0, 0)))
     with pytest.raises(ValueError, match="impl must be one of auto, lax, fast"):
         L.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="cuda")
 
@@ -213,8 +213,8 @@ def test_fast_max_pool_sends_the_gradient_where_reduce_window_does_at_ties(jit):
 @pytest.mark.slow
 def test_materialize_is_the_identity_value_and_gradient():
     x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5))
-    np.testing.assert_array_equal(jax.jit(fast.materialize)(x), x)
-    np.testing.assert_array_equal(jax.grad(lambda x: (fast.materialize(x) * x).sum())(x), 2 * x)
+    np.testing.assert_array_equal(jax.jit(cpu_layers.materialize)(x), x)
+    np.testing.assert_array_equal(jax.grad(lambda x: (cpu_layers.materialize(x) * x).sum())(x), 2 * x)
 
 
 def lenet_with_exact_convolutions(impl):

@@ -1,7 +1,7 @@
 """The training step's cost by batch size: a fixed part per step and a part per image.
 
-Command:  python experiments/step_cost.py [--batch-sizes 8,32,64,128] [--spec specs/lenet_mnist.json]
-Smoke:    python experiments/step_cost.py --smoke   (seconds)
+Command:  python benchmarks/tools/step_cost.py [--batch-sizes 8,32,64,128] [--spec specs/lenet_mnist.json]
+Smoke:    python benchmarks/tools/step_cost.py --smoke   (seconds)
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2)
 Time:     about 20 s
 Result:   milliseconds per step and microseconds per image at each batch size (medians of
@@ -23,11 +23,15 @@ import argparse
 import ctypes
 import resource
 import statistics
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from jaxcnn import train
 from jaxcnn.model import Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))  # experiments/common.py
 
 from common import ROOT, TimedRun, markdown_table, random_training_data, run_script
 

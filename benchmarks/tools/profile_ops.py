@@ -1,10 +1,10 @@
 """Where a training step's time goes: each layer's forward and backward, timed alone, plain vs fast.
 
-Command:  python experiments/profile_ops.py [--batch 128] [--spec specs/lenet_mnist.json] [--xla-defaults]
-Smoke:    python experiments/profile_ops.py --smoke
+Command:  python benchmarks/tools/profile_ops.py [--batch 128] [--spec specs/lenet_mnist.json] [--xla-defaults]
+Smoke:    python benchmarks/tools/profile_ops.py --smoke
 Machine:  README "Speed" gives the figures and the machine.
 Result:   a table of microseconds per image for each layer's forward, input gradient and weight
-          gradient, with jaxcnn's plain lax layers and with the fast CPU paths (jaxcnn.fast), and
+          gradient, with jaxcnn's plain lax layers and with the fast CPU paths (jaxcnn.cpu_layers), and
           the whole training step for comparison; everything compiled as jaxcnn compiles it
           (jaxcnn.compiling), or with XLA's default options given --xla-defaults.
 """
@@ -12,8 +12,10 @@ Result:   a table of microseconds per image for each layer's forward, input grad
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -26,6 +28,8 @@ from jaxcnn.data import Preprocess
 from jaxcnn.model import Model, _apply_layer
 from jaxcnn.spec import load_spec
 from jaxcnn.train import AccumulatedStep, TrainState, batch_loss, make_train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))  # experiments/common.py
 
 from common import ROOT, markdown_table
 

@@ -1,13 +1,13 @@
-"""The input gradient of a convolution in each form jaxcnn.fast can take, timed on several shapes.
+"""The input gradient of a convolution in each form jaxcnn.cpu_layers can take, timed on several shapes.
 
-Command:  python experiments/input_gradient_forms.py [--batch 128] [--rounds 11]
-Smoke:    python experiments/input_gradient_forms.py --smoke   (seconds)
-Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2); jaxcnn/fast.py
+Command:  python benchmarks/tools/input_gradient_forms.py [--batch 128] [--rounds 11]
+Smoke:    python benchmarks/tools/input_gradient_forms.py --smoke   (seconds)
+Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2); jaxcnn/cpu_layers.py
           (``input_gradient_form``) quotes the figures it chose its rule from
 Time:     about 90 s
 Result:   a table of microseconds per image for the transposes of ``column_stacked_conv`` and
           ``row_stacked_conv`` and for XLA's own transposed convolution, medians (and minima) of
-          interleaved rounds, and the form ``fast.input_gradient_form`` picks for each shape.
+          interleaved rounds, and the form ``cpu_layers.input_gradient_form`` picks for each shape.
 
 Each form is compiled as jaxcnn compiles its training steps (``jaxcnn.compiling.jit``) and timed
 in turn within each round, so a drift of the machine's speed touches all three alike.
@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 
-from jaxcnn import fast
+from jaxcnn import cpu_layers
 from jaxcnn.compiling import jit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))  # experiments/common.py
 
 from common import markdown_table
 
@@ -44,9 +48,9 @@ SHAPES = [
 ]
 
 FORMS: dict[str, Callable[..., jax.Array]] = {
-    "column": fast.column_stacked_conv,
-    "row": fast.row_stacked_conv,
-    "lax": lambda x, k, s, p, d: fast.lax_conv(x, k, s, p, d, 1),
+    "column": cpu_layers.column_stacked_conv,
+    "row": cpu_layers.row_stacked_conv,
+    "lax": lambda x, k, s, p, d: cpu_layers.lax_conv(x, k, s, p, d, 1),
 }
 
 
@@ -57,7 +61,7 @@ def time_forms(batch: int, shape: tuple[Any, ...], rounds: int, calls: int) -> d
     keys = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(keys[0], (batch, h, w, cin))
     kernel = jax.random.normal(keys[1], (size, size, cin, cout))
-    dy = jax.random.normal(keys[2], fast.lax_conv(x, kernel, strides, pads, dilation, 1).shape)
+    dy = jax.random.normal(keys[2], cpu_layers.lax_conv(x, kernel, strides, pads, dilation, 1).shape)
     compiled = {}
     for name, form in FORMS.items():
 
@@ -91,7 +95,7 @@ def main() -> None:
     for shape in shapes:
         h, w, cin, size, cout, stride, pad, what = shape
         times = time_forms(args.batch, shape, args.rounds, args.calls)
-        chosen = fast.input_gradient_form((args.batch, h, w, cin), (size, size, cin, cout), (stride, stride),
+        chosen = cpu_layers.input_gradient_form((args.batch, h, w, cin), (size, size, cin, cout), (stride, stride),
                                           ((pad, pad), (pad, pad)), (1, 1))  # fmt: skip
         cells = [f"{statistics.median(t):.1f} ({min(t):.1f})" for t in times.values()]
         name = f"{h}x{w}x{cin} -> {cout}, {size}x{size}, stride {stride}, pad {pad}"

@@ -1,7 +1,7 @@
 """Training throughput with extra XLA options, each against jaxcnn's own, in interleaved rounds.
 
-Command:  python experiments/xla_options.py xla_cpu_use_xnnpack=true xla_cpu_use_onednn=true [--rounds 12]
-Smoke:    python experiments/xla_options.py xla_cpu_use_xnnpack=true --smoke   (seconds)
+Command:  python benchmarks/tools/xla_options.py xla_cpu_use_xnnpack=true xla_cpu_use_onednn=true [--rounds 12]
+Smoke:    python benchmarks/tools/xla_options.py xla_cpu_use_xnnpack=true --smoke   (seconds)
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2); README "Speed" has the figures
 Time:     about 1 minute per option at the defaults
 Result:   for jaxcnn's options ("jaxcnn") and for each variant (jaxcnn's options plus one NAME=VALUE):
@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
+from pathlib import Path
 from typing import Any
 
 from jaxcnn import compiling
 from jaxcnn.model import Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))  # experiments/common.py
 
 from common import ROOT, TimedRun, markdown_table, random_training_data, run_script
 

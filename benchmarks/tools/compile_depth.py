@@ -1,7 +1,7 @@
 """How the first compilation of a training step grows with the number of layers.
 
-Command:  python benchmarks/compile_depth.py --depths 10 50 100 200
-Smoke:    python benchmarks/compile_depth.py --depths 2 4   (seconds)
+Command:  python benchmarks/tools/compile_depth.py --depths 10 50 100 200
+Smoke:    python benchmarks/tools/compile_depth.py --depths 2 4   (seconds)
 Machine, time and result: docs/performance.md ("Compile time and depth").
 
 Each network is N conv layers (3x3, same padding, 8 filters, relu) on 16x16x1 inputs, then
