@@ -248,7 +248,7 @@ def train_run(
     data_seconds = time.perf_counter() - started
     record = {
         "format": RUN_FORMAT,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "spec": spec.document,
         "spec_source": spec.source,
         "dataset": {
