@@ -63,10 +63,10 @@ class TimedRun:
     compile_seconds: float
 
     @classmethod
-    def compiled(cls, model: Model, batch: int, images: np.ndarray, labels: np.ndarray) -> TimedRun:
-        """A Trainer at ``batch`` with its step and evaluation compiled (no epoch run yet)."""
-        trainer = Trainer(model, TrainConfig(batch_size=batch), Preprocess(), images, labels, images[:batch],
-                          labels[:batch])  # fmt: skip
+    def compiled(cls, model: Model, batch: int, images: np.ndarray, labels: np.ndarray, augment: str = "") -> TimedRun:
+        """A Trainer at ``batch`` (augmenting as ``augment`` says) with its step and evaluation compiled."""
+        config = TrainConfig(batch_size=batch, augment=augment)
+        trainer = Trainer(model, config, Preprocess(), images, labels, images[:batch], labels[:batch])
         state = trainer.init_state()
         return cls(trainer, state, trainer.compile(state))
 

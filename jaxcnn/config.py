@@ -22,6 +22,50 @@ class ConfigError(JaxcnnError, ValueError):
     """Hyperparameters out of range; the message lists each problem."""
 
 
+AUGMENT_WORDS = ("translate", "flip", "erase")
+AUGMENT_SYNTAX = (
+    "comma-separated words: translate=N (shift each image up to N pixels each way, zero fill), "
+    "flip (mirror left-right half the time; wrong for digits and text), erase=N (set a random NxN "
+    "square to zero, cutout); empty: none"
+)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What each training batch is changed by, on the device, from the run's seed."""
+
+    translate: int = 0
+    flip: bool = False
+    erase: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Augmentation | None:
+        """``"translate=2,flip,erase=8"`` -> an Augmentation; ``""`` -> None. ConfigError on anything else."""
+        if not isinstance(text, str):
+            raise ConfigError(f"augment must be a string ({AUGMENT_SYNTAX}), got {text!r}")
+        values: dict[str, Any] = {}
+        for word in (w.strip() for w in text.split(",") if w.strip()):
+            name, _, number = word.partition("=")
+            if name not in AUGMENT_WORDS:
+                raise ConfigError(f"augment: unknown {name!r}; {AUGMENT_SYNTAX}")
+            if name in values:
+                raise ConfigError(f"augment: {name!r} is given twice")
+            if name == "flip":
+                if number:
+                    raise ConfigError("augment: flip takes no value (it mirrors half the images)")
+                values[name] = True
+                continue
+            if not number.isdigit() or not 1 <= int(number) <= 64:
+                raise ConfigError(f"augment: {name} needs a whole number of pixels from 1 to 64, as {name}=2")
+            values[name] = int(number)
+        return cls(**values) if values else None
+
+    def __str__(self) -> str:
+        words = [f"translate={self.translate}" if self.translate else "", "flip" if self.flip else "",
+                 f"erase={self.erase}" if self.erase else ""]  # fmt: skip
+        return ",".join(w for w in words if w)
+
+
 def _option(default: Any, help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
     """A field with its command-line help (``choices`` for words, ``metavar`` for numbers)."""
     return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
@@ -53,6 +97,7 @@ class TrainConfig:
     label_smoothing: float = _option(
         0.0, "train towards 1 - A on the label plus A / classes on every class", metavar="A"
     )
+    augment: str = _option("", f"augment each training batch: {AUGMENT_SYNTAX}", metavar="SPEC")
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,8 +122,18 @@ class TrainConfig:
             finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not finite or not ok(value):
                 problems.append(f"{name} must be a finite number {allowed}, got {value!r}")
+        try:
+            augmentation = Augmentation.parse(self.augment)
+        except ConfigError as err:
+            problems.append(str(err))
+        else:  # one spelling of each augmentation, so config.json compares equal across runs
+            object.__setattr__(self, "augment", str(augmentation) if augmentation else "")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        return Augmentation.parse(self.augment)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,8 +10,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxcnn import demos, plots
-from jaxcnn.data import DataError, confusion_matrix, load_dataset
+from jaxcnn import augment, demos, plots
+from jaxcnn.config import Augmentation
+from jaxcnn.data import DataError, Preprocess, confusion_matrix, load_dataset
 from jaxcnn.model import Model
 from jaxcnn.runs import load_run, run_data_dir
 from jaxcnn.spec import NetworkSpec
@@ -60,10 +61,34 @@ def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_in
         images[wrong], [run.class_names[i] for i in data.test_labels[wrong]],
         [run.class_names[i] for i in predictions[wrong]], out / "misclassified.png",
     )  # fmt: skip
+    augmentation = Augmentation.parse(run.config["train"].get("augment", ""))
+    if augmentation is not None:
+        written["augmented"] = augmented_examples(augmentation, data.train_images[:8], data.train_labels[:8],
+                                                  run.preprocess, run.class_names, int(run.config["train"]["seed"]),
+                                                  out / "augmented.png")  # fmt: skip
     metrics_path = run_dir / "curves.png"
     if metrics_path.exists():
         written["curves"] = metrics_path
     return written
+
+
+def augmented_examples(
+    augmentation: Augmentation,
+    images: np.ndarray,
+    labels: np.ndarray,
+    preprocess: Preprocess,
+    class_names: tuple[str, ...],
+    seed: int,
+    path: Path,
+) -> Path:
+    """Training images as the network saw them in its first epoch: each original above its augmented copy."""
+    fitted = preprocess.fit(images)
+    _, h, w, _ = fitted.shape
+    draws = augment.draw(augmentation, len(fitted), h, w, seed, 1)
+    changed = np.asarray(augment.apply(augmentation, jax.numpy.asarray(fitted), draws))
+    names = [class_names[int(k)] for k in labels]
+    heading = f"training images: originals above, augmented ({augmentation}) below"
+    return plots.plot_image_grid(np.concatenate([fitted, changed]), names + names, path, heading)
 
 
 def network_diagram(spec: NetworkSpec, path: Path) -> Path:

@@ -205,20 +205,28 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str], path: Path) -
     return save(fig, path), texts
 
 
-def plot_misclassified(images: np.ndarray, truths: Sequence[str], predictions: Sequence[str], path: Path) -> Path:
-    """A grid of test images the network got wrong, each titled 'true -> predicted'."""
+def plot_image_grid(
+    images: np.ndarray, titles: Sequence[str], path: Path, heading: str, *, columns: int = 8, color: str = "black"
+) -> Path:
+    """uint8 images in a grid, ``columns`` to a row, each with its title."""
     plt = _pyplot()
     n = max(len(images), 1)
-    columns = min(8, n)
+    columns = min(columns, n)
     rows = -(-n // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, truth, predicted in zip(axes.flat, images, truths, predictions, strict=False):
-        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
-        ax.set_title(f"{truth} -> {predicted}", fontsize=8, color="red")
-    fig.suptitle("misclassified test images (true -> predicted)")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8, color=color)
+    fig.suptitle(heading)
     return save(fig, path)
+
+
+def plot_misclassified(images: np.ndarray, truths: Sequence[str], predictions: Sequence[str], path: Path) -> Path:
+    """A grid of test images the network got wrong, each titled 'true -> predicted'."""
+    titles = [f"{truth} -> {predicted}" for truth, predicted in zip(truths, predictions, strict=True)]
+    return plot_image_grid(images, titles, path, "misclassified test images (true -> predicted)", color="red")
 
 
 def draw_network(layers: Sequence[dict[str, Any]], input_shape: Sequence[int], title: str, path: Path) -> Path:

@@ -25,7 +25,9 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from jaxcnn import augment
 from jaxcnn.compiling import jit
+from jaxcnn.config import Augmentation
 from jaxcnn.config import ConfigError as ConfigError  # re-exported: jaxcnn.train is where users look
 from jaxcnn.config import TrainConfig as TrainConfig
 from jaxcnn.data import Preprocess
@@ -138,6 +140,22 @@ def _sums_and_gradient(
     return sums_and_gradient
 
 
+def gather_batch(
+    images: jax.Array, plan: Any, start: jax.Array, count: int, augmentation: Augmentation | None
+) -> tuple[jax.Array, jax.Array]:
+    """``count`` uint8 images from position ``start`` of the epoch's plan, and their indices.
+
+    The plan is the epoch's permutation, or with ``augmentation`` a dict of it (``"index"``) and
+    each image's augmentation draws (:func:`jaxcnn.augment.draw`), which the batch is changed by.
+    """
+    if augmentation is None:
+        idx = jax.lax.dynamic_slice_in_dim(plan, start, count)
+        return images[idx], idx
+    idx = jax.lax.dynamic_slice_in_dim(plan["index"], start, count)
+    draws = {k: jax.lax.dynamic_slice_in_dim(v, start, count) for k, v in plan.items() if k != "index"}
+    return augment.apply(augmentation, images[idx], draws), idx
+
+
 def make_train_step(
     model: Model,
     optimizer: optax.GradientTransformation,
@@ -146,12 +164,13 @@ def make_train_step(
     parallel: DataParallel | None = None,
     compute_dtype: str = "float32",
     label_smoothing: float = 0.0,
+    augmentation: Augmentation | None = None,
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
-    """One optimizer step on batch ``i`` of the epoch's permutation (not jitted).
+    """One optimizer step on batch ``i`` of the epoch's plan (not jitted).
 
-    The batch is gathered on the device from the uint8 images; with ``parallel`` over several
-    devices each computes the gradient of its share (:meth:`DataParallel.local_gradients`).
-    Returns the new state and [summed loss, correct count] for the batch.
+    The batch is gathered (and augmented) on the device from the uint8 images; with ``parallel``
+    over several devices each computes the gradient of its share
+    (:meth:`DataParallel.local_gradients`). Returns the new state and [summed loss, correct count].
     """
     sums_and_grads = _sums_and_gradient(model, compute_dtype, label_smoothing)
     if parallel is not None:
@@ -160,8 +179,8 @@ def make_train_step(
     def step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
-        idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-        sums, grads = sums_and_grads(state.params, preprocess.to_float(images[idx]), labels[idx])
+        batch, idx = gather_batch(images, perm, i * batch_size, batch_size, augmentation)
+        sums, grads = sums_and_grads(state.params, preprocess.to_float(batch), labels[idx])
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state), sums
@@ -189,6 +208,7 @@ class AccumulatedStep:
         micro_batch: int,
         compute_dtype: str = "float32",
         label_smoothing: float = 0.0,
+        augmentation: Augmentation | None = None,
     ) -> None:
         if micro_batch < 1 or batch_size % micro_batch:
             raise ValueError(f"micro_batch {micro_batch} must divide the batch size {batch_size}")
@@ -197,8 +217,8 @@ class AccumulatedStep:
 
         def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, perm: jax.Array,
                        i: jax.Array, piece: jax.Array) -> Any:  # fmt: skip
-            idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size + piece * micro_batch, micro_batch)
-            piece_sums, grads = sums_and_grads(params, preprocess.to_float(images[idx]), labels[idx])
+            batch, idx = gather_batch(images, perm, i * batch_size + piece * micro_batch, micro_batch, augmentation)
+            piece_sums, grads = sums_and_grads(params, preprocess.to_float(batch), labels[idx])
             grad_sum, sums = totals
             return jax.tree.map(jnp.add, grad_sum, grads), sums + piece_sums
 
@@ -378,10 +398,11 @@ class Trainer:
         self._chunk: Any
         if self.loop == "step" and micro_batch < config.batch_size:
             self._chunk = AccumulatedStep(model, self.optimizer, preprocess, config.batch_size, micro_batch,
-                                          config.compute_dtype, config.label_smoothing)  # fmt: skip
+                                          config.compute_dtype, config.label_smoothing,
+                                          config.augmentation)  # fmt: skip
         else:
             step = make_train_step(model, self.optimizer, preprocess, config.batch_size, self.parallel,
-                                   config.compute_dtype, config.label_smoothing)  # fmt: skip
+                                   config.compute_dtype, config.label_smoothing, config.augmentation)  # fmt: skip
             self._chunk = jit(step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0)
         self._eval_batch: Any = make_eval_batch(model, preprocess, self.parallel.split_batch())
         # The first step of each chunk, on the device once (not converted anew at every step).
@@ -418,7 +439,7 @@ class Trainer:
         with ThreadPoolExecutor(1, thread_name_prefix="jaxcnn-compile") as pool:
             evaluation = pool.submit(lambda: self._eval_batch.lower(state.params, *batch).compile())
             # NumPy values: eager jnp calls would each compile a small program (tens of ms apiece).
-            perm = self.parallel.replicate(np.arange(len(self.train_images), dtype=np.int32))
+            perm = self._plan(np.arange(len(self.train_images), dtype=np.int32), 0)
             if isinstance(self._chunk, AccumulatedStep):
                 self._chunk.compile(state, self.train_images, self.train_labels, perm)
             else:
@@ -429,15 +450,25 @@ class Trainer:
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
-    def epoch_permutation(self, epoch: int) -> jax.Array:
-        """The shuffle of epoch ``epoch`` (1-based): a function of the seed and the epoch only.
+    def epoch_permutation(self, epoch: int) -> Any:
+        """The shuffle of epoch ``epoch`` (1-based), with its augmentation draws if any: a function of
+        the seed and the epoch only.
 
         Drawn with NumPy and copied to the device once per epoch: ``jax.random.permutation``
         costs a 0.3 s compilation at the start of every run for a millisecond of work.
         """
         # A stream of its own: the parameters are drawn from [seed, layer index] (Model.init).
         rng = np.random.default_rng([SHUFFLE_STREAM, self.config.seed % 2**64, epoch])
-        return self.parallel.replicate(rng.permutation(len(self.train_images)).astype(np.int32))
+        return self._plan(rng.permutation(len(self.train_images)).astype(np.int32), epoch)
+
+    def _plan(self, permutation: np.ndarray, epoch: int) -> Any:
+        """The epoch's plan on the devices: the permutation, with the augmentation draws when there are any."""
+        augmentation = self.config.augmentation
+        if augmentation is None:
+            return self.parallel.replicate(permutation)
+        _, h, w, _ = self.train_images.shape
+        draws = augment.draw(augmentation, len(permutation), h, w, self.config.seed, epoch)
+        return self.parallel.replicate({"index": permutation, **draws})
 
     def run_epoch(
         self,

@@ -120,4 +120,5 @@ def test_readme_documents_every_train_option_with_its_default():
     assert flags <= set(rows), f"undocumented: {sorted(flags - set(rows))}"
     for item in fields(TrainConfig):
         shown = rows["--" + item.name.replace("_", "-")].strip().strip("`")
-        assert shown == (f"{item.default:g}" if isinstance(item.default, float) else str(item.default)), item.name
+        default = f"{item.default:g}" if isinstance(item.default, float) else str(item.default) or "(none)"
+        assert shown == default, item.name

@@ -114,3 +114,11 @@ def test_compile_depth_benchmark_compiles_each_depth(monkeypatch):
     assert [layer["type"] for layer in spec["layers"]] == ["conv", "conv", "conv", "flatten", "dense"]
     step, total = compile_depth.compile_seconds(2)
     assert 0 < step <= total
+
+
+@pytest.mark.slow
+def test_augment_cost_smoke_times_every_variant_against_the_plain_epoch(monkeypatch, capsys):
+    printed = smoke_output("augment_cost", monkeypatch, capsys)
+    assert "| augment | epoch (s) | img/s | epoch / plain epoch (median of rounds) |" in printed
+    assert [line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| (none)")] == ["| (none)"]
+    assert "| translate=2,erase=8 |" in printed and "| 1.000 |" in printed
