@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxcnn.data import Dataset
+from jaxcnn.data import IDX_FILES, Dataset
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -91,3 +91,18 @@ def write_cifar_binary(path: Path, per_batch: int = 3, seed: int = 0) -> dict[st
             expected[f"{split}_images"].append(chw.transpose(0, 2, 3, 1))
             expected[f"{split}_labels"].append(labels.astype(np.int32))
     return {k: np.concatenate(v) for k, v in expected.items()}
+
+
+def write_mnist_files(folder: Path, train: int, test: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The four MNIST-format files of random 28x28 digits in ``folder``; returns the arrays written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_images": rng.integers(0, 256, (train, 28, 28)).astype(np.uint8),
+        "train_labels": rng.integers(0, 10, train).astype(np.uint8),
+        "test_images": rng.integers(0, 256, (test, 28, 28)).astype(np.uint8),
+        "test_labels": rng.integers(0, 10, test).astype(np.uint8),
+    }
+    for key, filename in IDX_FILES.items():
+        write_idx(folder / filename, arrays[key])
+    return arrays

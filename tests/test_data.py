@@ -11,7 +11,7 @@ import pytest
 from jaxcnn import data as D
 from jaxcnn.data import DataError, confusion_matrix, load_dataset, plan_preprocess, read_idx
 
-from datasets import quadrant_dataset, write_cifar_binary, write_class_folders, write_idx
+from datasets import quadrant_dataset, write_cifar_binary, write_class_folders, write_idx, write_mnist_files
 
 
 @pytest.fixture
@@ -20,16 +20,7 @@ def offline_mnist(tmp_path, monkeypatch):
     monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
     folder = tmp_path / "data" / "mnist"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train_images": rng.integers(0, 256, (20, 28, 28)).astype(np.uint8),
-        "train_labels": rng.integers(0, 10, 20).astype(np.uint8),
-        "test_images": rng.integers(0, 256, (7, 28, 28)).astype(np.uint8),
-        "test_labels": rng.integers(0, 10, 7).astype(np.uint8),
-    }
-    for key, filename in D.IDX_FILES.items():
-        write_idx(folder / filename, arrays[key])
+    arrays = write_mnist_files(folder, 20, 7)
     records = {f: ("https://example.invalid/" + f, D.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
     monkeypatch.setattr(D, "recorded_checksums", lambda name: records)
     return tmp_path / "data", arrays

@@ -20,7 +20,7 @@ import pytest
 from jaxcnn import data as D
 from jaxcnn.data import DataError, load_dataset
 
-from datasets import write_idx
+from datasets import write_mnist_files
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +55,7 @@ def served_mnist(
     monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
     served = tmp_path / "served"
-    served.mkdir()
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train_images": rng.integers(0, 256, (12, 28, 28)).astype(np.uint8),
-        "train_labels": rng.integers(0, 10, 12).astype(np.uint8),
-        "test_images": rng.integers(0, 256, (5, 28, 28)).astype(np.uint8),
-        "test_labels": rng.integers(0, 10, 5).astype(np.uint8),
-    }
-    for key, filename in D.IDX_FILES.items():
-        write_idx(served / filename, arrays[key])
+    arrays = write_mnist_files(served, 12, 5)
     server = _Server(served)
     record = tmp_path / "mnist.txt"
     record.write_text(
