@@ -52,6 +52,20 @@ def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
+def test_mnist_best_smoke_trains_both_networks_with_translation(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
+    import mnist_best
+
+    out = tmp_path / "out"
+    argv = ["mnist_best.py", "--smoke", "--no-progress", "--data-dir", str(tiny_mnist_dir), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    mnist_best.main()
+    results = json.loads((out / "results.json").read_text())
+    assert [m["spec"] for m in results["models"]] == ["lenet_mnist.json", "cnn_mnist.json"]
+    assert all(m["config"]["augment"] == "translate=2" for m in results["models"])
+    assert "| wider CNN, translate=2 | cnn_mnist.json | 215,370 | 1 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_time_to_accuracy_smoke_reports_where_the_time_went(tiny_mnist_dir, monkeypatch, capsys):
     import time_to_accuracy
 
