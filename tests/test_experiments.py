@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,15 +33,19 @@ def tiny_mnist_dir(tmp_path, monkeypatch):
     return tmp_path / "data"
 
 
+def experiment_smoke(script: str, data_dir, out, monkeypatch) -> tuple[Any, dict[str, Any]]:
+    """Run ``experiments/<script>.py --smoke`` on the tiny MNIST folder into ``out``; its module and results."""
+    module = importlib.import_module(script)
+    argv = [f"{script}.py", "--smoke", "--no-progress", "--data-dir", str(data_dir), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    module.main()
+    return module, json.loads((out / "results.json").read_text())
+
+
 @pytest.mark.slow
 def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
-    import reproduce_article
-
     out = tmp_path / "out"
-    argv = ["reproduce_article.py", "--smoke", "--no-progress", "--data-dir", str(tiny_mnist_dir), "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    reproduce_article.main()
-    results = json.loads((out / "results.json").read_text())
+    reproduce_article, results = experiment_smoke("reproduce_article", tiny_mnist_dir, out, monkeypatch)
     assert [m["spec"] for m in results["models"]] == ["mlp_mnist.json", "lenet_mnist.json"]
     assert all(m["config"]["epochs"] == 1 for m in results["models"])
     assert "smoke subset" in results["dataset"]
@@ -53,13 +58,7 @@ def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_mnist_best_smoke_trains_both_networks_with_translation(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
-    import mnist_best
-
-    out = tmp_path / "out"
-    argv = ["mnist_best.py", "--smoke", "--no-progress", "--data-dir", str(tiny_mnist_dir), "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    mnist_best.main()
-    results = json.loads((out / "results.json").read_text())
+    _, results = experiment_smoke("mnist_best", tiny_mnist_dir, tmp_path / "out", monkeypatch)
     assert [m["spec"] for m in results["models"]] == ["lenet_mnist.json", "cnn_mnist.json"]
     assert all(m["config"]["augment"] == "translate=2" for m in results["models"])
     assert "| wider CNN, translate=2 | cnn_mnist.json | 215,370 | 1 |" in capsys.readouterr().out
