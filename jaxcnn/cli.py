@@ -261,6 +261,17 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_data_dir(parser: argparse.ArgumentParser, *, of_a_run: bool = True, unset: str = "download") -> None:
+    """The offline data option; for a run, the folder it was trained from is the fallback (runs.run_data_dir)."""
+    then = ", else the run's own if it still exists" if of_a_run else ""
+    help_text = f"offline data folder (default: ${DATA_DIR_ENV}{then}; unset: {unset})"
+    parser.add_argument("--data-dir", help=help_text)
+
+
+def _add_which(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--which", default="best", choices=("best", "latest"), help="which checkpoint (default best)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcnn", description="Convolutional networks from JSON specs, on JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -279,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dataset", help="mnist, fashion_mnist, cifar10, folder:PATH, or another tensorflow-datasets name"
     )
-    train.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV}; unset: download)")
+    _add_data_dir(train)
     train.add_argument("--out", help="the run directory to create")
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing jaxcnn run (nothing else)")
@@ -298,26 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="test accuracy and confusion matrix of a trained run")
     evaluate.add_argument("run", help="a run directory")
     evaluate.add_argument("--dataset", help="data set to evaluate on (default: the one it was trained on)")
-    evaluate.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV})")
-    evaluate.add_argument("--which", default="best", choices=("best", "latest"), help="which checkpoint (default best)")
+    _add_data_dir(evaluate)
+    _add_which(evaluate)
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="classify PNG/JPEG images with a trained run")
     predict.add_argument("run", help="a run directory")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, resized and converted as needed")
     predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
-    predict.add_argument("--which", default="best", choices=("best", "latest"), help="which checkpoint (default best)")
+    _add_which(predict)
     predict.set_defaults(handler=_cmd_predict)
 
     demo = commands.add_parser("demo", help="the article's demos: convolution, edge filter, padding, pooling")
     demo.add_argument("--out", default="demos", help="folder for the PNGs (default ./demos)")
-    demo.add_argument("--data-dir", help=f"offline data folder for a real digit (default: ${DATA_DIR_ENV})")
+    _add_data_dir(demo, of_a_run=False, unset="a drawn stroke instead of a real digit")
     demo.set_defaults(handler=_cmd_demo)
 
     show = commands.add_parser("show", help="pictures of a trained run: filters, feature maps, confusion, mistakes")
     show.add_argument("run", help="a run directory")
     show.add_argument("--out", help="folder for the PNGs (default RUN/pictures)")
-    show.add_argument("--data-dir", help=f"offline data folder (default: ${DATA_DIR_ENV})")
+    _add_data_dir(show)
     show.add_argument("--image", type=int, default=0, help="test image for the feature maps (default 0)")
     show.set_defaults(handler=_cmd_show)
 
