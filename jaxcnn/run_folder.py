@@ -127,10 +127,10 @@ def finish_interrupted_writes(run_dir: Path) -> list[str]:
     notes: list[str] = []
     if not run_dir.parent.is_dir():
         return notes
-    for leftover in sorted(run_dir.parent.glob(_staging_prefix(run_dir) + "*")):
+    for leftover in _beside(run_dir, _staging_prefix(run_dir)):
         shutil.rmtree(leftover, ignore_errors=True)
         notes.append(f"removed {leftover}, the unfinished first epoch of a run that was stopped")
-    for leftover in sorted(run_dir.parent.glob(_replaced_prefix(run_dir) + "*")):
+    for leftover in _beside(run_dir, _replaced_prefix(run_dir)):
         if run_dir.exists():
             shutil.rmtree(leftover, ignore_errors=True)
             notes.append(f"removed {leftover}, a run already replaced by --overwrite")
@@ -138,6 +138,11 @@ def finish_interrupted_writes(run_dir: Path) -> list[str]:
             os.replace(leftover, run_dir)
             notes.append(f"put back {run_dir}: an --overwrite of it was stopped before the new run was in place")
     return notes
+
+
+def _beside(run_dir: Path, prefix: str) -> list[Path]:
+    """Entries next to ``run_dir`` whose names start with ``prefix`` (compared as text: a run may be named ``[a]``)."""
+    return sorted(p for p in run_dir.parent.iterdir() if p.name.startswith(prefix))
 
 
 def is_empty_folder(path: Path) -> bool:

@@ -310,3 +310,25 @@ def test_32_bit_and_float_images_are_refused_clearly(tmp_path):
 
 def test_run_error_is_the_base_of_lock_errors():
     assert issubclass(RunBusyError, RunError)
+
+
+def test_leftovers_of_a_killed_writer_are_tidied_whatever_the_run_is_called(tmp_path):
+    from jaxcnn.run_folder import finish_interrupted_writes
+
+    run = tmp_path / "[run]*"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (tmp_path / ".[run]*.staging-999").mkdir()
+    (tmp_path / ".[run]*.replaced-999").mkdir()
+    (tmp_path / ".other.staging-999").mkdir()  # another run's: left alone
+    with RunLock(run):
+        notes = finish_interrupted_writes(run)
+    assert len(notes) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".[run]*.lock", ".other.staging-999", "[run]*"]
+    gone = tmp_path / "gone"
+    (tmp_path / ".gone.replaced-5").mkdir()  # killed between the two renames: the old run goes back
+    (tmp_path / ".gone.replaced-5" / "config.json").write_text("{}")
+    with RunLock(gone):
+        assert finish_interrupted_writes(gone) == [f"put back {gone}: an --overwrite of it was stopped before the "
+                                                   "new run was in place"]  # fmt: skip
+    assert (gone / "config.json").read_text() == "{}"
