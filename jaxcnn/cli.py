@@ -250,6 +250,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """
     for item in fields(TrainConfig):
         meta, default = item.metadata, item.default
+        if isinstance(default, bool):  # --name / --no-name
+            on = "on" if default else "off"
+            parser.add_argument(_flag(item.name), dest=item.name, action=argparse.BooleanOptionalAction,
+                                help=f"{meta['help']} (default {on})")  # fmt: skip
+            continue
         shown = f"{default:g}" if isinstance(default, float) else str(default)
         parser.add_argument(
             _flag(item.name),

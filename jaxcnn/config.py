@@ -81,6 +81,7 @@ class TrainConfig:
     optimizer: str = _option("adam", "adam, adamw (decoupled weight decay) or sgd (Nesterov momentum)", OPTIMIZERS)
     momentum: float = _option(0.9, "SGD momentum", metavar="M")
     weight_decay: float = _option(0.0, "L2 weight decay (decoupled for adamw)", metavar="W")
+    decay_biases: bool = _option(True, "apply the weight decay to biases too (--no-decay-biases: to kernels only)")
     schedule: str = _option("constant", "learning-rate schedule", SCHEDULES)
     warmup_epochs: float = _option(
         0.0, "linear warm-up in epochs, or the rising part of onecycle (there 0 means a quarter)", metavar="E"
@@ -106,6 +107,8 @@ class TrainConfig:
             value = getattr(self, item.name)
             if choices is not None and value not in choices:
                 problems.append(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
+        if not isinstance(self.decay_biases, bool):
+            problems.append(f"decay_biases must be true or false, got {self.decay_biases!r}")
         if not isinstance(self.devices, int) or self.devices < 0:
             problems.append(f"devices must be 0 (all) or a positive integer, got {self.devices!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

@@ -66,16 +66,28 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     return optax.cosine_onecycle_schedule(total, config.lr, pct_start=min(max(pct, 0.01), 0.99))
 
 
+NOT_DECAYED = ("bias",)
+"""Parameter names that ``decay_biases=False`` keeps out of the weight decay."""
+
+
+def decay_mask(params: Params) -> Any:
+    """True for each parameter the weight decay applies to when biases are spared: all but NOT_DECAYED."""
+    return {layer: {name: name not in NOT_DECAYED for name in leaf} for layer, leaf in params.items()}
+
+
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam (default), AdamW or SGD with momentum, on the configured schedule."""
+    """Adam (default), AdamW or SGD with momentum, on the configured schedule, with the weight decay
+    on every parameter, or (``decay_biases=False``) on the kernels only."""
     lr = make_schedule(config, steps_per_epoch)
+    mask = None if config.decay_biases else decay_mask
+    decay = optax.add_decayed_weights(config.weight_decay, mask=mask)
     if config.optimizer == "sgd":
         sgd = optax.sgd(lr, momentum=config.momentum or None, nesterov=bool(config.momentum))
-        return optax.chain(optax.add_decayed_weights(config.weight_decay), sgd) if config.weight_decay else sgd
+        return optax.chain(decay, sgd) if config.weight_decay else sgd
     if config.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=config.weight_decay)
+        return optax.adamw(lr, weight_decay=config.weight_decay, mask=mask)
     adam = optax.adam(lr)
-    return optax.chain(optax.add_decayed_weights(config.weight_decay), adam) if config.weight_decay else adam
+    return optax.chain(decay, adam) if config.weight_decay else adam
 
 
 class TrainState(NamedTuple):

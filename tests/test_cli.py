@@ -79,7 +79,9 @@ def test_train_options_are_built_from_train_config():
     options = {a.dest: a for a in train._actions}
     for item in fields(TrainConfig):
         action = options[item.name]
-        assert action.option_strings == ["--" + item.name.replace("_", "-")]
+        flag = "--" + item.name.replace("_", "-")
+        negative = ["--no-" + flag[2:]] if isinstance(item.default, bool) else []
+        assert action.option_strings == [flag, *negative]
         assert action.default is None  # not given: TrainConfig's own default applies
         assert action.choices == item.metadata["choices"]
         assert action.help is not None and "(default " in action.help
@@ -113,12 +115,14 @@ def test_readme_documents_every_train_option_with_its_default():
 
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("Options of `jaxcnn train`:") :].split("\n\n")[1]
-    rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", table, re.M))
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)[^|]*\| ([^|]+) \|", table, re.M))
     commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
     train = commands.choices["train"]  # type: ignore[index]
-    flags = {s for a in train._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    flags = {s for a in train._actions for s in a.option_strings[:1] if s.startswith("--") and s != "--help"}
     assert flags <= set(rows), f"undocumented: {sorted(flags - set(rows))}"
     for item in fields(TrainConfig):
         shown = rows["--" + item.name.replace("_", "-")].strip().strip("`")
         default = f"{item.default:g}" if isinstance(item.default, float) else str(item.default) or "(none)"
+        if isinstance(item.default, bool):
+            default = "on" if item.default else "off"
         assert shown == default, item.name

@@ -349,3 +349,18 @@ def test_label_smoothing_loss_equals_numpy_cross_entropy_on_smoothed_targets(spe
         assert int(correct) == int((logits.argmax(1) == np.asarray(labels)).sum())
     smoothed = batch_loss(model, params, x, labels, label_smoothing=0.1)[0]
     assert float(smoothed) != float(batch_loss(model, params, x, labels)[0])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_no_decay_biases_keeps_the_weight_decay_off_the_biases(optimizer):
+    """With zero gradients the whole update is the weight decay's: on kernels always, on biases only by default."""
+    from jaxcnn.train import make_optimizer
+
+    params = {"conv1": {"kernel": np.full((3, 3, 1, 2), 2.0, np.float32), "bias": np.full((2,), 2.0, np.float32)}}
+    zeros = jax.tree.map(np.zeros_like, params)
+    for decay_biases in (True, False):
+        config = TrainConfig(optimizer=optimizer, lr=0.1, weight_decay=0.5, momentum=0.0, decay_biases=decay_biases)
+        tx = make_optimizer(config, 10)
+        updates, _ = tx.update(zeros, tx.init(params), params)
+        assert float(np.abs(updates["conv1"]["kernel"]).min()) > 0
+        assert (float(np.abs(updates["conv1"]["bias"]).max()) > 0) == decay_biases
