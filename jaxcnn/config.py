@@ -86,6 +86,11 @@ class TrainConfig:
     warmup_epochs: float = _option(
         0.0, "linear warm-up in epochs, or the rising part of onecycle (there 0 means a quarter)", metavar="E"
     )
+    tta: bool = _option(
+        False,
+        "test-time augmentation: evaluate and predict on each image and its mirror, averaging the "
+        "class probabilities (needs flip in --augment)",
+    )
     seed: int = _option(0, "random seed: the same seed gives the same run, bit for bit", metavar="S")
     eval_batch_size: int = _option(
         1000, "test images per evaluation call; lower it if evaluating runs out of memory", metavar="N"
@@ -131,6 +136,8 @@ class TrainConfig:
             problems.append(str(err))
         else:  # one spelling of each augmentation, so config.json compares equal across runs
             object.__setattr__(self, "augment", str(augmentation) if augmentation else "")
+            if self.tta and not (augmentation and augmentation.flip):
+                problems.append("tta mirrors the test images, so it needs flip in augment (--augment flip)")
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -680,7 +680,15 @@ class Run:
         self.epoch = epoch
         self.params: Params = checkpoints.restore_params(epoch)
         check_spec_matches(self.model, self.params, self.run_dir, epoch)
-        self._predict = jax.jit(lambda p, x: self.model.predict(p, self.preprocess.to_float(x)))
+        self.tta = bool(self.config["train"].get("tta", False))
+        self._predict = jax.jit(self._probabilities)
+
+    def _probabilities(self, params: Params, images: jax.Array) -> jax.Array:
+        """The network's output for uint8 images; with the run's ``tta``, averaged with the mirror images'."""
+        out = self.model.predict(params, self.preprocess.to_float(images))
+        if self.tta:
+            out = (out + self.model.predict(params, self.preprocess.to_float(images[:, :, ::-1, :]))) / 2
+        return out
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for uint8 NHWC images of the spec's input shape.

@@ -288,12 +288,22 @@ def scan_steps(
 
 
 def make_eval_batch(
-    model: Model, preprocess: Preprocess, split_batch: Callable[[jax.Array], jax.Array] = lambda x: x
+    model: Model,
+    preprocess: Preprocess,
+    split_batch: Callable[[jax.Array], jax.Array] = lambda x: x,
+    tta: bool = False,
 ) -> Callable[..., jax.Array]:
-    """A jitted evaluation of one masked batch: [summed loss, correct count] and the predictions."""
+    """A jitted evaluation of one masked batch: [summed loss, correct count] and the predictions.
+
+    With ``tta`` the class probabilities are the mean of each image's and its mirror image's.
+    """
 
     def evaluate(params: Params, images: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = model.apply(params, split_batch(preprocess.to_float(images)))
+        if tta:
+            mirrored = model.apply(params, split_batch(preprocess.to_float(images[:, :, ::-1, :])))
+            both = jnp.stack([jax.nn.log_softmax(logits), jax.nn.log_softmax(mirrored)])
+            logits = jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)  # log of the mean probability
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         pred = jnp.argmax(logits, axis=-1)
         return jnp.stack([(losses * mask).sum(), ((pred == labels) * mask).sum()]), pred
@@ -416,7 +426,7 @@ class Trainer:
             step = make_train_step(model, self.optimizer, preprocess, config.batch_size, self.parallel,
                                    config.compute_dtype, config.label_smoothing, config.augmentation)  # fmt: skip
             self._chunk = jit(step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0)
-        self._eval_batch: Any = make_eval_batch(model, preprocess, self.parallel.split_batch())
+        self._eval_batch: Any = make_eval_batch(model, preprocess, self.parallel.split_batch(), config.tta)
         # The first step of each chunk, on the device once (not converted anew at every step).
         self._chunk_starts = jax.device_put([np.int32(c * self.steps_per_chunk) for c in range(self.chunks)])
         self.compile_seconds = 0.0

@@ -158,3 +158,36 @@ def test_show_draws_what_an_augmented_run_was_fed(tmp_path):
     train_run(write_spec(tmp_path / "tiny.json"), f"folder:{images}", TrainConfig(epochs=1, batch_size=32), plain,
               progress=False, verbose=False)  # fmt: skip
     assert "augmented" not in run_pictures(plain, tmp_path / "plain_pictures")
+
+
+def test_tta_needs_flip_and_averages_each_image_with_its_mirror():
+    from jaxcnn.train import make_eval_batch
+
+    with pytest.raises(ConfigError, match="tta mirrors the test images, so it needs flip"):
+        TrainConfig(tta=True, augment="translate=2")
+    model = Model(parse_spec(TINY_SPEC, "tiny.json"))
+    params = model.init(3)
+    data = quadrant_dataset(16, 8)
+    images, labels, mask = data.test_images, data.test_labels, np.ones(8, np.float32)
+    (loss_sum, correct), pred = make_eval_batch(model, Preprocess(), tta=True)(params, images, labels, mask)
+    x = jnp.asarray(images, jnp.float32) / 255
+    mean = (jax.nn.softmax(model.apply(params, x)) + jax.nn.softmax(model.apply(params, x[:, :, ::-1]))) / 2
+    probs = np.asarray(mean, np.float64)
+    np.testing.assert_allclose(float(loss_sum), -np.log(probs[np.arange(8), labels]).sum(), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(pred), probs.argmax(axis=1))
+    assert int(correct) == int((probs.argmax(axis=1) == labels).sum())
+    (plain_loss, _), _ = make_eval_batch(model, Preprocess())(params, images, labels, mask)
+    assert float(plain_loss) != pytest.approx(float(loss_sum))  # the mirror images changed the answer
+
+
+@pytest.mark.slow
+def test_a_tta_run_predicts_the_mean_of_each_image_and_its_mirror(tmp_path):
+    from jaxcnn.runs import load_run
+
+    data = quadrant_dataset(64, 16)
+    config = TrainConfig(epochs=1, batch_size=32, augment="flip", tta=True)
+    train_run(write_spec(tmp_path / "tiny.json"), data, config, tmp_path / "run", progress=False, verbose=False)
+    run = load_run(tmp_path / "run")
+    x = jnp.asarray(data.test_images, jnp.float32) / 255
+    expected = (run.model.predict(run.params, x) + run.model.predict(run.params, x[:, :, ::-1])) / 2
+    np.testing.assert_allclose(run.predict(data.test_images), np.asarray(expected), atol=1e-6)
