@@ -86,6 +86,12 @@ class TrainConfig:
     warmup_epochs: float = _option(
         0.0, "linear warm-up in epochs, or the rising part of onecycle (there 0 means a quarter)", metavar="E"
     )
+    ema: float = _option(
+        0.0,
+        "keep an exponential moving average of the parameters with this decay (e.g. 0.999) and test it "
+        "beside the raw ones each epoch (0: off)",
+        metavar="D",
+    )
     tta: bool = _option(
         False,
         "test-time augmentation: evaluate and predict on each image and its mirror, averaging the "
@@ -125,6 +131,7 @@ class TrainConfig:
             ("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0),
             ("warmup_epochs", self.warmup_epochs, ">= 0", lambda v: v >= 0),
             ("label_smoothing", self.label_smoothing, "in [0, 1)", lambda v: 0 <= v < 1),
+            ("ema", self.ema, "in [0, 1)", lambda v: 0 <= v < 1),
         )
         for name, value, allowed, ok in ranges:
             finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

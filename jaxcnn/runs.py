@@ -35,7 +35,7 @@ from jaxcnn.model import InputShapeError, Model, Params
 from jaxcnn.parallel import fetch
 from jaxcnn.run_folder import RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
-from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState
+from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params
 
 if TYPE_CHECKING:
     from jaxcnn.checkpoint import Checkpoints
@@ -202,7 +202,8 @@ def _print_epoch(result: EpochResult, epochs: int) -> None:
     print(
         f"epoch {result.epoch:>3}/{epochs}  train loss {result.train_loss:.4f} acc {100 * result.train_accuracy:6.2f}%"
         f"  test loss {result.test_loss:.4f} acc {100 * result.test_accuracy:6.2f}%"
-        f"  {result.seconds:6.2f} s  {result.images_per_second:>9,.0f} img/s",
+        f"  {result.seconds:6.2f} s  {result.images_per_second:>9,.0f} img/s"
+        + (f"  EMA acc {100 * result.test_accuracy_ema:6.2f}%" if result.test_accuracy_ema is not None else ""),
         flush=True,
     )
 
@@ -643,6 +644,8 @@ def _one_epoch(
         )
     eval_start = time.perf_counter()
     test_loss, test_acc, _ = trainer.evaluate(state.params)
+    averaged = average_params(config, state.opt_state)
+    ema_loss, ema_acc, _ = trainer.evaluate(averaged) if averaged is not None else (None, None, None)
     return state, EpochResult(
         epoch=epoch,
         train_loss=train_loss,
@@ -652,6 +655,8 @@ def _one_epoch(
         seconds=seconds,
         images_per_second=trainer.steps_per_epoch * config.batch_size / seconds,
         eval_seconds=time.perf_counter() - eval_start,
+        test_loss_ema=ema_loss,
+        test_accuracy_ema=ema_acc,
     )
 
 

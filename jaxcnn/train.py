@@ -75,9 +75,43 @@ def decay_mask(params: Params) -> Any:
     return {layer: {name: name not in NOT_DECAYED for name in leaf} for layer, leaf in params.items()}
 
 
+class EmaState(NamedTuple):
+    """The moving average of the parameters, kept in the optimizer's state (so checkpoints and resume hold it)."""
+
+    ema: Params
+
+
+def track_average(decay: float) -> optax.GradientTransformation:
+    """A last link of an optax chain that leaves the updates alone and keeps ``decay * ema + (1 - decay) *
+    new_params`` in its state, the new parameters being ``params + updates``."""
+
+    def init(params: Params) -> EmaState:
+        return EmaState(jax.tree.map(jnp.asarray, params))
+
+    def update(updates: Any, state: EmaState, params: Params | None = None) -> tuple[Any, EmaState]:
+        if params is None:
+            raise ValueError("track_average needs the parameters")
+        new_params = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new_params)
+        return updates, EmaState(ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def average_params(config: TrainConfig, opt_state: Any) -> Params | None:
+    """The moving average of the parameters kept by :func:`make_optimizer`, or None when ``config.ema`` is off."""
+    return opt_state[1].ema if config.ema else None
+
+
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """Adam (default), AdamW or SGD with momentum, on the configured schedule, with the weight decay
-    on every parameter, or (``decay_biases=False``) on the kernels only."""
+    on every parameter, or (``decay_biases=False``) on the kernels only; with ``ema``, the moving
+    average of the parameters rides along in the state (:func:`average_params`)."""
+    base = _base_optimizer(config, steps_per_epoch)
+    return optax.chain(base, track_average(config.ema)) if config.ema else base
+
+
+def _base_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     lr = make_schedule(config, steps_per_epoch)
     mask = None if config.decay_biases else decay_mask
     decay = optax.add_decayed_weights(config.weight_decay, mask=mask)
@@ -346,9 +380,11 @@ class EpochResult:
     seconds: float
     images_per_second: float
     eval_seconds: float
+    test_loss_ema: float | None = None
+    test_accuracy_ema: float | None = None
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def chunk_plan(steps_per_epoch: int, target_chunks: int = 10) -> tuple[int, int]:

@@ -364,3 +364,40 @@ def test_no_decay_biases_keeps_the_weight_decay_off_the_biases(optimizer):
         updates, _ = tx.update(zeros, tx.init(params), params)
         assert float(np.abs(updates["conv1"]["kernel"]).min()) > 0
         assert (float(np.abs(updates["conv1"]["bias"]).max()) > 0) == decay_biases
+
+
+def test_the_moving_average_of_the_parameters_by_hand():
+    from jaxcnn.train import track_average
+
+    tx = track_average(0.9)
+    params = {"dense1": {"kernel": np.array([1.0, 2.0], np.float32)}}
+    state = tx.init(params)
+    updates = {"dense1": {"kernel": np.array([-0.5, 1.0], np.float32)}}
+    same, state = tx.update(updates, state, params)
+    assert same is updates  # the updates pass through unchanged
+    np.testing.assert_allclose(state.ema["dense1"]["kernel"], [0.9 * 1 + 0.1 * 0.5, 0.9 * 2 + 0.1 * 3], rtol=1e-6)
+    new_params = {"dense1": {"kernel": np.array([0.5, 3.0], np.float32)}}
+    _, state = tx.update(updates, state, new_params)  # now at 0.0 and 4.0
+    np.testing.assert_allclose(state.ema["dense1"]["kernel"], [0.9 * 0.95 + 0.1 * 0.0, 0.9 * 2.1 + 0.1 * 4.0],
+                               rtol=1e-6)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"ema must be a finite number in \[0, 1\)"):
+        TrainConfig(ema=1.0)
+
+
+@pytest.mark.slow
+def test_ema_is_tested_each_epoch_and_resumes_exactly(tmp_path):
+    from jaxcnn.runs import resume_run
+    from jaxcnn.train import average_params
+
+    from datasets import quadrant_dataset, write_spec
+
+    spec, data = write_spec(tmp_path / "tiny.json"), quadrant_dataset(256, 64)
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.01, ema=0.9)
+    whole = train_run(spec, data, config, None, progress=False, verbose=False)
+    assert all(0 <= m["test_accuracy_ema"] <= 1 and m["test_loss_ema"] > 0 for m in whole.metrics)
+    assert "test_accuracy_ema" not in train_run(spec, data, TrainConfig(epochs=1, batch_size=32), None,
+                                                progress=False, verbose=False).metrics[0]  # fmt: skip
+    train_run(spec, data, config, tmp_path / "part", progress=False, verbose=False, stop_after_epochs=1)
+    resumed = resume_run(tmp_path / "part", dataset=data, progress=False, verbose=False)
+    assert [m["test_loss_ema"] for m in resumed.metrics] == [m["test_loss_ema"] for m in whole.metrics]
+    assert average_params(TrainConfig(), ()) is None
