@@ -355,9 +355,14 @@ def check_image_file(path: Path) -> None:
     if not stat.S_ISREG(info.st_mode):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
         raise DataError(f"{path}: is {kind}, not an image file; move it out of the way")
-    if info.st_size > MAX_IMAGE_BYTES:
+    check_image_size(str(path), info.st_size)
+
+
+def check_image_size(where: str, size: int) -> None:
+    """A DataError when an image file (or archive member) of ``size`` bytes is over MAX_IMAGE_BYTES."""
+    if size > MAX_IMAGE_BYTES:
         raise DataError(
-            f"{path}: {info.st_size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image may have; shrink it first"
+            f"{where}: {size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image may have; shrink it first"
         )
 
 
@@ -384,11 +389,7 @@ def _folder_entries(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
                 parts = PurePosixPath(member.name).parts
                 is_image = PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES
                 if member.isfile() and is_image and len(parts) >= 3 and parts[-3] in ("train", "test"):
-                    if member.size > MAX_IMAGE_BYTES:
-                        raise DataError(
-                            f"{root}:{member.name}: {member.size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an "
-                            "image may have"
-                        )
+                    check_image_size(f"{root}:{member.name}", member.size)
                     f = tar.extractfile(member)
                     yield parts[-3], parts[-2], f"{root}:{member.name}", f.read() if f else b""
     except (tarfile.TarError, OSError, EOFError) as err:

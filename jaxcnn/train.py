@@ -508,7 +508,7 @@ class Trainer:
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
-    def epoch_permutation(self, epoch: int) -> Any:
+    def epoch_plan(self, epoch: int) -> Any:
         """The shuffle of epoch ``epoch`` (1-based), with its augmentation draws if any: a function of
         the seed and the epoch only.
 
@@ -540,7 +540,7 @@ class Trainer:
         ``should_stop`` is asked after every step (or scan chunk); when it answers True the
         epoch ends there and :class:`EpochInterruptedError` carries the step it stopped after.
         """
-        perm = self.epoch_permutation(epoch)
+        perm = self.epoch_plan(epoch)
         chunk_sums = []
         report_every = max(1, self.chunks // 20)
         reported = 0

@@ -80,8 +80,8 @@ def _trainer(augment_text: str, seed: int = 0) -> Trainer:
 
 def test_augmentation_leaves_the_shuffle_alone_and_keeps_labels_with_their_images():
     plain, augmented = _trainer(""), _trainer("translate=1,flip,erase=2")
-    plan = augmented.epoch_permutation(3)
-    np.testing.assert_array_equal(np.asarray(plain.epoch_permutation(3)), np.asarray(plan["index"]))
+    plan = augmented.epoch_plan(3)
+    np.testing.assert_array_equal(np.asarray(plain.epoch_plan(3)), np.asarray(plan["index"]))
     # Images that are one constant value per label: any flip keeps them, so the batch shows which
     # image came with which label.
     labels = np.arange(64, dtype=np.int32) % 4
@@ -95,9 +95,9 @@ def test_augmentation_leaves_the_shuffle_alone_and_keeps_labels_with_their_image
 def test_batches_differ_across_steps_and_repeat_per_seed():
     t = _trainer("translate=2,erase=3")
     x = jnp.asarray(t.train_images)
-    plan = t.epoch_permutation(1)
+    plan = t.epoch_plan(1)
     first, _ = gather_batch(x, plan, jnp.int32(0), 16, Augmentation(translate=2, erase=3))
-    again, _ = gather_batch(x, _trainer("translate=2,erase=3").epoch_permutation(1), jnp.int32(0), 16,
+    again, _ = gather_batch(x, _trainer("translate=2,erase=3").epoch_plan(1), jnp.int32(0), 16,
                             Augmentation(translate=2, erase=3))  # fmt: skip
     np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
     shift_0, shift_1 = np.asarray(plan["shift"][:16]), np.asarray(plan["shift"][16:32])
