@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,18 +38,7 @@ from jaxcnn.model import Model, flops
 from jaxcnn.spec import load_spec
 from jaxcnn.train import TrainConfig, Trainer
 
-from common import ROOT, machine, markdown_table, random_training_data
-
-
-def timed_windows(run_window: Callable[[], None], images_per_window: int, windows: int) -> dict[str, float]:
-    """img/s over ``windows`` timed windows, after one untimed warm-up window."""
-    run_window()
-    rates = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        run_window()
-        rates.append(images_per_window / (time.perf_counter() - start))
-    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+from common import ROOT, machine, markdown_table, random_training_data, timed_windows
 
 
 def matmul_gflops(repeats: int = 5) -> tuple[float, str]:

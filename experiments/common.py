@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -189,3 +190,14 @@ def run_experiment(args: argparse.Namespace, dataset: str, plans: Sequence[Plan]
     print(table)
     print(f"\nwall time {results['wall_seconds']:.1f} s (data, compilation and training); runs in {out}/")
     return results
+
+
+def timed_windows(run_window: Callable[[], None], images_per_window: int, windows: int) -> dict[str, float]:
+    """img/s over ``windows`` timed windows, after one untimed warm-up window."""
+    run_window()
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        run_window()
+        rates.append(images_per_window / (time.perf_counter() - start))
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}

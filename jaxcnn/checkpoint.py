@@ -116,8 +116,8 @@ class Checkpoints:
         abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
         return self._restore(epoch, ocp.args.StandardRestore(abstract))
 
-    def _restore(self, epoch: int, args: Any, part: str = "") -> Any:
-        """Restore and verify ``epoch``; ``part`` (a key path prefix such as "['params']") limits the check."""
+    def _restore(self, epoch: int, args: Any, part: str | tuple[str, ...] = "") -> Any:
+        """Restore and verify ``epoch``; ``part`` (key path prefixes such as "['params']") limits the check."""
         with self._reading(f"the checkpoint of epoch {epoch} ({epoch}/)", epoch):
             restored = self._manager.restore(epoch, args=args)
             recorded = (self._manager.metrics(epoch) or {}).get(CHECKSUMS)
@@ -125,7 +125,7 @@ class Checkpoints:
             self._verify(epoch, restored, recorded, part)
         return restored
 
-    def _verify(self, epoch: int, restored: Any, recorded: dict[str, str], part: str) -> None:
+    def _verify(self, epoch: int, restored: Any, recorded: dict[str, str], part: str | tuple[str, ...]) -> None:
         actual = {k: v for k, v in array_checksums(restored).items() if k.startswith(part)}
         expected = {k: v for k, v in recorded.items() if k.startswith(part)}
         changed = sorted(key for key in expected.keys() | actual.keys() if expected.get(key) != actual.get(key))
@@ -138,12 +138,14 @@ class Checkpoints:
                 epoch,
             )
 
-    def restore_params(self, epoch: int) -> Any:
-        """Only the ``params`` of ``epoch`` (no optimizer state needed), as NumPy arrays."""
+    def restore_params(self, epoch: int) -> tuple[Any, Any]:
+        """The ``params`` and the network's state (``{}`` when it has none) of ``epoch``, without the
+        optimizer's state, as NumPy arrays."""
         # Restored without a target, optax's named tuples come back as plain containers with other
-        # key paths, so only the parameters (plain dicts) are compared with their checksums.
-        restored = self._restore(epoch, ocp.args.StandardRestore(), part="['params']")
-        return jax.tree_util.tree_map(np.asarray, restored["params"])
+        # key paths, so only the parameters and state (plain dicts) are compared with their checksums.
+        restored = self._restore(epoch, ocp.args.StandardRestore(), part=("['params']", "['model_state']"))
+        params, state = restored["params"], restored.get("model_state", {})
+        return jax.tree_util.tree_map(np.asarray, params), jax.tree_util.tree_map(np.asarray, state)
 
     def set_aside(self, epoch: int, folder: Path) -> Path:
         """Move one epoch's checkpoint (a damaged one) into ``folder``, out of orbax's sight; returns where."""

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
 from jaxcnn.config import TrainConfig
 from jaxcnn.errors import JaxcnnError
@@ -43,6 +44,14 @@ def summary_dict(spec: NetworkSpec) -> dict[str, object]:
     }
 
 
+def _settings_with_inputs(row: dict[str, Any]) -> str:
+    """The settings, led by where the layer reads from when that is not the layer before (graphs)."""
+    reads = row.get("inputs")
+    if not reads or row["type"] in ("add", "concat"):  # a merge's settings name its inputs already
+        return str(row["settings"])
+    return f"from {', '.join(reads)}; {row['settings']}".rstrip("; ")
+
+
 def summary_table(spec: NetworkSpec) -> str:
     """The article-style table: layer, output H x W x C, settings, weights, FLOPs, and totals."""
     data = summary_dict(spec)
@@ -55,7 +64,7 @@ def summary_table(spec: NetworkSpec) -> str:
                 row["name"],
                 row["type"],
                 _shape(row["output_shape"]),
-                row["settings"],
+                _settings_with_inputs(row),
                 f"{row['params']:,}",
                 f"{row['flops']:,}",
             )

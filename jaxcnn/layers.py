@@ -39,9 +39,14 @@ __all__ = [
     "activation",
     "as_pair",
     "avg_pool",
+    "batch_moments",
+    "batch_norm",
     "conv2d",
     "dense",
+    "dropout",
     "flatten",
+    "global_avg_pool",
+    "global_max_pool",
     "max_pool",
     "output_size",
     "resolve_padding",
@@ -221,6 +226,51 @@ def dense(x: Array, kernel: Array, bias: Array | None = None) -> Array:
 def flatten(x: Array) -> Array:
     """Flatten every axis but the batch: (N, H, W, C) -> (N, H*W*C), in row-major HWC order."""
     return x.reshape(x.shape[0], -1)
+
+
+def global_avg_pool(x: Array) -> Array:
+    """The mean of each channel over the whole height and width: (N, H, W, C) -> (N, C)."""
+    _check_nhwc(x, "global_avg_pool")
+    return jnp.mean(x, axis=(1, 2))
+
+
+def global_max_pool(x: Array) -> Array:
+    """The largest value of each channel over the whole height and width: (N, H, W, C) -> (N, C)."""
+    _check_nhwc(x, "global_max_pool")
+    return jnp.max(x, axis=(1, 2))
+
+
+def batch_moments(x: Array) -> tuple[Array, Array]:
+    """The float32 mean and (biased) variance of each channel, over every axis but the last."""
+    x32 = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x32, axis=axes)
+    return mean, jnp.mean(jnp.square(x32 - mean), axis=axes)
+
+
+def batch_norm(
+    x: Array, mean: Array, var: Array, scale: Array | None, bias: Array | None, epsilon: float = 1e-5
+) -> Array:
+    """``(x - mean) / sqrt(var + epsilon) * scale + bias`` per channel (the last axis), computed in
+    float32 and returned in ``x``'s dtype; ``scale``/``bias`` None leave out that step."""
+    y = (x.astype(jnp.float32) - mean) * lax.rsqrt(var.astype(jnp.float32) + epsilon)
+    if scale is not None:
+        y = y * scale.astype(jnp.float32)
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def dropout(x: Array, rate: float, key: Array) -> Array:
+    """Inverted dropout: each value is zeroed with probability ``rate`` (the probability of
+    *dropping*, as in PyTorch, Keras and Flax) and the others are scaled by 1 / (1 - rate), so the
+    expected value is unchanged and evaluation needs no dropout at all."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
+    if rate == 0:
+        return x
+    keep = jax.random.bernoulli(key, 1 - rate, x.shape)
+    return jnp.where(keep, x / (1 - rate), jnp.zeros_like(x))
 
 
 def linear(x: Array) -> Array:

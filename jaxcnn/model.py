@@ -1,9 +1,12 @@
 """A resolved spec -> a ``Model``: pure ``init`` and ``apply`` functions, plus summary rows.
 
 Parameters are a plain dict keyed by layer name (``{"conv1": {"kernel": ..., "bias": ...}}``);
-only layers with weights (conv, dense) appear in it. ``apply`` returns logits: a final softmax
-in the spec is left to :meth:`Model.predict`, so training can use a numerically stable
-softmax cross-entropy on the logits.
+only layers with weights (conv, dense, batch_norm) appear in it. State (batch norm's running
+statistics) is a second dict of the same form, kept apart from the parameters as Flax and Haiku
+do: it is not trained, and it is empty for most networks. ``apply`` returns logits: a final
+softmax in the spec is left to :meth:`Model.predict`, so training can use a numerically stable
+softmax cross-entropy on the logits. How each layer type computes lives in
+:mod:`jaxcnn.layer_types`; this module runs them over the spec's graph.
 """
 
 from __future__ import annotations
@@ -20,81 +23,36 @@ import numpy as np
 from jaxcnn import cpu_layers
 from jaxcnn import layers as L
 from jaxcnn.errors import JaxcnnError
-from jaxcnn.spec import AnyLayer, ConvLayer, DenseLayer, NetworkSpec, PoolLayer, Shape, load_spec
+from jaxcnn.layer_types import Layer, Pass
+from jaxcnn.spec import INPUT, ConvLayer, NetworkSpec, PoolLayer, Shape, load_spec
 
 Params = dict[str, dict[str, jax.Array]]
-
-TRUNCATED_NORMAL_STD = 0.87962566103423978
-"""Standard deviation of a standard normal truncated to [-2, 2], which LeCun-normal divides by."""
+State = dict[str, dict[str, jax.Array]]
+"""Per-layer non-trained arrays (batch norm's ``mean`` and ``var``); ``{}`` for stateless networks."""
 
 
 class InputShapeError(JaxcnnError, ValueError):
     """An input batch whose shape or dtype does not match the spec's input."""
 
 
-def param_shapes(layer: AnyLayer) -> dict[str, Shape]:
-    """The shapes of one layer's weights: HWIO conv kernels, (in, out) dense kernels, biases."""
-    shapes: dict[str, Shape] = {}
-    if isinstance(layer, ConvLayer):
-        per_group = layer.input_shape[2] // layer.groups
-        shapes["kernel"] = (*layer.size, per_group, layer.filters)
-        if layer.use_bias:
-            shapes["bias"] = (layer.filters,)
-    elif isinstance(layer, DenseLayer):
-        shapes["kernel"] = (layer.input_shape[0], layer.units)
-        if layer.use_bias:
-            shapes["bias"] = (layer.units,)
-    return shapes
+def param_shapes(layer: Layer) -> dict[str, Shape]:
+    """The shapes of one layer's weights: HWIO conv kernels, (in, out) dense kernels, biases, scales."""
+    return layer.param_shapes()
 
 
-def param_count(layer: AnyLayer) -> int:
+def param_count(layer: Layer) -> int:
     """Number of weights in one layer (a 3x3x3 filter plus its bias is 28)."""
-    total = 0
-    for shape in param_shapes(layer).values():
-        size = 1
-        for n in shape:
-            size *= n
-        total += size
-    return total
+    return sum(math.prod(shape) for shape in layer.param_shapes().values())
 
 
-def flops(layer: AnyLayer) -> int:
+def flops(layer: Layer) -> int:
     """Analytic FLOPs for one example: 2 x multiply-adds of conv and dense layers, 0 elsewhere."""
-    if isinstance(layer, ConvLayer):
-        out_h, out_w, filters = layer.output_shape
-        macs_per_output = layer.size[0] * layer.size[1] * (layer.input_shape[2] // layer.groups)
-        return 2 * out_h * out_w * filters * macs_per_output
-    if isinstance(layer, DenseLayer):
-        return 2 * layer.input_shape[0] * layer.units
-    return 0
+    return layer.flops()
 
 
-def _pair_text(pair: tuple[int, int]) -> str:
-    return f"{pair[0]}x{pair[1]}"
-
-
-def settings_text(layer: AnyLayer) -> str:
+def settings_text(layer: Layer) -> str:
     """The layer's settings in the article's words: f (size), s (stride), p (resolved pairs)."""
-    parts: list[str] = []
-    if isinstance(layer, (ConvLayer, PoolLayer)):
-        (top, bottom), (left, right) = layer.padding
-        parts += [
-            f"f={_pair_text(layer.size)}",
-            f"s={_pair_text(layer.stride)}",
-            f"p=({top},{bottom}),({left},{right})",
-        ]
-    if isinstance(layer, ConvLayer):
-        if layer.dilation != (1, 1):
-            parts.append(f"d={_pair_text(layer.dilation)}")
-        if layer.groups != 1:
-            parts.append(f"groups={layer.groups}")
-    if isinstance(layer, PoolLayer) and layer.type == "avg_pool":
-        parts.append(f"count_include_pad={str(layer.count_include_pad).lower()}")
-    if isinstance(layer, (ConvLayer, DenseLayer)):
-        parts.append(layer.activation)
-        if not layer.use_bias:
-            parts.append("no bias")
-    return " ".join(parts)
+    return layer.settings_text()
 
 
 @dataclass(frozen=True)
@@ -109,9 +67,12 @@ class SummaryRow:
     settings: str
     params: int
     flops: int
+    inputs: tuple[str, ...] | None = None
+    """The layers read, when not just the one before (graph specs); None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, shapes as lists."""
+        """JSON-ready form, shapes as lists; ``inputs`` only where the layer does not read the one before."""
+        extra = {} if self.inputs is None else {"inputs": list(self.inputs)}
         return {
             "index": self.index,
             "name": self.name,
@@ -121,11 +82,22 @@ class SummaryRow:
             "settings": self.settings,
             "params": self.params,
             "flops": self.flops,
+            **extra,
         }
 
 
+class StateError(JaxcnnError, ValueError):
+    """A network with batch-norm state called without its state (or with the wrong one)."""
+
+
 class Model:
-    """A network built from a resolved spec: ``init(key)``, ``apply(params, x)``, ``predict``."""
+    """A network built from a resolved spec: ``init(key)``, ``apply(params, x)``, ``predict``.
+
+    For networks with state (batch norm): ``init_state()`` gives the running statistics before
+    training, ``apply_with_state(params, state, x, training=..., key=...)`` returns the output and
+    the new state, and ``apply``/``predict``/``intermediates`` take ``state=`` for evaluation.
+    Training with dropout needs a random ``key``.
+    """
 
     def __init__(self, spec: NetworkSpec, impl: str = "auto") -> None:
         """``impl`` chooses the layer implementations: see :func:`jaxcnn.layers.conv2d`."""
@@ -133,6 +105,10 @@ class Model:
             raise ValueError(f"impl must be one of {', '.join(L.IMPLS)}, got {impl!r}")
         self.spec = spec
         self.impl = impl
+        self._readers: dict[str, list[str]] = {}
+        for layer in spec.layers:
+            for name in layer.inputs:
+                self._readers.setdefault(name, []).append(layer.name)
 
     @classmethod
     def from_file(cls, path: str | Path, impl: str = "auto") -> Model:
@@ -148,11 +124,11 @@ class Model:
         return self.spec.output_shape
 
     def init(self, key: jax.Array | int) -> Params:
-        """Fresh parameters: LeCun-normal kernels (Flax's default), zero biases.
+        """Fresh parameters: LeCun-normal kernels (Flax's default), zero biases, unit batch-norm scales.
 
         ``key`` is a ``jax.random`` key or an int seed; the weights depend on it alone. They
-        are drawn on the host with NumPy, seeded from the key's bits: compiling the same draw
-        with ``jax.random`` takes XLA about 8 s on a 2-core CPU for LeNet, NumPy takes a
+        are drawn on the host with NumPy, seeded from the key's bits and the layer's index: compiling
+        the same draw with ``jax.random`` takes XLA about 8 s on a 2-core CPU for LeNet, NumPy takes a
         millisecond. Under ``jit``, ``vmap`` or ``eval_shape`` the same draw runs as a host
         callback, so the weights are the same however ``init`` is called.
         """
@@ -170,15 +146,17 @@ class Model:
         """The parameters as NumPy arrays, from a seed given as a list of ints."""
         params = {}
         for layer in self.spec.layers:
-            shapes = param_shapes(layer)
-            if not shapes:
-                continue
-            rng = np.random.default_rng([*words, layer.index])
-            weights = {"kernel": _lecun_normal(rng, shapes["kernel"])}
-            if "bias" in shapes:
-                weights["bias"] = np.zeros(shapes["bias"], np.float32)
-            params[layer.name] = weights
+            if layer.param_shapes():
+                params[layer.name] = layer.init_params(np.random.default_rng([*words, layer.index]))
         return params
+
+    def init_state(self) -> State:
+        """The state before training: running means 0 and variances 1 for each batch norm; ``{}`` if none."""
+        return jax.device_put({layer.name: layer.init_state() for layer in self.spec.layers if layer.state_shapes()})
+
+    def init_with_state(self, key: jax.Array | int) -> tuple[Params, State]:
+        """``(init(key), init_state())``: everything a new network needs."""
+        return self.init(key), self.init_state()
 
     def check_input(self, x: Any) -> None:
         """Raise :class:`InputShapeError` unless ``x`` is a float batch of the spec's input shape."""
@@ -199,50 +177,69 @@ class Model:
 
     def check_params(self, params: Params) -> None:
         """Raise ``ValueError`` naming the layer when ``params`` lack a weight or have the wrong shape."""
-        for layer in self.spec.layers:
-            for field, shape in param_shapes(layer).items():
-                value = params.get(layer.name, {}).get(field) if isinstance(params, dict) else None
-                actual = tuple(getattr(value, "shape", ()))
-                if value is None or actual != shape:
-                    found = "nothing" if value is None else f"shape {actual}"
-                    raise ValueError(
-                        f"params['{layer.name}']['{field}'] should have shape {shape} for {self.spec.name}; "
-                        f"found {found}"
-                    )
+        _check_tree(params, "params", {layer.name: layer.param_shapes() for layer in self.spec.layers},
+                    self.spec.name, ValueError)  # fmt: skip
+
+    def check_state(self, state: State | None) -> State:
+        """The state to use; raises :class:`StateError` when a stateful network has none or the wrong one."""
+        if not self.spec.has_state:
+            return {}
+        if state is None:
+            raise StateError(
+                f"{self.spec.name} keeps batch-norm statistics, so it needs its state: pass state= "
+                "(Model.init_state() for a new network, Run.state for a trained one)"
+            )
+        _check_tree(state, "state", {layer.name: layer.state_shapes() for layer in self.spec.layers},
+                    self.spec.name, StateError)  # fmt: skip
+        return state
 
     def _run(
-        self, params: Params, x: jax.Array, *, final_activation: bool, keep: dict[str, jax.Array] | None = None
-    ) -> jax.Array:
+        self,
+        params: Params,
+        state: State | None,
+        x: jax.Array,
+        *,
+        run: Pass,
+        final_activation: bool,
+        keep: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, State]:
         self.check_input(x)
         self.check_params(params)
+        state = self.check_state(state)
         layers = self.spec.layers
-        pooled_with_previous = False
+        values: dict[str, jax.Array] = {INPUT: x}
+        new_state: State = {}
+        fused: set[str] = set()
         for layer in layers:
-            if pooled_with_previous:  # this max pool ran inside the convolution before it
-                pooled_with_previous = False
+            if layer.name in fused:  # this max pool ran inside the convolution before it
                 continue
+            inputs = [values[name] for name in layer.inputs]
             if keep is None and self._pools_in_one_step(layer.index):
                 pool = layers[layer.index + 1]
                 assert isinstance(layer, ConvLayer) and isinstance(pool, PoolLayer)
                 weights = params[layer.name]
-                x = L.conv2d(x, weights["kernel"], weights.get("bias"), padding=layer.padding, dilation=layer.dilation,
-                             impl=self.impl, pool=pool.size, relu_before_pool=layer.activation == "relu")  # fmt: skip
-                pooled_with_previous = True
+                values[pool.name] = L.conv2d(inputs[0], weights["kernel"], weights.get("bias"), padding=layer.padding,
+                                             dilation=layer.dilation, impl=self.impl, pool=pool.size,
+                                             relu_before_pool=layer.activation == "relu")  # fmt: skip
+                fused.add(pool.name)
                 continue
-            x = _apply_layer(layer, params.get(layer.name, {}), x, self.impl)
+            y, layer_state = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs, run)
+            if layer_state:
+                new_state[layer.name] = layer_state
             activation = getattr(layer, "activation", "linear")
-            if not (layer.index == len(layers) - 1 and activation == "softmax" and not final_activation):
-                x = L.activation(activation)(x)
+            if not (layer.name == self.spec.output_layer.name and activation == "softmax" and not final_activation):
+                y = L.activation(activation)(y)
+            values[layer.name] = y
             if keep is not None:
-                keep[layer.name] = x
-        return x
+                keep[layer.name] = y
+        return values[self.spec.output_layer.name], new_state
 
     def _pools_in_one_step(self, index: int) -> bool:
         """Whether conv layer ``index`` and the tiled max pool after it run as one
         :func:`jaxcnn.cpu_layers.conv_max_pool` (the CPU fast path; see there).
 
-        Its activation must be ReLU or none: the phase form applies ReLU after the maximum, which
-        gives the same values (relu(max) = max(relu)).
+        The pool must be the convolution's only reader. Its activation must be ReLU or none: the
+        phase form applies ReLU after the maximum, which gives the same values (relu(max) = max(relu)).
         """
         layers = self.spec.layers
         if index + 1 >= len(layers) or not L.uses_fast_path(self.impl):
@@ -251,75 +248,71 @@ class Model:
         return (
             isinstance(conv, ConvLayer)
             and conv.activation in ("relu", "linear")
-            and cpu_layers.fuses_with_max_pool(param_shapes(conv)["kernel"], conv.stride, conv.groups)
+            and cpu_layers.fuses_with_max_pool(conv.param_shapes()["kernel"], conv.stride, conv.groups)
             and isinstance(pool, PoolLayer)
             and pool.type == "max_pool"
+            and pool.inputs == (conv.name,)
+            and self._readers.get(conv.name) == [pool.name]
+            and conv.name != self.spec.output_layer.name
             and cpu_layers.tiles(pool.size, pool.stride, pool.padding)
         )
 
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """The network's output for a float NHWC batch, without a final softmax (logits)."""
-        return self._run(params, x, final_activation=False)
+    def apply_with_state(
+        self, params: Params, state: State | None, x: jax.Array, *, training: bool, key: jax.Array | None = None
+    ) -> tuple[jax.Array, State]:
+        """The logits and the new state. ``training`` uses batch statistics (and updates the running ones)
+        and dropout, which needs ``key`` (each dropout layer folds in its index); evaluation does neither
+        and returns the state unchanged."""
+        return self._run(params, state, x, run=Pass(training, key, self.impl), final_activation=False)
 
-    def predict(self, params: Params, x: jax.Array) -> jax.Array:
+    def apply(self, params: Params, x: jax.Array, state: State | None = None) -> jax.Array:
+        """The network's output for a float NHWC batch in evaluation, without a final softmax (logits)."""
+        return self._run(params, state, x, run=Pass(impl=self.impl), final_activation=False)[0]
+
+    def predict(self, params: Params, x: jax.Array, state: State | None = None) -> jax.Array:
         """The network's output with every activation the spec names, the final softmax included."""
-        return self._run(params, x, final_activation=True)
+        return self._run(params, state, x, run=Pass(impl=self.impl), final_activation=True)[0]
 
-    def intermediates(self, params: Params, x: jax.Array) -> dict[str, jax.Array]:
+    def intermediates(self, params: Params, x: jax.Array, state: State | None = None) -> dict[str, jax.Array]:
         """Every layer's output (after its activation), keyed by layer name, in order: feature maps."""
         keep: dict[str, jax.Array] = {}
-        self._run(params, x, final_activation=True, keep=keep)
+        self._run(params, state, x, run=Pass(impl=self.impl), final_activation=True, keep=keep)
         return keep
 
     def summary(self) -> list[SummaryRow]:
-        """One row per layer: shapes, settings, weights and FLOPs per example."""
-        return [
-            SummaryRow(
-                index=layer.index,
-                name=layer.name,
-                type=layer.type,
-                input_shape=layer.input_shape,
-                output_shape=layer.output_shape,
-                settings=settings_text(layer),
-                params=param_count(layer),
-                flops=flops(layer),
+        """One row per layer: shapes, settings, weights and FLOPs per example (and inputs, in graphs)."""
+        rows = []
+        previous = INPUT
+        for layer in self.spec.layers:
+            rows.append(
+                SummaryRow(
+                    index=layer.index,
+                    name=layer.name,
+                    type=layer.type,
+                    input_shape=layer.input_shape,
+                    output_shape=layer.output_shape,
+                    settings=layer.settings_text(),
+                    params=param_count(layer),
+                    flops=layer.flops(),
+                    inputs=None if layer.inputs == (previous,) else layer.inputs,
+                )
             )
-            for layer in self.spec.layers
-        ]
+            previous = layer.name
+        return rows
 
     def param_count(self) -> int:
         """Total number of weights."""
         return sum(param_count(layer) for layer in self.spec.layers)
 
 
-def _lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
-    """Normal with variance 1 / fan_in, truncated at two standard deviations (as Flax and Keras do)."""
-    fan_in = math.prod(shape[:-1])  # kernel height x width x input channels, or dense inputs
-    z = rng.standard_normal(shape)
-    outside = np.abs(z) > 2
-    while outside.any():  # redraw the ~5% beyond two standard deviations
-        z[outside] = rng.standard_normal(int(outside.sum()))
-        outside = np.abs(z) > 2
-    return (z * (math.sqrt(1 / fan_in) / TRUNCATED_NORMAL_STD)).astype(np.float32)
-
-
-def _apply_layer(layer: AnyLayer, weights: dict[str, jax.Array], x: jax.Array, impl: str) -> jax.Array:
-    """One layer's linear part (the activation is applied by the caller)."""
-    if isinstance(layer, ConvLayer):
-        return L.conv2d(
-            x,
-            weights["kernel"],
-            weights.get("bias"),
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            impl=impl,
-        )
-    if isinstance(layer, PoolLayer):
-        if layer.type == "max_pool":
-            return L.max_pool(x, layer.size, layer.stride, layer.padding, impl=impl)
-        return L.avg_pool(x, layer.size, layer.stride, layer.padding, count_include_pad=bool(layer.count_include_pad))
-    if isinstance(layer, DenseLayer):
-        return L.dense(x, weights["kernel"], weights.get("bias"))
-    return L.flatten(x)
+def _check_tree(
+    tree: Any, what: str, expected: dict[str, dict[str, Shape]], network: str, error: type[Exception]
+) -> None:
+    """Raise ``error`` naming the first layer and array of ``tree`` that is missing or mis-shaped."""
+    for layer_name, shapes in expected.items():
+        for field, shape in shapes.items():
+            value = tree.get(layer_name, {}).get(field) if isinstance(tree, dict) else None
+            actual = tuple(getattr(value, "shape", ()))
+            if value is None or actual != shape:
+                found = "nothing" if value is None else f"shape {actual}"
+                raise error(f"{what}['{layer_name}']['{field}'] should have shape {shape} for {network}; found {found}")

@@ -86,10 +86,17 @@ class DataParallel:
         """Put every array of ``tree`` (NumPy or JAX) on every device of the mesh, as JAX arrays."""
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
-    def local_gradients(self, sums_and_grads: Callable[..., tuple[Any, Any]]) -> Callable[..., tuple[Any, Any]]:
-        """``(params, x, labels) -> (sums, mean-loss gradient)`` computed by each device on its share of
-        the batch, the sums added and the gradients averaged across the mesh (equal shares, so the
-        average is the whole batch's gradient). The same function for a mesh of one.
+    def local_gradients(
+        self, sums_and_grads: Callable[..., tuple[Any, Any, Any]]
+    ) -> Callable[..., tuple[Any, Any, Any]]:
+        """``(params, state, x, labels, key) -> (sums, mean-loss gradient, new state)`` computed by each
+        device on its share of the batch, the sums added and the gradients averaged across the mesh
+        (equal shares, so the average is the whole batch's gradient). The same function for a mesh of one.
+
+        Batch norm normalises each device's share with that share's statistics (as PyTorch's
+        DistributedDataParallel does without SyncBatchNorm); the running statistics the devices
+        update are then averaged, so the state stays the same on every device. Dropout folds the
+        device's index into the key, so devices draw different masks.
 
         Written with ``shard_map``, not left to XLA's SPMD partitioner: the fast CPU layers slice
         the batch (weight gradients 16 images at a time), and the partitioner moved those slices
@@ -99,12 +106,19 @@ class DataParallel:
         if self.size == 1:
             return sums_and_grads
 
-        def local(params: Any, x: Any, labels: Any) -> tuple[Any, Any]:
-            sums, grads = sums_and_grads(params, x, labels)
-            return jax.lax.psum(sums, "data"), jax.lax.pmean(grads, "data")
+        def local(params: Any, state: Any, x: Any, labels: Any, key: Any) -> tuple[Any, Any, Any]:
+            if key is not None:  # each device its own dropout masks
+                key = jax.random.fold_in(key, jax.lax.axis_index("data"))
+            sums, grads, state = sums_and_grads(params, state, x, labels, key)
+            return jax.lax.psum(sums, "data"), jax.lax.pmean(grads, "data"), jax.lax.pmean(state, "data")
 
         batch, whole = PartitionSpec("data"), PartitionSpec()
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(whole, batch, batch), out_specs=(whole, whole))
+        # check_vma=False: with JAX's checks of varying values on, the gradient of the replicated
+        # parameters comes back already summed over the devices (the transpose of broadcasting them is
+        # a psum), and the pmean above would leave that sum: the mesh's size times the gradient.
+        # Adam hardly notices a scaled gradient; SGD does (tests/test_parallel.py compares with SGD).
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(whole, whole, batch, batch, whole),
+                             out_specs=(whole, whole, whole), check_vma=False)  # fmt: skip
 
     def split_batch(self) -> Callable[[Any], Any]:
         """Inside jit: constrain an array to be split along its first (batch) axis."""

@@ -34,6 +34,19 @@ def article_demos(out: Path, digit: np.ndarray | None = None) -> dict[str, Path]
     return written
 
 
+MAX_FEATURE_MAP_ROWS = 24
+"""Beyond this many layers, ``show`` draws the feature maps of the top-level layers and block outputs only."""
+
+
+def _layers_to_show(names: list[str]) -> set[str]:
+    """Every layer, or for deep networks built from blocks the top-level layers and the last layer of each
+    block use (``stage1.block2.relu2``, not its convolutions and batch norms)."""
+    if len(names) <= MAX_FEATURE_MAP_ROWS:
+        return set(names)
+    scope = [name.rpartition(".")[0] for name in names]
+    return {name for i, name in enumerate(names) if not scope[i] or i + 1 == len(names) or scope[i + 1] != scope[i]}
+
+
 def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_index: int = 0) -> dict[str, Path]:
     """Filters, feature maps, confusion matrix and misclassified test images of a trained run."""
     run = load_run(run_dir)
@@ -51,9 +64,9 @@ def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_in
                                                 f"filters of {kernel.shape[0]}x{kernel.shape[1]}")  # fmt: skip
     predictions = run.predict(images).argmax(axis=1)
     fitted = run.preprocess.fit(images[image_index : image_index + 1])
-    maps = run.model.intermediates(run.params, run.preprocess.to_float(jax.numpy.asarray(fitted)))
-    written["feature_maps"] = plots.plot_feature_maps(fitted[0], {k: np.asarray(v[0]) for k, v in maps.items()},
-                                                      out / "feature_maps.png")  # fmt: skip
+    maps = run.model.intermediates(run.params, run.preprocess.to_float(jax.numpy.asarray(fitted)), run.state)
+    shown = {k: np.asarray(v[0]) for k, v in maps.items() if k in _layers_to_show(list(maps))}
+    written["feature_maps"] = plots.plot_feature_maps(fitted[0], shown, out / "feature_maps.png")
     counts = confusion_matrix(data.test_labels, predictions, len(run.class_names))
     written["confusion"] = plots.plot_confusion(counts, run.class_names, out / "confusion.png")[0]
     wrong = np.flatnonzero(predictions != data.test_labels)[:32]

@@ -229,48 +229,59 @@ def plot_misclassified(images: np.ndarray, truths: Sequence[str], predictions: S
     return plot_image_grid(images, titles, path, "misclassified test images (true -> predicted)", color="red")
 
 
+DRAW_PER_ROW = 12
+"""Stages per row of ``draw_network``: deeper networks wrap onto further rows."""
+
+
 def draw_network(layers: Sequence[dict[str, Any]], input_shape: Sequence[int], title: str, path: Path) -> Path:
     """The network as the article draws it: a block per layer sized by its shape, labelled with it.
 
-    ``layers`` are summary rows (name, type, output_shape, settings).
+    ``layers`` are summary rows (name, type, output_shape, settings, and inputs where a layer does
+    not read the one before: those are written under it). Deep networks wrap every DRAW_PER_ROW layers.
     """
     plt = _pyplot()
     from matplotlib.patches import Polygon, Rectangle
 
     stages = [{"name": "input", "type": "input", "output_shape": list(input_shape), "settings": ""}, *layers]
-    fig, ax = plt.subplots(figsize=(2.1 * len(stages), 4.8))
+    rows = -(-len(stages) // DRAW_PER_ROW)
+    per_row = min(len(stages), DRAW_PER_ROW)
+    fig, ax = plt.subplots(figsize=(2.1 * per_row, 4.8 * rows))
     largest = max(max(s["output_shape"][:2]) if len(s["output_shape"]) == 3 else 1 for s in stages)
     colours = {"input": "#dddddd", "conv": "#9ecae1", "max_pool": "#fdd0a2", "avg_pool": "#fdd0a2",
-               "flatten": "#c7e9c0", "dense": "#bcbddc"}  # fmt: skip
+               "flatten": "#c7e9c0", "dense": "#bcbddc", "batch_norm": "#fee391", "add": "#fc9272",
+               "concat": "#fc9272", "global_avg_pool": "#fdd0a2", "global_max_pool": "#fdd0a2"}  # fmt: skip
     for i, stage in enumerate(stages):
         shape = stage["output_shape"]
-        x0 = i * 2.0
+        x0 = (i % DRAW_PER_ROW) * 2.0
+        y0 = -(i // DRAW_PER_ROW) * 6.0
         colour = colours.get(stage["type"], "#eeeeee")
         if len(shape) == 3:
             side = 0.4 + 2.4 * shape[0] / largest
             depth = 0.15 + 0.6 * min(shape[2], 64) / 64
-            ax.add_patch(Rectangle((x0, 0), side * 0.5, side, facecolor=colour, edgecolor="black"))
+            ax.add_patch(Rectangle((x0, y0), side * 0.5, side, facecolor=colour, edgecolor="black"))
             top = [
-                (x0, side),
-                (x0 + depth, side + depth),
-                (x0 + side * 0.5 + depth, side + depth),
-                (x0 + side * 0.5, side),
+                (x0, y0 + side),
+                (x0 + depth, y0 + side + depth),
+                (x0 + side * 0.5 + depth, y0 + side + depth),
+                (x0 + side * 0.5, y0 + side),
             ]
-            right = [(x0 + side * 0.5, 0), (x0 + side * 0.5 + depth, depth), (x0 + side * 0.5 + depth, side + depth),
-                     (x0 + side * 0.5, side)]  # fmt: skip
+            right = [(x0 + side * 0.5, y0), (x0 + side * 0.5 + depth, y0 + depth),
+                     (x0 + side * 0.5 + depth, y0 + side + depth), (x0 + side * 0.5, y0 + side)]  # fmt: skip
             ax.add_patch(Polygon(top, facecolor=colour, edgecolor="black"))
             ax.add_patch(Polygon(right, facecolor=colour, edgecolor="black"))
             label = "x".join(str(n) for n in shape)
         else:
             height = 0.4 + 2.4 * min(shape[0], 2000) / 2000
-            ax.add_patch(Rectangle((x0 + 0.2, 0), 0.25, height, facecolor=colour, edgecolor="black"))
+            ax.add_patch(Rectangle((x0 + 0.2, y0), 0.25, height, facecolor=colour, edgecolor="black"))
             label = str(shape[0])
-        ax.text(x0 + 0.5, -0.35, label, ha="center", va="top", fontsize=10, fontweight="bold")
-        ax.text(x0 + 0.5, -0.75, stage["name"], ha="center", va="top", fontsize=9)
-        settings = stage.get("settings", "").replace(" p=", "\np=").replace(" relu", "\nrelu")
-        ax.text(x0 + 0.5, -1.1, settings, ha="center", va="top", fontsize=7, color="#444444")
-    ax.set_xlim(-0.5, 2.0 * len(stages))
-    ax.set_ylim(-2.4, 3.6)
+        ax.text(x0 + 0.5, y0 - 0.35, label, ha="center", va="top", fontsize=10, fontweight="bold")
+        ax.text(x0 + 0.5, y0 - 0.75, stage["name"].replace(".", ".\n"), ha="center", va="top", fontsize=8)
+        settings = stage.get("settings", "").replace(" p=", "\np=").replace(" relu", "\nrelu").replace(" + ", " +\n")
+        if stage.get("inputs") and stage["type"] not in ("add", "concat"):
+            settings = "from " + ", ".join(stage["inputs"]) + "\n" + settings
+        ax.text(x0 + 0.5, y0 - 1.6, settings, ha="center", va="top", fontsize=6.5, color="#444444")
+    ax.set_xlim(-0.5, 2.0 * per_row)
+    ax.set_ylim(-2.6 - 6.0 * (rows - 1), 3.6)
     ax.axis("off")
     ax.set_title(title)
     return save(fig, path)

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxcnn.data import DATA_DIR_ENV, Dataset, Preprocess, load_dataset, plan_preprocess, resolve_data_dir
 from jaxcnn.memory import check_fits, element_count
-from jaxcnn.model import InputShapeError, Model, Params
+from jaxcnn.model import InputShapeError, Model, Params, State
 from jaxcnn.parallel import fetch
 from jaxcnn.run_folder import RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
@@ -169,10 +169,11 @@ def spec_from_config(config: dict[str, Any], run_dir: Path) -> NetworkSpec:
     return spec
 
 
-def check_spec_matches(model: Model, params: Params, run_dir: Path, epoch: int) -> None:
-    """A RunError when the checkpoint's weights do not fit the spec recorded in config.json (an edited spec)."""
+def check_spec_matches(model: Model, params: Params, run_dir: Path, epoch: int, state: State | None = None) -> None:
+    """A RunError when the checkpoint's weights (and state) do not fit the spec recorded in config.json."""
     try:
         model.check_params(params)
+        model.check_state(state if model.spec.has_state else None)
     except ValueError as err:
         raise RunError(
             f"{run_dir / 'config.json'}: its spec does not match the checkpoint of epoch {epoch}: {err}. The spec "
@@ -192,6 +193,8 @@ class RunResult:
     wall_seconds: float
     steps_per_epoch: int
     stopped_early: bool = False
+    model_state: State = field(default_factory=dict)
+    """The network's state after the last epoch (batch norm's running statistics; empty for most)."""
 
     @property
     def best_test_accuracy(self) -> float:
@@ -533,7 +536,7 @@ def _run(
                     # Metrics first: a crash between the two leaves a row ahead of the checkpoints,
                     # which resume_run drops and trains again, never a checkpoint without its row.
                     write_metrics(write_dir, metrics)
-                    checkpoints.save(epoch, state._asdict(), {"test_accuracy": result.test_accuracy})
+                    checkpoints.save(epoch, state.checkpoint_tree(), {"test_accuracy": result.test_accuracy})
                 if staged is not None and not staged.published and checkpoints is not None and run_dir is not None:
                     checkpoints.close()
                     staged.publish()  # the first epoch is saved: the new run takes the place of any old one
@@ -565,6 +568,7 @@ def _run(
         wall_seconds=time.perf_counter() - session.started,
         steps_per_epoch=trainer.steps_per_epoch,
         stopped_early=stopped_early,
+        model_state=fetch(state.model_state),
     )
 
 
@@ -581,8 +585,9 @@ def _restore_newest_intact(
     candidates = [e for e in reversed(checkpoints.epochs()) if e <= latest]
     for epoch in candidates:
         try:
-            check_spec_matches(trainer.model, checkpoints.restore_params(epoch), run_dir, epoch)
-            restored = checkpoints.restore(epoch, like._asdict())
+            params, model_state = checkpoints.restore_params(epoch)
+            check_spec_matches(trainer.model, params, run_dir, epoch, model_state)
+            restored = checkpoints.restore(epoch, like.checkpoint_tree())
         except DamagedCheckpointError as err:
             print(f"warning: {err}", file=sys.stderr, flush=True)
             older = [e for e in candidates if e < epoch]
@@ -643,9 +648,9 @@ def _one_epoch(
             "(--warmup-epochs 1) or --schedule onecycle"
         )
     eval_start = time.perf_counter()
-    test_loss, test_acc, _ = trainer.evaluate(state.params)
+    test_loss, test_acc, _ = trainer.evaluate(state.params, state.model_state)
     averaged = average_params(config, state.opt_state)
-    ema_loss, ema_acc, _ = trainer.evaluate(averaged) if averaged is not None else (None, None, None)
+    ema_loss, ema_acc, _ = trainer.evaluate(averaged, state.model_state) if averaged is not None else (None, None, None)
     return state, EpochResult(
         epoch=epoch,
         train_loss=train_loss,
@@ -669,7 +674,8 @@ def _progress_bar(enabled: bool, total: int, desc: str) -> Any:
 
 
 class Run:
-    """A trained run loaded for use: ``model``, ``params`` (best epoch), ``class_names``, ``predict``."""
+    """A trained run loaded for use: ``model``, ``params`` and ``state`` (best epoch), ``class_names``,
+    ``predict``. ``state`` is the network's batch-norm statistics (``{}`` for most networks)."""
 
     def __init__(self, run_dir: str | Path, which: str = "best") -> None:
         self.run_dir = Path(run_dir)
@@ -683,16 +689,18 @@ class Run:
         if epoch is None:
             raise RunError(f"{self.run_dir}: has no complete checkpoint yet; train it (or resume it) first")
         self.epoch = epoch
-        self.params: Params = checkpoints.restore_params(epoch)
-        check_spec_matches(self.model, self.params, self.run_dir, epoch)
+        self.params: Params
+        self.state: State
+        self.params, self.state = checkpoints.restore_params(epoch)
+        check_spec_matches(self.model, self.params, self.run_dir, epoch, self.state)
         self.tta = bool(self.config["train"].get("tta", False))
         self._predict = jax.jit(self._probabilities)
 
-    def _probabilities(self, params: Params, images: jax.Array) -> jax.Array:
+    def _probabilities(self, params: Params, state: State, images: jax.Array) -> jax.Array:
         """The network's output for uint8 images; with the run's ``tta``, averaged with the mirror images'."""
-        out = self.model.predict(params, self.preprocess.to_float(images))
+        out = self.model.predict(params, self.preprocess.to_float(images), state)
         if self.tta:
-            out = (out + self.model.predict(params, self.preprocess.to_float(images[:, :, ::-1, :]))) / 2
+            out = (out + self.model.predict(params, self.preprocess.to_float(images[:, :, ::-1, :]), state)) / 2
         return out
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -715,7 +723,8 @@ class Run:
             )
         # In slices of PREDICT_BATCH: any number of images, bounded memory, at most two compilations.
         parts = [
-            self._predict(self.params, images[i : i + PREDICT_BATCH]) for i in range(0, len(images), PREDICT_BATCH)
+            self._predict(self.params, self.state, images[i : i + PREDICT_BATCH])
+            for i in range(0, len(images), PREDICT_BATCH)
         ]
         return np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros((0, *self.model.output_shape))
 

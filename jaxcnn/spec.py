@@ -1,511 +1,565 @@
 """JSON network specs -> validated, fully resolved, frozen dataclasses.
 
-All checking and all normalisation happen here, once. After :func:`load_spec` returns,
-every layer has a name, explicit (height, width) pairs for size, stride and dilation, explicit
-((top, bottom), (left, right)) padding, and its input and output shapes computed with the
-output-size formula. Nothing downstream re-validates.
+All checking and all normalisation happen here, once. After :func:`load_spec` returns, blocks
+are expanded (their layers named ``use.layer``, ``use.blockK.layer`` when repeated), every layer
+has a name, the names of the layers it reads, explicit (height, width) pairs for size, stride
+and dilation, explicit ((top, bottom), (left, right)) padding, and its input and output shapes
+computed over the graph with the output-size formula. Nothing downstream re-validates.
 
+What each layer type accepts and computes lives in :mod:`jaxcnn.layer_types`; this module reads
+the document around them: the top level, the graph (``inputs``, ``output``) and the blocks.
 Every problem raises :class:`SpecError`, whose message names the file, the layer (its index in
-``layers`` and its name), the field, and what is allowed, before anything is traced.
+its list and its name, and for a block both the use and the definition), the field, and what is
+allowed, before anything is traced.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from jaxcnn import geometry as G
-from jaxcnn.errors import JaxcnnError
+from jaxcnn import spec_checks as C
+from jaxcnn.layer_types import (
+    LAYER_TYPES,
+    ActivationLayer,
+    AddLayer,
+    AvgPoolLayer,
+    BatchNormLayer,
+    ConcatLayer,
+    ConvLayer,
+    DenseLayer,
+    DropoutLayer,
+    FlattenLayer,
+    GlobalAvgPoolLayer,
+    GlobalMaxPoolLayer,
+    Layer,
+    MaxPoolLayer,
+    PoolLayer,
+    allowed_fields,
+    required_fields,
+)
+from jaxcnn.spec_checks import (
+    ACTIVATION_NAMES,
+    MAX_WINDOW,
+    IntPair,
+    PaddingPairs,
+    Shape,
+    SpecError,
+    Where,
+)
+
+__all__ = [
+    "ACTIVATION_NAMES",
+    "FORMAT",
+    "LAYER_FIELDS",
+    "LAYER_TYPES",
+    "MAX_WINDOW",
+    "ActivationLayer",
+    "AddLayer",
+    "AnyLayer",
+    "AvgPoolLayer",
+    "BatchNormLayer",
+    "ConcatLayer",
+    "ConvLayer",
+    "DenseLayer",
+    "DropoutLayer",
+    "FlattenLayer",
+    "GlobalAvgPoolLayer",
+    "GlobalMaxPoolLayer",
+    "IntPair",
+    "Layer",
+    "MaxPoolLayer",
+    "NetworkSpec",
+    "PaddingPairs",
+    "PoolLayer",
+    "Shape",
+    "SpecError",
+    "load_spec",
+    "loads_spec",
+    "parse_spec",
+]
 
 FORMAT = "jaxcnn.spec/1"
 """The versioned format key every spec must carry."""
 
-Shape = tuple[int, ...]
-IntPair = tuple[int, int]
-PaddingPairs = tuple[IntPair, IntPair]
+AnyLayer = Layer
 
 MAX_INPUT_SIDE = 16384
 MAX_CHANNELS = 65536
-MAX_WIDTH = 65536  # filters, units, groups
-MAX_WINDOW = 1024  # size, stride, dilation, padding
+MAX_REPEAT = 1000
+MAX_LAYERS = 10000
+"""The most layers a spec may expand to (blocks and repeats included)."""
+
+INPUT = "input"
+"""The name by which a layer reads the network's input (inside a block: the block's input)."""
 
 TOP_LEVEL_FIELDS = {
     "format": "the format version, exactly " + repr(FORMAT),
     "name": "a short name for the network (default: the file name)",
     "description": "free text: what the network is and where it comes from",
     "input": "the input shape [height, width, channels]",
+    "blocks": 'named, parameterised groups of layers, used in layers as {"block": NAME, ...}',
     "layers": "the list of layers, first to last",
+    "output": "the name of the layer whose output is the network's (default: the last layer)",
 }
 REQUIRED_TOP_LEVEL = ("format", "input", "layers")
 
-LAYER_FIELDS: dict[str, tuple[str, ...]] = {
-    "conv": ("type", "name", "filters", "size", "stride", "padding", "dilation", "groups", "activation", "use_bias"),
-    "max_pool": ("type", "name", "size", "stride", "padding"),
-    "avg_pool": ("type", "name", "size", "stride", "padding", "count_include_pad"),
-    "flatten": ("type", "name"),
-    "dense": ("type", "name", "units", "activation", "use_bias"),
+BLOCK_FIELDS = {
+    "description": "free text: what the block is",
+    "params": 'the block\'s parameters and their defaults ({"filters": null, "stride": 1}; null: required)',
+    "layers": 'the block\'s layers; "input" is the block\'s input; "$name" is a parameter\'s value',
+    "output": "the name of the layer whose output is the block's (default: its last layer)",
 }
-"""The closed set of layer types and the fields each accepts."""
+BLOCK_USE_FIELDS = ("block", "name", "repeat", "inputs")
+"""The fields of a block use besides the block's own parameters."""
 
-REQUIRED_LAYER_FIELDS: dict[str, tuple[str, ...]] = {
-    "conv": ("filters", "size"),
-    "max_pool": ("size",),
-    "avg_pool": ("size",),
-    "flatten": (),
-    "dense": ("units",),
-}
+LAYER_FIELDS: dict[str, tuple[str, ...]] = {kind: allowed_fields(kind) for kind in LAYER_TYPES}
+"""The closed set of layer types and the fields each accepts (from the registry)."""
 
-ACTIVATION_NAMES = ("linear", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax")
-"""The activations a spec may name; the functions live in ``jaxcnn.layers.ACTIVATIONS``."""
+REQUIRED_LAYER_FIELDS: dict[str, tuple[str, ...]] = {kind: required_fields(kind) for kind in LAYER_TYPES}
+
+NAME_PREFIX = {kind: cls.PREFIX for kind, cls in LAYER_TYPES.items()}
 
 MAX_NESTING = 32
 """How deeply a spec's lists and objects may nest (a layer's padding pairs sit at depth 5)."""
 
-NAME_PREFIX = {"conv": "conv", "max_pool": "pool", "avg_pool": "pool", "flatten": "flatten", "dense": "dense"}
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-class SpecError(JaxcnnError, ValueError):
-    """A spec that cannot be loaded; the message says where, which field, and what is allowed."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str = "<spec>",
-        index: int | None = None,
-        name: str | None = None,
-        layer_type: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.message = message
-        self.source = source
-        self.index = index
-        self.name = name
-        self.layer_type = layer_type
-        self.field = field
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = [self.source]
-        if self.index is not None:
-            layer = f"layers[{self.index}]"
-            described = " ".join(part for part in (self.layer_type, repr(self.name) if self.name else None) if part)
-            where.append(f"{layer} ({described})" if described else layer)
-        if self.field is not None:
-            where.append(f"field '{self.field}'")
-        return ": ".join([", ".join(where), self.message])
-
-
-@dataclass(frozen=True, kw_only=True)
-class Layer:
-    """What every resolved layer has: its position, name, type and shapes (without batch)."""
-
-    index: int
-    name: str
-    type: str
-    input_shape: Shape
-    output_shape: Shape
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConvLayer(Layer):
-    """A convolution: ``filters`` kernels of ``size`` sliding with ``stride`` over padded input."""
-
-    filters: int
-    size: IntPair
-    stride: IntPair
-    padding: PaddingPairs
-    dilation: IntPair
-    groups: int
-    activation: str
-    use_bias: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolLayer(Layer):
-    """Max or average pooling (``type`` is ``max_pool`` or ``avg_pool``)."""
-
-    size: IntPair
-    stride: IntPair
-    padding: PaddingPairs
-    count_include_pad: bool | None  # None for max pooling
-
-
-@dataclass(frozen=True, kw_only=True)
-class FlattenLayer(Layer):
-    """Flattening H x W x C into one vector of H*W*C features."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DenseLayer(Layer):
-    """A fully connected layer of ``units`` outputs."""
-
-    units: int
-    activation: str
-    use_bias: bool
-
-
-AnyLayer = Union[ConvLayer, PoolLayer, FlattenLayer, DenseLayer]
+_PARAM_PATTERN = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]{0,63})$")
 
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkSpec:
-    """A validated network: input shape, resolved layers, and where it came from."""
+    """A validated network: input shape, resolved layers (in an order where each follows its inputs),
+    the name of the output layer, and where it came from."""
 
     name: str
     description: str
     input_shape: Shape
-    layers: tuple[AnyLayer, ...]
+    layers: tuple[Layer, ...]
     source: str
+    output: str = ""
+    """The name of the layer whose output is the network's (the last layer unless the spec names one)."""
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The JSON object as written (before defaults and resolution), for recording in runs."""
+
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name`` (its qualified name inside blocks)."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def output_layer(self) -> Layer:
+        return self.layer(self.output) if self.output else self.layers[-1]
 
     @property
     def output_shape(self) -> Shape:
         """Shape of one example's output (without batch)."""
-        return self.layers[-1].output_shape if self.layers else self.input_shape
+        return self.output_layer.output_shape if self.layers else self.input_shape
 
     @property
     def final_activation(self) -> str:
-        """The last layer's activation ("linear" when it has none)."""
-        last = self.layers[-1] if self.layers else None
-        return getattr(last, "activation", "linear")
+        """The output layer's activation ("linear" when it has none)."""
+        return getattr(self.output_layer, "activation", "linear") if self.layers else "linear"
+
+    @property
+    def is_chain(self) -> bool:
+        """True when each layer reads only the one before it (the article's straight networks)."""
+        previous = INPUT
+        for layer in self.layers:
+            if layer.inputs != (previous,):
+                return False
+            previous = layer.name
+        return self.output_layer is self.layers[-1]
+
+    @property
+    def has_state(self) -> bool:
+        """Whether any layer keeps state between steps (batch norm's running statistics)."""
+        return any(layer.state_shapes() for layer in self.layers)
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether training draws random numbers inside the network (dropout)."""
+        return any(isinstance(layer, DropoutLayer) and layer.rate > 0 for layer in self.layers)
 
 
-def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
+@dataclass(frozen=True)
+class _Pending:
+    """A layer after block expansion and name resolution, before its fields are checked."""
+
+    raw: dict[str, Any]
+    kind: str
+    name: str
+    inputs: tuple[str, ...]
+    at: Where
 
 
-class _Context:
-    """Where the loader is, so every error carries file, layer and field."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.index: int | None = None
-        self.name: str | None = None
-        self.layer_type: str | None = None
-
-    def error(self, message: str, field: str | None = None) -> SpecError:
-        return SpecError(
-            message, source=self.source, index=self.index, name=self.name, layer_type=self.layer_type, field=field
-        )
-
-
-def _describe(value: Any) -> str:
-    """The value as the user wrote it (JSON), shortened for an error message."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    """An integer as JSON Schema sees one: 5 or 5.0, but not 5.5 and not true/false."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-
-
-def _int(ctx: _Context, value: Any, field: str, minimum: int, maximum: int) -> int:
-    if not _is_int(value):
-        raise ctx.error(f"must be an integer from {minimum} to {maximum}, got {_describe(value)}", field)
-    if not minimum <= value <= maximum:
-        raise ctx.error(f"must be from {minimum} to {maximum}, got {_describe(value)}", field)
-    return int(value)
-
-
-def _pair(ctx: _Context, value: Any, field: str, minimum: int, maximum: int) -> IntPair:
-    """An int or [height, width]."""
-    if _is_int(value):
-        n = _int(ctx, value, field, minimum, maximum)
-        return (n, n)
-    if isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value):
-        return (_int(ctx, value[0], field, minimum, maximum), _int(ctx, value[1], field, minimum, maximum))
-    raise ctx.error(
-        f"must be an integer or a pair [height, width] of integers from {minimum} to {maximum}, got {_describe(value)}",
-        field,
-    )
-
-
-def _bool(ctx: _Context, value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.error(f"must be true or false, got {_describe(value)}", field)
-    return value
-
-
-def _activation(ctx: _Context, value: Any, is_last: bool) -> str:
-    names = list(ACTIVATION_NAMES)
-    if not isinstance(value, str) or value not in ACTIVATION_NAMES:
-        hint = _suggest(value, names) if isinstance(value, str) else ""
-        raise ctx.error(f"unknown activation {_describe(value)}; allowed: {', '.join(names)}.{hint}", "activation")
-    if value == "softmax" and not is_last:
-        raise ctx.error(
-            "softmax is allowed only on the last layer, where it turns the network's scores into "
-            "class probabilities; use relu (or another activation) here",
-            "activation",
-        )
-    return value
-
-
-def _integral(value: Any) -> Any:
-    """Integral floats (2.0) become ints, inside nested lists too, as JSON Schema treats them."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
-
-
-def _padding(ctx: _Context, value: Any, size: IntPair, stride: IntPair, dilation: IntPair, hw: IntPair) -> PaddingPairs:
-    value = _integral(value)
-    if isinstance(value, str) and value not in ("valid", "same"):
-        hint = _suggest(value.lower(), ["valid", "same"])
-        raise ctx.error(f"must be {G.PADDING_FORMS}; got {_describe(value)}.{hint}", "padding")
-    if isinstance(value, (bool, float)):
-        raise ctx.error(f"must be {G.PADDING_FORMS}; got {_describe(value)}", "padding")
-    try:
-        pads = G.resolve_padding(value, size, stride, dilation, hw)
-    except ValueError:
-        raise ctx.error(f"must be {G.PADDING_FORMS}, all non-negative; got {_describe(value)}", "padding") from None
-    if max(max(pair) for pair in pads) > MAX_WINDOW:
-        raise ctx.error(f"must be at most {MAX_WINDOW} pixels a side, got {_describe(value)}", "padding")
-    return pads
-
-
-def _shape_text(shape: Shape) -> str:
-    return "x".join(str(n) for n in shape)
-
-
-def _window_output(
-    ctx: _Context, hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPairs, dilation: IntPair, what: str
-) -> IntPair:
-    """Apply the output-size formula per axis, or explain with its arithmetic why it fails."""
-    out = []
-    for axis, axis_name in enumerate(("height", "width")):
-        n, f, s, d = hw[axis], size[axis], stride[axis], dilation[axis]
-        lo, hi = pads[axis]
-        o = G.output_size(n, f, s, lo, hi, d)
-        if o < 1:
-            reach = d * (f - 1) + 1
-            dilated = f" (dilation {d} makes it span {reach})" if d > 1 else ""
-            raise ctx.error(
-                f"a {_shape_text(size)} {what}{dilated} does not fit the {_shape_text(hw)} input: "
-                f"along the {axis_name}, "
-                f"floor((n + p_lo + p_hi - f) / s) + 1 = floor(({n} + {lo} + {hi} - {reach}) / {s}) + 1 = {o}, "
-                "but it must be at least 1. Use a smaller size or more padding",
-                "size",
-            )
-        out.append(o)
-    return (out[0], out[1])
-
-
-def _check_windows_see_input(
-    ctx: _Context, hw: IntPair, size: IntPair, stride: IntPair, pads: PaddingPairs, out_hw: IntPair
-) -> None:
-    """Refuse pooling padding that leaves a window wholly in the padding: max pooling would output -inf
-    there, and average pooling without ``count_include_pad`` 0/0. (A convolution may: its output is the bias.)"""
-    for axis, axis_name in enumerate(("height", "width")):
-        n, f, s, o = hw[axis], size[axis], stride[axis], out_hw[axis]
-        lo, hi = pads[axis]
-        last_start = (o - 1) * s - lo
-        if lo >= f:
-            where = f"the first window covers positions {-lo} to {f - 1 - lo}, all before the input's first pixel 0"
-        elif last_start >= n:
-            where = (
-                f"the last window starts at (o - 1) * s - p_lo = ({o} - 1) * {s} - {lo} = {last_start}, "
-                f"past the input's last pixel {n - 1}"
-            )
-        else:
-            continue
-        raise ctx.error(
-            f"along the {axis_name}, padding ({lo}, {hi}) leaves a {f}-pixel pooling window with no input pixel: "
-            f"{where}. Each side's padding must be less than the window size {f} (PyTorch allows at most half "
-            "of it); use less padding or a larger window",
-            "padding",
-        )
-
-
-def _check_keys(
-    ctx: _Context, obj: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], what: str
-) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise ctx.error(
-                f"unknown field {key!r} for {what}; allowed: {', '.join(allowed)}.{_suggest(key, allowed)}", key
-            )
-    for key in required:
-        if key not in obj:
-            raise ctx.error(f"missing required field {key!r} for {what}", key)
-
-
-def _layer_type(ctx: _Context, raw: Any) -> str:
-    if not isinstance(raw, dict):
-        raise ctx.error(f'each layer must be a JSON object like {{"type": "conv", ...}}, got {_describe(raw)}')
+def _layer_type(at: Where, raw: dict[str, Any], blocks: dict[str, Any]) -> str:
     if "type" not in raw:
-        raise ctx.error(f"missing required field 'type'; allowed types: {', '.join(LAYER_FIELDS)}", "type")
+        hint = ' (or {"block": NAME} to use a block)' if blocks else ""
+        raise at.error(f"missing required field 'type'; allowed types: {', '.join(LAYER_TYPES)}{hint}", "type")
     kind = raw["type"]
-    if not isinstance(kind, str) or kind not in LAYER_FIELDS:
-        hint = _suggest(kind, tuple(LAYER_FIELDS)) if isinstance(kind, str) else ""
-        raise ctx.error(f"unknown layer type {_describe(kind)}; allowed: {', '.join(LAYER_FIELDS)}.{hint}", "type")
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
+        hint = C.suggest(kind, tuple(LAYER_TYPES)) if isinstance(kind, str) else ""
+        if isinstance(kind, str) and kind in blocks:
+            hint = f' {kind!r} is a block: use it as {{"block": "{kind}", ...}}'
+        raise at.error(f"unknown layer type {C.describe(kind)}; allowed: {', '.join(LAYER_TYPES)}.{hint}", "type")
     return kind
 
 
-def _resolve_layer(
-    ctx: _Context, raw: dict[str, Any], index: int, name: str, kind: str, shape: Shape, is_last: bool
-) -> AnyLayer:
-    """Validate one layer's fields against its input shape and compute its output shape."""
-    _check_keys(ctx, raw, LAYER_FIELDS[kind], REQUIRED_LAYER_FIELDS[kind], f"a {kind} layer")
-    common: dict[str, Any] = {"index": index, "name": name, "type": kind, "input_shape": shape}
-    if kind == "dense":
-        if len(shape) != 1:
-            raise ctx.error(
-                f"a dense layer needs a flat input, but its input is {_shape_text(shape)}; "
-                'add {"type": "flatten"} before it'
+def _substitute(at: Where, value: Any, params: dict[str, Any] | None, block: str | None) -> Any:
+    """Replace every "$name" string in ``value`` (nested lists and objects too) by the parameter's value."""
+    if isinstance(value, str):
+        match = _PARAM_PATTERN.match(value)
+        if match is None:
+            return value
+        key = match.group(1)
+        if params is None:
+            raise at.error(f"{value!r} names a block parameter, but only the layers of a block can use one")
+        if key not in params:
+            known = ", ".join(sorted(params)) or "none"
+            raise at.error(
+                f"{value!r}: block {block!r} has no parameter {key!r} (its parameters: {known})."
+                + C.suggest(key, sorted(params))
             )
-        units = _int(ctx, raw["units"], "units", 1, MAX_WIDTH)
-        return DenseLayer(
-            **common,
-            output_shape=(units,),
-            units=units,
-            activation=_activation(ctx, raw.get("activation", "linear"), is_last),
-            use_bias=_bool(ctx, raw.get("use_bias", True), "use_bias"),
-        )
-    if len(shape) != 3:
-        raise ctx.error(
-            f"a {kind} layer needs a height x width x channels input, but its input is already flat "
-            f"({shape[0]} features); move it before the flatten layer"
-        )
-    if kind == "flatten":
-        return FlattenLayer(**common, output_shape=(shape[0] * shape[1] * shape[2],))
-    hw = (shape[0], shape[1])
-    size = _pair(ctx, raw["size"], "size", 1, MAX_WINDOW)
-    if kind == "conv":
-        filters = _int(ctx, raw["filters"], "filters", 1, MAX_WIDTH)
-        stride = _pair(ctx, raw.get("stride", 1), "stride", 1, MAX_WINDOW)
-        dilation = _pair(ctx, raw.get("dilation", 1), "dilation", 1, MAX_WINDOW)
-        groups = _int(ctx, raw.get("groups", 1), "groups", 1, MAX_WIDTH)
-        if shape[2] % groups or filters % groups:
-            raise ctx.error(
-                f"groups={groups} must divide both the input channels ({shape[2]}) and the filters ({filters})",
-                "groups",
-            )
-        pads = _padding(ctx, raw.get("padding", "valid"), size, stride, dilation, hw)
-        out_hw = _window_output(ctx, hw, size, stride, pads, dilation, "filter")
-        return ConvLayer(
-            **common,
-            output_shape=(*out_hw, filters),
-            filters=filters,
-            size=size,
-            stride=stride,
-            padding=pads,
-            dilation=dilation,
-            groups=groups,
-            activation=_activation(ctx, raw.get("activation", "linear"), is_last),
-            use_bias=_bool(ctx, raw.get("use_bias", True), "use_bias"),
-        )
-    stride = _pair(ctx, raw["stride"], "stride", 1, MAX_WINDOW) if "stride" in raw else size
-    pads = _padding(ctx, raw.get("padding", "valid"), size, stride, (1, 1), hw)
-    count_include_pad: bool | None = None
-    if kind == "avg_pool":
-        if "count_include_pad" in raw:
-            count_include_pad = _bool(ctx, raw["count_include_pad"], "count_include_pad")
-        elif any(p for pair in pads for p in pair):
-            raise ctx.error(
-                "this avg_pool is padded, so say whether padded pixels count in the average: "
-                "true divides by the whole window (PyTorch, Flax), false by the pixels inside the image (Keras)",
-                "count_include_pad",
-            )
-        else:
-            count_include_pad = True
-    out_hw = _window_output(ctx, hw, size, stride, pads, (1, 1), "pooling window")
-    _check_windows_see_input(ctx, hw, size, stride, pads, out_hw)
-    return PoolLayer(
-        **common,
-        output_shape=(*out_hw, shape[2]),
-        size=size,
-        stride=stride,
-        padding=pads,
-        count_include_pad=count_include_pad,
-    )
+        return copy.deepcopy(params[key])
+    if isinstance(value, list):
+        return [_substitute(at, v, params, block) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(at, v, params, block) for k, v in value.items()}
+    return value
 
 
-def _input_shape(ctx: _Context, value: Any) -> Shape:
-    if not (isinstance(value, list) and len(value) == 3 and all(_is_int(v) for v in value)):
-        raise ctx.error(
-            f"must be [height, width, channels], three integers (for example [28, 28, 1]), got {_describe(value)}",
+class _Expander:
+    """Expands block uses into layers with qualified names and resolves every input name."""
+
+    def __init__(self, source: str, blocks: dict[str, Any]) -> None:
+        self.source = source
+        self.blocks = blocks
+        self.pending: list[_Pending] = []
+
+    def expand(
+        self,
+        entries: list[Any],
+        list_name: str,
+        trail: tuple[str, ...],
+        prefix: str,
+        input_ref: str,
+        params: dict[str, Any] | None,
+        stack: tuple[str, ...],
+    ) -> dict[str, str]:
+        """Expand ``entries`` (one list of layers); returns each local name's output, in order."""
+        block = stack[-1] if stack else None
+        base = Where(self.source, list_name, trail)
+        names = self._local_names(base, entries)
+        local: dict[str, str] = {}
+        previous = input_ref
+        for index, raw in enumerate(entries):
+            name = names[index]
+            kind_word = raw.get("type") if raw.get("type") in LAYER_TYPES else None
+            at = base.at_layer(index, prefix + name, kind_word)
+            raw = _substitute(at, raw, params, block)
+            inputs = self._inputs(at, raw, name, names, index, local, previous, input_ref)
+            if "block" in raw:
+                at.layer_type = f"block {raw['block']}" if isinstance(raw["block"], str) else "block"
+                previous = self._use_block(at, raw, name, prefix, inputs, stack)
+            else:
+                kind = _layer_type(at, raw, self.blocks)
+                self.pending.append(_Pending(raw, kind, prefix + name, inputs, at))
+                if len(self.pending) > MAX_LAYERS:
+                    raise at.error(f"the spec expands to more than {MAX_LAYERS} layers; use fewer repeats")
+                previous = prefix + name
+            local[name] = previous
+        return local
+
+    def _local_names(self, base: Where, entries: list[Any]) -> list[str]:
+        """Every entry's name (given, or the type's prefix and a count), checked and unique in the list."""
+        counts: dict[str, int] = {}
+        seen: dict[str, int] = {}
+        names = []
+        for index, raw in enumerate(entries):
+            at = base.at_layer(index)
+            if not isinstance(raw, dict):
+                raise at.error(f'each layer must be a JSON object like {{"type": "conv", ...}}, got {C.describe(raw)}')
+            if "block" in raw and "type" in raw:
+                raise at.error('a block use names its block and no type: {"block": "basic", ...}', "type")
+            if "block" in raw:
+                stem = raw["block"] if isinstance(raw["block"], str) and _NAME_PATTERN.match(raw["block"]) else "block"
+                at.layer_type = f"block {stem}"
+            else:
+                kind = _layer_type(at, raw, self.blocks)
+                at.layer_type = kind
+                stem = LAYER_TYPES[kind].PREFIX
+            counts[stem] = counts.get(stem, 0) + 1
+            name = raw.get("name", f"{stem}{counts[stem]}")
+            at.name = name if isinstance(name, str) else None
+            if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+                raise at.error(
+                    f"must be a letter or _ followed by up to 63 letters, digits or _, got {C.describe(name)}", "name"
+                )
+            if name == INPUT:
+                raise at.error(
+                    f"'{INPUT}' is reserved: it is how a layer reads the network's (or block's) input", "name"
+                )
+            if name in seen:
+                raise at.error(f"the name {name!r} is already used by {base.list_name}[{seen[name]}]", "name")
+            seen[name] = index
+            names.append(name)
+        return names
+
+    def _inputs(
+        self,
+        at: Where,
+        raw: dict[str, Any],
+        name: str,
+        names: list[str],
+        index: int,
+        local: dict[str, str],
+        previous: str,
+        input_ref: str,
+    ) -> tuple[str, ...]:
+        """The outputs this entry reads: its ``inputs`` resolved, or the entry before it."""
+        if "inputs" not in raw:
+            return (previous,)
+        given = raw["inputs"]
+        words = [given] if isinstance(given, str) else given
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+            raise at.error(
+                f"must be a layer name or a non-empty list of layer names, got {C.describe(given)}", "inputs"
+            )
+        refs = []
+        for word in words:
+            if word == INPUT:
+                refs.append(input_ref)
+            elif word in local:
+                refs.append(local[word])
+            elif word == name:
+                raise at.error(f"the layer reads its own output ({word!r}), which would make a cycle", "inputs")
+            elif word in names:
+                later = names.index(word)
+                raise at.error(
+                    f"reads {word!r}, which comes later ({at.list_name}[{later}]); a layer reads only the input "
+                    "and layers listed before it, which keeps the network free of cycles. Move it, or read an "
+                    "earlier layer",
+                    "inputs",
+                )
+            else:
+                known = [INPUT, *names[:index]]
+                raise at.error(
+                    f"no layer named {word!r} comes before this one; it can read: {', '.join(known)}."
+                    f"{C.suggest(word, known)}",
+                    "inputs",
+                )
+        return tuple(refs)
+
+    def _use_block(
+        self, at: Where, raw: dict[str, Any], name: str, prefix: str, inputs: tuple[str, ...], stack: tuple[str, ...]
+    ) -> str:
+        """Expand one block use (all its repeats); returns the qualified name of its output."""
+        block_name = raw["block"]
+        if not isinstance(block_name, str) or block_name not in self.blocks:
+            known = sorted(self.blocks)
+            hint = C.suggest(block_name, known) if isinstance(block_name, str) else ""
+            listed = ", ".join(known) if known else 'none (define them in "blocks")'
+            raise at.error(f"unknown block {C.describe(block_name)}; the spec's blocks: {listed}.{hint}", "block")
+        if block_name in stack:
+            cycle = " -> ".join([*stack[stack.index(block_name) :], block_name])
+            raise at.error(f"block {block_name!r} uses itself ({cycle}); blocks cannot be recursive", "block")
+        definition = self.blocks[block_name]
+        declared: dict[str, Any] = definition.get("params", {})
+        C.check_keys(at, raw, (*BLOCK_USE_FIELDS, *declared), (), f"a use of block {block_name!r}")
+        values = {key: raw.get(key, default) for key, default in declared.items()}
+        missing = [key for key, value in values.items() if value is None]
+        if missing:
+            raise at.error(
+                f"block {block_name!r} needs a value for its parameter {missing[0]!r} (blocks.{block_name}.params "
+                "declares it without a default)",
+                missing[0],
+            )
+        if len(inputs) != 1:
+            raise at.error(f"a block reads exactly one input, got {len(inputs)}", "inputs")
+        repeat = C.int_value(at, raw.get("repeat", 1), "repeat", 1, MAX_REPEAT)
+        current = inputs[0]
+        for copy_number in range(1, repeat + 1):
+            copy_prefix = f"{prefix}{name}." + (f"block{copy_number}." if repeat > 1 else "")
+            copy_text = f", copy {copy_number} of {repeat}" if repeat > 1 else ""
+            trail = (*at.trail, f"{at.list_name}[{at.index}] (block {block_name} '{prefix}{name}'{copy_text})")
+            local = self.expand(definition["layers"], f"blocks.{block_name}.layers", trail, copy_prefix, current,
+                                values, (*stack, block_name))  # fmt: skip
+            current = local[definition["output"]] if "output" in definition else list(local.values())[-1]
+        return current
+
+
+def _check_blocks(at: Where, value: Any) -> dict[str, Any]:
+    """The ``blocks`` object: each a name -> {params, layers, output, description}, checked for form."""
+    if not isinstance(value, dict):
+        raise at.error(f'must be an object of named blocks {{"basic": {{"layers": [...]}}}}, got {C.describe(value)}',
+                       "blocks")  # fmt: skip
+    for name, block in value.items():
+        place = Where(at.source, f"blocks.{name}")
+        if not _NAME_PATTERN.match(name):
+            raise at.error(f"block name {name!r} must be a letter or _ followed by letters, digits or _", "blocks")
+        if name in LAYER_TYPES:
+            raise at.error(f"block name {name!r} is a layer type; choose another name", "blocks")
+        if not isinstance(block, dict):
+            raise place.error(f'must be an object with "layers", got {C.describe(block)}')
+        C.check_keys(place, block, tuple(BLOCK_FIELDS), ("layers",), "a block")
+        if not isinstance(block["layers"], list) or not block["layers"]:
+            raise place.error(f"must be a non-empty list of layers, got {C.describe(block['layers'])}", "layers")
+        params = block.get("params", {})
+        if not isinstance(params, dict):
+            raise place.error(f"must be an object of parameter names and defaults, got {C.describe(params)}", "params")
+        for key in params:
+            if not _NAME_PATTERN.match(key) or key in BLOCK_USE_FIELDS:
+                raise place.error(
+                    f"parameter {key!r} must be a name (letters, digits, _) other than {', '.join(BLOCK_USE_FIELDS)}",
+                    "params",
+                )
+        if "output" in block:
+            names = [layer.get("name") for layer in block["layers"] if isinstance(layer, dict)]
+            if block["output"] not in names:
+                raise place.error(
+                    f"names {C.describe(block['output'])}, which is none of the block's named layers "
+                    f"({', '.join(str(n) for n in names if n) or 'none is named'})",
+                    "output",
+                )
+        if not isinstance(block.get("description", ""), str):
+            raise place.error("must be a string", "description")
+    return value
+
+
+def _origin_describer(by_name: dict[str, Layer]) -> Any:
+    """For merge errors: which layer made a shape, and the output-size arithmetic that shrank it."""
+
+    def origin(name: str) -> str:
+        if name not in by_name:
+            return " (the input)"
+        layer = by_name[name]
+        text = f" (from {layer.type} '{name}'"
+        current: Layer | None = layer
+        while current is not None:
+            stride = getattr(current, "stride", None)
+            if stride is not None and current.output_shape[:2] != current.input_shape[:2]:
+                (lo, hi), _ = current.padding  # type: ignore[attr-defined]
+                n, f, s, o = current.input_shape[0], current.size[0], stride[0], current.output_shape[0]  # type: ignore[attr-defined]
+                text += (
+                    f"; its height is set by {current.type} '{current.name}': "
+                    f"floor((n + p_lo + p_hi - f) / s) + 1 = floor(({n} + {lo} + {hi} - {f}) / {s}) + 1 = {o}"
+                )
+                break
+            current = by_name.get(current.inputs[0]) if current.inputs else None
+        return text + ")"
+
+    return origin
+
+
+def _check_reaches_output(layers: list[Layer], pending: list[_Pending], output: str) -> None:
+    """Every layer must feed the output: one that reaches nothing is a mistake (a branch not joined)."""
+    needed = {output}
+    for layer in reversed(layers):
+        if layer.name in needed:
+            needed.update(layer.inputs)
+    for layer, item in zip(layers, pending, strict=True):
+        if layer.name not in needed:
+            raise item.at.error(
+                f"its output reaches nothing: no later layer reads it and it is not the network's output "
+                f'({output!r}). Read it from a later layer ("inputs"), or remove it'
+            )
+
+
+def _input_shape(at: Where, value: Any) -> Shape:
+    if not (isinstance(value, list) and len(value) == 3 and all(C.is_int(v) for v in value)):
+        raise at.error(
+            f"must be [height, width, channels], three integers (for example [28, 28, 1]), got {C.describe(value)}",
             "input",
         )
-    height = _int(ctx, value[0], "input", 1, MAX_INPUT_SIDE)
-    width = _int(ctx, value[1], "input", 1, MAX_INPUT_SIDE)
-    channels = _int(ctx, value[2], "input", 1, MAX_CHANNELS)
+    height = C.int_value(at, value[0], "input", 1, MAX_INPUT_SIDE)
+    width = C.int_value(at, value[1], "input", 1, MAX_INPUT_SIDE)
+    channels = C.int_value(at, value[2], "input", 1, MAX_CHANNELS)
     return (height, width, channels)
 
 
 def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
     """Validate and resolve an already-parsed JSON value (a dict) into a :class:`NetworkSpec`."""
-    ctx = _Context(source)
+    at = Where(source)
     depth = _nesting_depth(data)
     if depth > MAX_NESTING:
-        raise ctx.error(
+        raise at.error(
             f"nests lists and objects {depth} levels deep; a spec needs a handful and at most {MAX_NESTING} are read"
         )
     if not isinstance(data, dict):
-        raise ctx.error(f"a spec must be a JSON object with {', '.join(REQUIRED_TOP_LEVEL)}, got {_describe(data)}")
-    _check_keys(ctx, data, tuple(TOP_LEVEL_FIELDS), REQUIRED_TOP_LEVEL, "a spec")
+        raise at.error(f"a spec must be a JSON object with {', '.join(REQUIRED_TOP_LEVEL)}, got {C.describe(data)}")
+    C.check_keys(at, data, tuple(TOP_LEVEL_FIELDS), REQUIRED_TOP_LEVEL, "a spec")
     if data["format"] != FORMAT:
-        raise ctx.error(
-            f"must be {FORMAT!r} (the only version this jaxcnn reads), got {_describe(data['format'])}", "format"
+        raise at.error(
+            f"must be {FORMAT!r} (the only version this jaxcnn reads), got {C.describe(data['format'])}", "format"
         )
     default_name = Path(source).stem if source != "<spec>" else "network"
     name = data.get("name", default_name)
     description = data.get("description", "")
     for key, value in (("name", name), ("description", description)):
         if not isinstance(value, str):
-            raise ctx.error(f"must be a string, got {_describe(value)}", key)
-    input_shape = _input_shape(ctx, data["input"])
+            raise at.error(f"must be a string, got {C.describe(value)}", key)
+    input_shape = _input_shape(at, data["input"])
     raw_layers = data["layers"]
     if not isinstance(raw_layers, list) or not raw_layers:
-        raise ctx.error(f"must be a non-empty list of layer objects, got {_describe(raw_layers)}", "layers")
+        raise at.error(f"must be a non-empty list of layer objects, got {C.describe(raw_layers)}", "layers")
+    blocks = _check_blocks(at, data.get("blocks", {}))
 
-    resolved: list[AnyLayer] = []
-    shape = input_shape
-    counts: dict[str, int] = {}
-    seen_names: dict[str, int] = {}
-    for index, raw in enumerate(raw_layers):
-        ctx.index, ctx.name, ctx.layer_type = index, None, None
-        kind = _layer_type(ctx, raw)
-        ctx.layer_type = kind
-        prefix = NAME_PREFIX[kind]
-        counts[prefix] = counts.get(prefix, 0) + 1
-        layer_name = raw.get("name", f"{prefix}{counts[prefix]}")
-        if not isinstance(layer_name, str) or not _NAME_PATTERN.match(layer_name):
-            raise ctx.error(
-                f"must be a letter or _ followed by up to 63 letters, digits or _, got {_describe(layer_name)}", "name"
+    expander = _Expander(source, blocks)
+    outputs = expander.expand(raw_layers, "layers", (), "", INPUT, None, ())
+    output = _output_name(at, data, outputs)
+    pending = expander.pending
+    resolved: list[Layer] = []
+    by_name: dict[str, Layer] = {}
+    origin = _origin_describer(by_name)
+    for index, item in enumerate(pending):
+        item.at.origin = origin
+        cls = LAYER_TYPES[item.kind]
+        C.check_keys(item.at, item.raw, allowed_fields(item.kind), required_fields(item.kind), f"a {item.kind} layer")
+        if cls.MERGES and len(item.inputs) < 2:
+            raise item.at.error(f"a {item.kind} layer joins two or more layers; name them in inputs", "inputs")
+        if not cls.MERGES and len(item.inputs) != 1:
+            raise item.at.error(
+                f"a {item.kind} layer reads one input, got {len(item.inputs)}; join branches first with add or concat",
+                "inputs",
             )
-        ctx.name = layer_name
-        if layer_name in seen_names:
-            raise ctx.error(f"the name {layer_name!r} is already used by layers[{seen_names[layer_name]}]", "name")
-        seen_names[layer_name] = index
-        layer = _resolve_layer(ctx, raw, index, layer_name, kind, shape, index == len(raw_layers) - 1)
+        shapes = tuple(by_name[ref].output_shape if ref in by_name else input_shape for ref in item.inputs)
+        common = {"index": index, "name": item.name, "type": item.kind, "inputs": item.inputs,
+                  "input_shapes": shapes, "input_shape": shapes[0]}  # fmt: skip
+        layer = cls.resolve(item.at, item.raw, common, item.name == output)
         resolved.append(layer)
-        shape = layer.output_shape
+        by_name[layer.name] = layer
+    _check_reaches_output(resolved, pending, output)
     return NetworkSpec(
         name=name,
         description=description,
         input_shape=input_shape,
         layers=tuple(resolved),
         source=source,
+        output=output,
         document=copy.deepcopy(data),
     )
+
+
+def _output_name(at: Where, data: dict[str, Any], outputs: dict[str, str]) -> str:
+    """The qualified name of the output layer: the spec's ``output`` (a top-level name) or the last layer's."""
+    if "output" not in data:
+        return list(outputs.values())[-1]
+    word = data["output"]
+    if not isinstance(word, str) or word not in outputs:
+        known = list(outputs)
+        hint = C.suggest(word, known) if isinstance(word, str) else ""
+        listed = ", ".join(known)
+        raise at.error(
+            f"names {C.describe(word)}, which is no layer of the spec; its layers: {listed}.{hint}", "output"
+        )
+    return outputs[word]
 
 
 def _nesting_depth(value: Any) -> int:

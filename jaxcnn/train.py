@@ -33,11 +33,13 @@ from jaxcnn.config import TrainConfig as TrainConfig
 from jaxcnn.data import Preprocess
 from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
-from jaxcnn.model import Model, Params
+from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import DataParallel, fetch
 
 SHUFFLE_STREAM = 0x5348_5546
 """Leading word of the NumPy seed of each epoch's shuffle, apart from the parameters' streams."""
+DROPOUT_STREAM = 0x4452_4F50
+"""Leading word of the NumPy seed of each epoch's dropout key (folded with the step, micro-batch and device)."""
 
 
 class EpochInterruptedError(Exception):
@@ -125,10 +127,53 @@ def _base_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.Gradient
 
 
 class TrainState(NamedTuple):
-    """What changes during training: the parameters and the optimizer's state."""
+    """What changes during training: the parameters, the optimizer's state and the network's state
+    (batch norm's running statistics; empty for most networks)."""
 
     params: Params
     opt_state: optax.OptState
+    model_state: State = {}  # noqa: RUF012 (a NamedTuple field's default, never mutated)
+
+    def checkpoint_tree(self) -> dict[str, Any]:
+        """What a checkpoint holds: the three parts, the network's state only when it has one (so runs
+        of stateless networks keep the layout they always had)."""
+        tree = self._asdict()
+        if not self.model_state:
+            del tree["model_state"]
+        return tree
+
+
+def training_loss(
+    model: Model,
+    params: Params,
+    model_state: State,
+    x: jax.Array,
+    labels: jax.Array,
+    key: jax.Array | None,
+    compute_dtype: str = "float32",
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, tuple[jax.Array, State]]:
+    """Mean softmax cross-entropy over integer labels in training mode, with the number of correct
+    predictions and the network's new state (batch statistics; dropout draws from ``key``).
+
+    With ``label_smoothing`` = a > 0 the target is (1 - a) on the label plus a / classes on
+    every class (``optax.smooth_labels``), as in Keras and PyTorch. With
+    ``compute_dtype="bfloat16"`` the network runs in bfloat16 on bfloat16 copies of the float32
+    parameters (gradients flow back to the float32 originals); the loss and batch norm's
+    statistics are float32.
+    """
+    if compute_dtype != "float32":
+        dtype = jnp.dtype(compute_dtype)
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+        x = x.astype(dtype)
+    logits, new_state = model.apply_with_state(params, model_state, x, training=True, key=key)
+    logits = logits.astype(jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+    else:
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, ((jnp.argmax(logits, axis=-1) == labels).sum(), new_state)
 
 
 def batch_loss(
@@ -139,33 +184,21 @@ def batch_loss(
     compute_dtype: str = "float32",
     label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy over integer labels, and the number of correct predictions.
-
-    With ``label_smoothing`` = a > 0 the target is (1 - a) on the label plus a / classes on
-    every class (``optax.smooth_labels``), as in Keras and PyTorch. With
-    ``compute_dtype="bfloat16"`` the network runs in bfloat16 on bfloat16 copies of the float32
-    parameters (gradients flow back to the float32 originals); the loss is float32.
-    """
-    if compute_dtype != "float32":
-        dtype = jnp.dtype(compute_dtype)
-        params = jax.tree.map(lambda p: p.astype(dtype), params)
-        x = x.astype(dtype)
-    logits = model.apply(params, x).astype(jnp.float32)
-    if label_smoothing:
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
-    else:
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, (jnp.argmax(logits, axis=-1) == labels).sum()
+    """:func:`training_loss` of a network without state or dropout: (mean loss, correct count)."""
+    loss, (correct, _) = training_loss(model, params, {}, x, labels, None, compute_dtype, label_smoothing)
+    return loss, correct
 
 
 MICRO_BATCH = 128
 """On the CPU fast path, larger batches are split into micro-batches of this size (see below)."""
 
 
-def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int) -> int:
+def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int, has_state: bool = False) -> int:
     """The micro-batch a step of ``batch_size`` is computed in: the whole batch unless on the CPU
-    fast path on one device with a multiple of ``MICRO_BATCH`` images (see :class:`AccumulatedStep`)."""
+    fast path on one device with a multiple of ``MICRO_BATCH`` images (see :class:`AccumulatedStep`).
+    Never for networks with batch norm: its statistics must be the whole batch's."""
+    if has_state:
+        return batch_size
     if impl_is_fast and devices == 1 and batch_size > MICRO_BATCH and batch_size % MICRO_BATCH == 0:
         return MICRO_BATCH
     return batch_size
@@ -173,17 +206,27 @@ def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int) -> int:
 
 def _sums_and_gradient(
     model: Model, compute_dtype: str, label_smoothing: float
-) -> Callable[..., tuple[jax.Array, Params]]:
-    """(params, x, labels) -> ([summed loss, correct count], gradient of the mean loss): a step's core."""
+) -> Callable[..., tuple[jax.Array, Params, State]]:
+    """(params, state, x, labels, key) -> ([summed loss, correct count], gradient of the mean loss,
+    new state): a step's core."""
     grad_fn = jax.value_and_grad(
-        lambda p, x, y: batch_loss(model, p, x, y, compute_dtype, label_smoothing), has_aux=True
+        lambda p, s, x, y, k: training_loss(model, p, s, x, y, k, compute_dtype, label_smoothing), has_aux=True
     )
 
-    def sums_and_gradient(params: Params, x: jax.Array, labels: jax.Array) -> tuple[jax.Array, Params]:
-        (loss, correct), grads = grad_fn(params, x, labels)
-        return jnp.stack([loss * x.shape[0], correct.astype(jnp.float32)]), grads
+    def sums_and_gradient(
+        params: Params, model_state: State, x: jax.Array, labels: jax.Array, key: jax.Array | None
+    ) -> tuple[jax.Array, Params, State]:
+        (loss, (correct, new_state)), grads = grad_fn(params, model_state, x, labels, key)
+        return jnp.stack([loss * x.shape[0], correct.astype(jnp.float32)]), grads, new_state
 
     return sums_and_gradient
+
+
+def step_key(plan: Any, i: jax.Array) -> jax.Array | None:
+    """The random key of step ``i`` of the epoch (for dropout): the epoch's key folded with ``i``, or None."""
+    if not isinstance(plan, dict) or "key" not in plan:
+        return None
+    return jax.random.fold_in(jax.random.wrap_key_data(plan["key"]), i)
 
 
 def gather_batch(
@@ -191,14 +234,15 @@ def gather_batch(
 ) -> tuple[jax.Array, jax.Array]:
     """``count`` uint8 images from position ``start`` of the epoch's plan, and their indices.
 
-    The plan is the epoch's permutation, or with ``augmentation`` a dict of it (``"index"``) and
-    each image's augmentation draws (:func:`jaxcnn.augment.draw`), which the batch is changed by.
+    The plan is the epoch's permutation, or a dict of it (``"index"``), the epoch's dropout ``"key"``
+    and with ``augmentation`` each image's augmentation draws (:func:`jaxcnn.augment.draw`), which the
+    batch is changed by.
     """
+    index = plan["index"] if isinstance(plan, dict) else plan
+    idx = jax.lax.dynamic_slice_in_dim(index, start, count)
     if augmentation is None:
-        idx = jax.lax.dynamic_slice_in_dim(plan, start, count)
         return images[idx], idx
-    idx = jax.lax.dynamic_slice_in_dim(plan["index"], start, count)
-    draws = {k: jax.lax.dynamic_slice_in_dim(v, start, count) for k, v in plan.items() if k != "index"}
+    draws = {k: jax.lax.dynamic_slice_in_dim(v, start, count) for k, v in plan.items() if k not in ("index", "key")}
     return augment.apply(augmentation, images[idx], draws), idx
 
 
@@ -226,10 +270,11 @@ def make_train_step(
         state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
     ) -> tuple[TrainState, jax.Array]:
         batch, idx = gather_batch(images, perm, i * batch_size, batch_size, augmentation)
-        sums, grads = sums_and_grads(state.params, preprocess.to_float(batch), labels[idx])
+        sums, grads, model_state = sums_and_grads(state.params, state.model_state, preprocess.to_float(batch),
+                                                  labels[idx], step_key(perm, i))  # fmt: skip
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state), sums
+        return TrainState(params, opt_state, model_state), sums
 
     return step
 
@@ -258,13 +303,17 @@ class AccumulatedStep:
     ) -> None:
         if micro_batch < 1 or batch_size % micro_batch:
             raise ValueError(f"micro_batch {micro_batch} must divide the batch size {batch_size}")
+        if model.spec.has_state:
+            raise ValueError("batch norm needs the whole batch's statistics: no micro-batches for this network")
         pieces = batch_size // micro_batch
         sums_and_grads = _sums_and_gradient(model, compute_dtype, label_smoothing)
 
         def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, perm: jax.Array,
                        i: jax.Array, piece: jax.Array) -> Any:  # fmt: skip
             batch, idx = gather_batch(images, perm, i * batch_size + piece * micro_batch, micro_batch, augmentation)
-            piece_sums, grads = sums_and_grads(params, preprocess.to_float(batch), labels[idx])
+            key = step_key(perm, i)
+            key = None if key is None else jax.random.fold_in(key, piece)
+            piece_sums, grads, _ = sums_and_grads(params, {}, preprocess.to_float(batch), labels[idx], key)
             grad_sum, sums = totals
             return jax.tree.map(jnp.add, grad_sum, grads), sums + piece_sums
 
@@ -273,7 +322,8 @@ class AccumulatedStep:
             grads = jax.tree.map(lambda g: g / pieces, grad_sum)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             empty = jax.tree.map(jnp.zeros_like, totals)  # the next step's running sums, in the same buffers
-            return TrainState(optax.apply_updates(state.params, updates), opt_state), sums, empty
+            new_state = TrainState(optax.apply_updates(state.params, updates), opt_state, state.model_state)
+            return new_state, sums, empty
 
         self._accumulate: Any = jit(accumulate, donate_argnums=1)
         self._update: Any = jit(update, donate_argnums=(0, 1))
@@ -332,10 +382,12 @@ def make_eval_batch(
     With ``tta`` the class probabilities are the mean of each image's and its mirror image's.
     """
 
-    def evaluate(params: Params, images: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = model.apply(params, split_batch(preprocess.to_float(images)))
+    def evaluate(
+        params: Params, model_state: State, images: jax.Array, labels: jax.Array, mask: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        logits = model.apply(params, split_batch(preprocess.to_float(images)), model_state)
         if tta:
-            mirrored = model.apply(params, split_batch(preprocess.to_float(images[:, :, ::-1, :])))
+            mirrored = model.apply(params, split_batch(preprocess.to_float(images[:, :, ::-1, :])), model_state)
             both = jnp.stack([jax.nn.log_softmax(logits), jax.nn.log_softmax(mirrored)])
             logits = jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)  # log of the mean probability
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -452,7 +504,8 @@ class Trainer:
         devices = self.parallel.size  # evaluation batches split across devices too: round up
         eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
         self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), eval_batch, self.parallel)
-        micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size)
+        micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size,
+                                       model.spec.has_state)  # fmt: skip
         self._chunk: Any
         if self.loop == "step" and micro_batch < config.batch_size:
             self._chunk = AccumulatedStep(model, self.optimizer, preprocess, config.batch_size, micro_batch,
@@ -479,7 +532,7 @@ class Trainer:
         # The int seed, not a jax.random key: deriving a key compiled two small programs (0.2-0.3 s).
         params = self.model.init(self.config.seed % 2**64)
         # One compiled call, not one small compilation per eager op (about 0.3 s on a 2-core CPU).
-        return self.place(TrainState(params, jit(self.optimizer.init)(params)))
+        return self.place(TrainState(params, jit(self.optimizer.init)(params), self.model.init_state()))
 
     def place(self, state: TrainState) -> TrainState:
         """Replicate a (fresh or restored) state on the devices of the mesh."""
@@ -495,7 +548,7 @@ class Trainer:
         start = time.perf_counter()
         batch = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) for a in self.test.batches[0]]
         with ThreadPoolExecutor(1, thread_name_prefix="jaxcnn-compile") as pool:
-            evaluation = pool.submit(lambda: self._eval_batch.lower(state.params, *batch).compile())
+            evaluation = pool.submit(lambda: self._eval_batch.lower(state.params, state.model_state, *batch).compile())
             # NumPy values: eager jnp calls would each compile a small program (tens of ms apiece).
             perm = self._plan(np.arange(len(self.train_images), dtype=np.int32), 0)
             if isinstance(self._chunk, AccumulatedStep):
@@ -520,13 +573,17 @@ class Trainer:
         return self._plan(rng.permutation(len(self.train_images)).astype(np.int32), epoch)
 
     def _plan(self, permutation: np.ndarray, epoch: int) -> Any:
-        """The epoch's plan on the devices: the permutation, with the augmentation draws when there are any."""
+        """The epoch's plan on the devices: the permutation, with the dropout key and the augmentation
+        draws when the run has any."""
         augmentation = self.config.augmentation
-        if augmentation is None:
-            return self.parallel.replicate(permutation)
-        _, h, w, _ = self.train_images.shape
-        draws = augment.draw(augmentation, len(permutation), h, w, self.config.seed, epoch)
-        return self.parallel.replicate({"index": permutation, **draws})
+        plan: dict[str, np.ndarray] = {"index": permutation}
+        if self.model.spec.needs_key:
+            rng = np.random.default_rng([DROPOUT_STREAM, self.config.seed % 2**64, epoch])
+            plan["key"] = rng.integers(0, 2**32, 2, dtype=np.uint32)
+        if augmentation is not None:
+            _, h, w, _ = self.train_images.shape
+            plan.update(augment.draw(augmentation, len(permutation), h, w, self.config.seed, epoch))
+        return self.parallel.replicate(plan if len(plan) > 1 else permutation)
 
     def run_epoch(
         self,
@@ -559,11 +616,12 @@ class Trainer:
         loss_sum, correct = _total(chunk_sums)
         return state, loss_sum / seen, correct / seen
 
-    def evaluate(self, params: Params) -> tuple[float, float, np.ndarray]:
-        """Test loss, test accuracy and the predicted class of every test image."""
+    def evaluate(self, params: Params, model_state: State | None = None) -> tuple[float, float, np.ndarray]:
+        """Test loss, test accuracy and the predicted class of every test image (``model_state``: the
+        network's state, for batch norm)."""
         results = []
         for batch in self.test.batches:
-            results.append(self._eval_batch(params, *batch))
+            results.append(self._eval_batch(params, model_state or {}, *batch))
             if self._wait_each_step:
                 jax.block_until_ready(results[-1])
         sums, preds = zip(*results, strict=True)

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 from hypothesis import strategies as st
 
 from jaxcnn.model import Model
-from jaxcnn.spec import LAYER_FIELDS, TOP_LEVEL_FIELDS, NetworkSpec
+from jaxcnn.spec import BLOCK_FIELDS, BLOCK_USE_FIELDS, LAYER_FIELDS, TOP_LEVEL_FIELDS, NetworkSpec
 
-KEYS = sorted({*TOP_LEVEL_FIELDS, *(f for fields in LAYER_FIELDS.values() for f in fields), "kernel_size", "strides"})
-WORDS = ["conv", "max_pool", "avg_pool", "flatten", "dense", "relu", "softmax", "valid", "same", "jaxcnn.spec/1", ""]
+KEYS = sorted({*TOP_LEVEL_FIELDS, *(f for fields in LAYER_FIELDS.values() for f in fields), *BLOCK_FIELDS,
+               *BLOCK_USE_FIELDS, "kernel_size", "strides", "filters"})  # fmt: skip
+WORDS = [*LAYER_FIELDS, "relu", "softmax", "valid", "same", "jaxcnn.spec/1", "", "input", "$filters", "basic", "bn1"]
 
 
 def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
@@ -34,10 +35,15 @@ def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
 
 @st.composite
 def mutated_specs(draw: st.DrawFn, bases: list[dict[str, Any]]) -> Any:
-    """A shipped spec with a few random edits: keys dropped, renamed or retyped, values replaced."""
+    """A shipped spec with a few random edits: keys dropped, renamed or retyped, values replaced, in the
+    top level, the layers or the blocks' layers."""
     spec = copy.deepcopy(draw(st.sampled_from(bases)))
     for _ in range(draw(st.integers(1, 3))):
         layers = spec.get("layers") if isinstance(spec, dict) else None
+        blocks = spec.get("blocks") if isinstance(spec, dict) else None
+        if isinstance(blocks, dict) and blocks and draw(st.booleans()):
+            block = blocks[draw(st.sampled_from(sorted(blocks)))]
+            layers = block.get("layers") if isinstance(block, dict) else layers
         target: Any = spec
         if isinstance(layers, list) and layers and draw(st.booleans()):
             target = layers[draw(st.integers(0, len(layers) - 1))]
@@ -65,8 +71,9 @@ def check_accepted(spec: NetworkSpec, value: Any, validator: Any, shapes: bool =
     if shapes:
         model = Model(spec)
         params = jax.eval_shape(model.init, jax.random.key(0))
+        state = jax.eval_shape(model.init_state)
         produced = jax.eval_shape(
-            model.intermediates, params, jax.ShapeDtypeStruct((2, *spec.input_shape), jnp.float32)
+            model.intermediates, params, jax.ShapeDtypeStruct((2, *spec.input_shape), jnp.float32), state
         )
         for layer in spec.layers:
             assert produced[layer.name].shape == (2, *layer.output_shape), layer.name

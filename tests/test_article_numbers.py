@@ -102,7 +102,7 @@ def test_lenet_mnist_matches_the_table_after_conv1():
     mnist = load_spec(SPECS_DIR / "lenet_mnist.json")
     assert mnist.input_shape == (28, 28, 1)
     assert [la.output_shape for la in mnist.layers] == [la.output_shape for la in article.layers]
-    assert mnist.layers[0].padding == ((2, 2), (2, 2))  # type: ignore[union-attr]
+    assert mnist.layers[0].padding == ((2, 2), (2, 2))  # type: ignore[attr-defined]
 
 
 # Equinox-style exact cases on arange inputs: every value below was worked out by hand.

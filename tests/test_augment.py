@@ -169,14 +169,14 @@ def test_tta_needs_flip_and_averages_each_image_with_its_mirror():
     params = model.init(3)
     data = quadrant_dataset(16, 8)
     images, labels, mask = data.test_images, data.test_labels, np.ones(8, np.float32)
-    (loss_sum, correct), pred = make_eval_batch(model, Preprocess(), tta=True)(params, images, labels, mask)
+    (loss_sum, correct), pred = make_eval_batch(model, Preprocess(), tta=True)(params, {}, images, labels, mask)
     x = jnp.asarray(images, jnp.float32) / 255
     mean = (jax.nn.softmax(model.apply(params, x)) + jax.nn.softmax(model.apply(params, x[:, :, ::-1]))) / 2
     probs = np.asarray(mean, np.float64)
     np.testing.assert_allclose(float(loss_sum), -np.log(probs[np.arange(8), labels]).sum(), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(pred), probs.argmax(axis=1))
     assert int(correct) == int((probs.argmax(axis=1) == labels).sum())
-    (plain_loss, _), _ = make_eval_batch(model, Preprocess())(params, images, labels, mask)
+    (plain_loss, _), _ = make_eval_batch(model, Preprocess())(params, {}, images, labels, mask)
     assert float(plain_loss) != pytest.approx(float(loss_sum))  # the mirror images changed the answer
 
 

@@ -126,3 +126,30 @@ def test_readme_documents_every_train_option_with_its_default():
         if isinstance(item.default, bool):
             default = "on" if item.default else "off"
         assert shown == default, item.name
+
+
+def test_readme_documents_every_layer_type_and_field():
+    from jaxcnn.layer_types import LAYER_TYPES
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {line.split("|")[1] for line in readme.splitlines() if line.startswith("| `")}
+    for kind, cls in LAYER_TYPES.items():
+        row = next((r for r in rows if f"`{kind}`" in r), None)
+        assert row is not None, f"README's layer table has no row for {kind}"
+        line = next(line for line in readme.splitlines() if line.startswith("|") and row in line)
+        for field in cls.FIELDS:
+            assert f"`{field}`" in line, f"README's {kind} row does not document {field}"
+
+
+def test_summary_draw_and_validate_work_on_the_resnets(tmp_path):
+    for name in ("resnet20_cifar10", "resnet56_cifar10"):
+        spec = f"specs/{name}.json"
+        validated = run("validate", spec)
+        assert validated.returncode == 0, validated.stderr
+        assert "output 10" in validated.stdout
+        table = run("summary", spec).stdout
+        assert "stage2_in.proj" in table and "from stage1." in table
+        drawn = run("draw", spec, "--out", str(tmp_path / f"{name}.png"))
+        assert drawn.returncode == 0, drawn.stderr
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    assert "272,474" in run("summary", "specs/resnet20_cifar10.json").stdout

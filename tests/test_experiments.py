@@ -135,3 +135,15 @@ def test_augment_cost_smoke_times_every_variant_against_the_plain_epoch(monkeypa
     assert "| augment | epoch (s) | img/s | epoch / plain epoch (median of rounds) |" in printed
     assert [line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| (none)")] == ["| (none)"]
     assert "| translate=2,erase=8 |" in printed and "| 1.000 |" in printed
+
+
+@pytest.mark.slow
+def test_resnet_benchmark_smoke_trains_the_same_resnet20_in_jaxcnn_and_flax(monkeypatch, capsys, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    resnet_benchmark = importlib.import_module("resnet_benchmark")
+    monkeypatch.setattr(sys, "argv", ["resnet_benchmark.py", "--smoke", "--out", str(tmp_path)])
+    resnet_benchmark.main()  # asserts that Flax's (and PyTorch's) network has the spec's 272,474 weights
+    printed = capsys.readouterr().out
+    assert "| batch | jaxcnn train img/s | Flax train |" in printed
+    raw = json.loads((tmp_path / "resnet_results_smoke.json").read_text())
+    assert raw["jaxcnn_train"]["median"] > 0 and raw["flax_train"]["median"] > 0

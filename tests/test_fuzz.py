@@ -20,7 +20,8 @@ from conftest import NETWORK_SPECS, SPECS_DIR
 from spec_fuzzing import check_accepted, json_values, mutated_specs
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads((SPECS_DIR / "schema.json").read_text()))
-BASES = [json.loads(p.read_text()) for p in NETWORK_SPECS]
+# ResNet-56 is ResNet-20 with longer repeats: left out, as tracing its 200 layers per example is slow.
+BASES = [json.loads(p.read_text()) for p in NETWORK_SPECS if p.stem != "resnet56_cifar10"]
 
 
 @pytest.mark.slow

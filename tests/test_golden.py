@@ -6,10 +6,12 @@ change, regenerate with ``JAXCNN_UPDATE_GOLDEN=1 pytest tests/test_golden.py`` a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import jax
+import numpy as np
 
 from jaxcnn.cli import summary_dict
 from jaxcnn.model import Model
@@ -26,7 +28,21 @@ def _current(spec_path) -> dict:
     del data["description"]
     params = jax.eval_shape(Model(spec).init, jax.random.key(0))
     data["param_shapes"] = {name: {k: list(v.shape) for k, v in leaf.items()} for name, leaf in params.items()}
+    state = jax.eval_shape(Model(spec).init_state)
+    if state:
+        data["state_shapes"] = {name: {k: list(v.shape) for k, v in leaf.items()} for name, leaf in state.items()}
+    data["init_seed0_sha256"] = _init_checksum(Model(spec))
     return data
+
+
+def _init_checksum(model: Model) -> str:
+    """sha256 of the weights ``init(0)`` draws, so a change to initialisation (one bit) fails here."""
+    digest = hashlib.sha256()
+    for name, leaf in sorted(model.init(0).items()):
+        for field, value in sorted(leaf.items()):
+            digest.update(f"{name}/{field}".encode())
+            digest.update(np.ascontiguousarray(np.asarray(value)).tobytes())
+    return digest.hexdigest()
 
 
 def test_summary_matches_golden(spec_path):

@@ -25,7 +25,8 @@ import optax
 
 from jaxcnn.compiling import jit, use_xla_defaults
 from jaxcnn.data import Preprocess
-from jaxcnn.model import Model, _apply_layer
+from jaxcnn.layer_types import Pass
+from jaxcnn.model import Model
 from jaxcnn.spec import load_spec
 from jaxcnn.train import AccumulatedStep, TrainState, batch_loss, make_train_step
 
@@ -72,7 +73,7 @@ def main() -> None:
             weights = model.init(key).get(layer.name, {})
 
             def forward(w: Any, x: Any, layer: Any = layer, impl: str = impl) -> Any:
-                return _apply_layer(layer, w, x, impl)
+                return layer.apply(w, {}, [x], Pass(impl=impl))[0]
 
             y = forward(weights, x)
             dy = jax.random.normal(key, y.shape)

@@ -1,0 +1,676 @@
+"""The layer registry: each layer type of the spec language, defined once.
+
+A layer type is one frozen dataclass here. Its class attributes say what a spec may write
+(``FIELDS``, each with its JSON Schema and help text), its ``resolve`` checks those fields
+against the input shapes and computes the output shape, and its methods give the parameter and
+state shapes, the initial values, the FLOPs, the settings text of ``jaxcnn summary`` and
+``draw``, and how it applies. :mod:`jaxcnn.spec`, :mod:`jaxcnn.model`, the summary, the diagram
+and ``specs/schema.json`` (:mod:`jaxcnn.schema`) are all driven by :data:`LAYER_TYPES`, so adding
+a layer type is one new class plus its tests.
+
+Importing this module does not import JAX: ``apply`` imports :mod:`jaxcnn.layers` when first
+called, so specs load without it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from jaxcnn import spec_checks as C
+from jaxcnn.spec_checks import IntPair, PaddingPairs, Shape, Where
+
+if TYPE_CHECKING:
+    import jax
+
+MAX_WIDTH = 65536  # filters, units, groups
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+"""Standard deviation of a standard normal truncated to [-2, 2], which LeCun-normal divides by."""
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One field a layer type accepts: its JSON Schema (with any default) and what it means."""
+
+    schema: dict[str, Any]
+    doc: str
+    required: bool = False
+
+
+def _ref(name: str, **extra: Any) -> dict[str, Any]:
+    return {"$ref": f"#/$defs/{name}", **extra}
+
+
+NAME_FIELD = FieldInfo(_ref("name"), "the layer's name (default: the type's prefix and a count, such as conv1)")
+INPUTS_FIELD = FieldInfo(
+    _ref("inputs"),
+    "the layer(s) it reads, by name (\"input\" is the network's or block's input); default: the layer before it",
+)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """How one forward pass runs: training or evaluation, its random key, and the layer implementations."""
+
+    training: bool = False
+    key: Any = None
+    impl: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    """What every resolved layer has: its position, name, type, inputs and shapes (without batch).
+
+    ``index`` is the layer's place in the expanded network (blocks expanded), ``name`` its
+    qualified name (``stage2.block1.conv1`` inside blocks), ``inputs`` the names of the layers it
+    reads (``"input"`` for the network's input) and ``input_shapes`` their shapes;
+    ``input_shape`` is the first of them.
+    """
+
+    TYPE: ClassVar[str] = ""
+    PREFIX: ClassVar[str] = ""
+    DOC: ClassVar[str] = ""
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {}
+    MERGES: ClassVar[bool] = False
+    """Whether the layer reads two or more inputs (add, concat) rather than exactly one."""
+
+    index: int
+    name: str
+    type: str
+    input_shape: Shape
+    output_shape: Shape
+    inputs: tuple[str, ...] = ("input",)
+    input_shapes: tuple[Shape, ...] = ()
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        """Check ``raw``'s fields against ``common["input_shapes"]`` and build the resolved layer."""
+        raise NotImplementedError
+
+    def param_shapes(self) -> dict[str, Shape]:
+        """The shapes of the layer's trainable weights, by name (empty for most types)."""
+        return {}
+
+    def state_shapes(self) -> dict[str, Shape]:
+        """The shapes of the layer's non-trained state (batch norm's running statistics)."""
+        return {}
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Initial weights: LeCun-normal kernels (Flax's default), zero biases, unit scales."""
+        weights = {}
+        for name, shape in self.param_shapes().items():
+            if name == "kernel":
+                weights[name] = lecun_normal(rng, shape)
+            elif name == "scale":
+                weights[name] = np.ones(shape, np.float32)
+            else:
+                weights[name] = np.zeros(shape, np.float32)
+        return weights
+
+    def init_state(self) -> dict[str, np.ndarray]:
+        """The state before training (empty for stateless types)."""
+        return {}
+
+    def flops(self) -> int:
+        """FLOPs for one example: 2 x multiply-adds (only conv and dense have any)."""
+        return 0
+
+    def settings_text(self) -> str:
+        """The layer's settings in the article's words, for ``summary`` and ``draw``."""
+        return ""
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        """The layer's output (before its activation) and its new state."""
+        raise NotImplementedError
+
+
+def lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    """Normal with variance 1 / fan_in, truncated at two standard deviations (as Flax and Keras do)."""
+    fan_in = math.prod(shape[:-1])  # kernel height x width x input channels, or dense inputs
+    z = rng.standard_normal(shape)
+    outside = np.abs(z) > 2
+    while outside.any():  # redraw the ~5% beyond two standard deviations
+        z[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(z) > 2
+    return (z * (math.sqrt(1 / fan_in) / TRUNCATED_NORMAL_STD)).astype(np.float32)
+
+
+def _pair_text(pair: IntPair) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+def _window_text(size: IntPair, stride: IntPair, padding: PaddingPairs) -> list[str]:
+    (top, bottom), (left, right) = padding
+    return [f"f={_pair_text(size)}", f"s={_pair_text(stride)}", f"p=({top},{bottom}),({left},{right})"]
+
+
+def _image_input(at: Where, kind: str, shape: Shape) -> Shape:
+    if len(shape) != 3:
+        raise at.error(
+            f"a {kind} layer needs a height x width x channels input, but its input is already flat "
+            f"({shape[0]} features); move it before the flatten layer"
+        )
+    return shape
+
+
+def _activation_text(activation: str, use_bias: bool | None) -> list[str]:
+    return [activation] + (["no bias"] if use_bias is False else [])
+
+
+def _layers() -> Any:
+    from jaxcnn import layers
+
+    return layers
+
+
+ACTIVATION = FieldInfo(_ref("activation", default="linear"), "applied to the output: " + ", ".join(C.ACTIVATION_NAMES))
+USE_BIAS = FieldInfo({"type": "boolean", "default": True}, "add a learned bias (false before a batch_norm)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvLayer(Layer):
+    """A convolution: ``filters`` kernels of ``size`` sliding with ``stride`` over padded input."""
+
+    TYPE = "conv"
+    PREFIX = "conv"
+    DOC = "a 2-D convolution (cross-correlation) with learned filters"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {
+        "filters": FieldInfo(_ref("width"), "number of filters (output channels)", required=True),
+        "size": FieldInfo(_ref("pair"), "filter size f: an int or [height, width]", required=True),
+        "stride": FieldInfo(_ref("pair", default=1), "step s between window positions"),
+        "padding": FieldInfo(_ref("padding", default="valid"), "padding p: valid, same, an int or explicit pairs"),
+        "dilation": FieldInfo(_ref("pair", default=1), "spacing between the filter's taps"),
+        "groups": FieldInfo(_ref("width", default=1), "split channels into groups (must divide both)"),
+        "activation": ACTIVATION,
+        "use_bias": USE_BIAS,
+    }
+
+    filters: int
+    size: IntPair
+    stride: IntPair
+    padding: PaddingPairs
+    dilation: IntPair
+    groups: int
+    activation: str
+    use_bias: bool
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shape = _image_input(at, cls.TYPE, common["input_shape"])
+        hw = (shape[0], shape[1])
+        size = C.pair(at, raw["size"], "size", 1, C.MAX_WINDOW)
+        filters = C.int_value(at, raw["filters"], "filters", 1, MAX_WIDTH)
+        stride = C.pair(at, raw.get("stride", 1), "stride", 1, C.MAX_WINDOW)
+        dilation = C.pair(at, raw.get("dilation", 1), "dilation", 1, C.MAX_WINDOW)
+        groups = C.int_value(at, raw.get("groups", 1), "groups", 1, MAX_WIDTH)
+        if shape[2] % groups or filters % groups:
+            raise at.error(
+                f"groups={groups} must divide both the input channels ({shape[2]}) and the filters ({filters})",
+                "groups",
+            )
+        pads = C.padding(at, raw.get("padding", "valid"), size, stride, dilation, hw)
+        out_hw = C.window_output(at, hw, size, stride, pads, dilation, "filter")
+        return cls(
+            **common,
+            output_shape=(*out_hw, filters),
+            filters=filters,
+            size=size,
+            stride=stride,
+            padding=pads,
+            dilation=dilation,
+            groups=groups,
+            activation=C.activation(at, raw.get("activation", "linear"), is_output),
+            use_bias=C.bool_value(at, raw.get("use_bias", True), "use_bias"),
+        )
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes: dict[str, Shape] = {"kernel": (*self.size, self.input_shape[2] // self.groups, self.filters)}
+        if self.use_bias:
+            shapes["bias"] = (self.filters,)
+        return shapes
+
+    def flops(self) -> int:
+        out_h, out_w, filters = self.output_shape
+        return 2 * out_h * out_w * filters * self.size[0] * self.size[1] * (self.input_shape[2] // self.groups)
+
+    def settings_text(self) -> str:
+        parts = _window_text(self.size, self.stride, self.padding)
+        if self.dilation != (1, 1):
+            parts.append(f"d={_pair_text(self.dilation)}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        return " ".join(parts + _activation_text(self.activation, self.use_bias))
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        y = _layers().conv2d(inputs[0], weights["kernel"], weights.get("bias"), stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, groups=self.groups,
+                             impl=run.impl)  # fmt: skip
+        return y, {}
+
+
+POOL_FIELDS = {
+    "size": FieldInfo(_ref("pair"), "window size f: an int or [height, width]", required=True),
+    "stride": FieldInfo(_ref("pair"), "step s between windows; defaults to the window size"),
+    "padding": FieldInfo(_ref("padding", default="valid"), "padding p: valid, same, an int or explicit pairs"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolLayer(Layer):
+    """Max or average pooling (``type`` is ``max_pool`` or ``avg_pool``)."""
+
+    PREFIX = "pool"
+
+    size: IntPair
+    stride: IntPair
+    padding: PaddingPairs
+    count_include_pad: bool | None  # None for max pooling
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shape = _image_input(at, cls.TYPE, common["input_shape"])
+        hw = (shape[0], shape[1])
+        size = C.pair(at, raw["size"], "size", 1, C.MAX_WINDOW)
+        stride = C.pair(at, raw["stride"], "stride", 1, C.MAX_WINDOW) if "stride" in raw else size
+        pads = C.padding(at, raw.get("padding", "valid"), size, stride, (1, 1), hw)
+        count_include_pad = cls._count_include_pad(at, raw, pads)
+        out_hw = C.window_output(at, hw, size, stride, pads, (1, 1), "pooling window")
+        C.check_windows_see_input(at, hw, size, stride, pads, out_hw)
+        return cls(**common, output_shape=(*out_hw, shape[2]), size=size, stride=stride, padding=pads,
+                   count_include_pad=count_include_pad)  # fmt: skip
+
+    @classmethod
+    def _count_include_pad(cls, at: Where, raw: dict[str, Any], pads: PaddingPairs) -> bool | None:
+        return None
+
+    def settings_text(self) -> str:
+        parts = _window_text(self.size, self.stride, self.padding)
+        if self.count_include_pad is not None:
+            parts.append(f"count_include_pad={str(self.count_include_pad).lower()}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxPoolLayer(PoolLayer):
+    """Max pooling: each output is the largest value in its window (padding counts as -inf)."""
+
+    TYPE = "max_pool"
+    DOC = "max pooling: the largest value of each window"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = POOL_FIELDS
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return _layers().max_pool(inputs[0], self.size, self.stride, self.padding, impl=run.impl), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvgPoolLayer(PoolLayer):
+    """Average pooling; ``count_include_pad`` says whether padded pixels count in the average."""
+
+    TYPE = "avg_pool"
+    DOC = "average pooling: the mean of each window"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {
+        **POOL_FIELDS,
+        "count_include_pad": FieldInfo(
+            {"type": "boolean", "description": "Required when the layer is padded."},
+            "whether padded pixels count in the average (required when padded)",
+        ),
+    }
+
+    @classmethod
+    def _count_include_pad(cls, at: Where, raw: dict[str, Any], pads: PaddingPairs) -> bool | None:
+        if "count_include_pad" in raw:
+            return C.bool_value(at, raw["count_include_pad"], "count_include_pad")
+        if any(p for pair in pads for p in pair):
+            raise at.error(
+                "this avg_pool is padded, so say whether padded pixels count in the average: "
+                "true divides by the whole window (PyTorch, Flax), false by the pixels inside the image (Keras)",
+                "count_include_pad",
+            )
+        return True
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        y = _layers().avg_pool(inputs[0], self.size, self.stride, self.padding,
+                               count_include_pad=bool(self.count_include_pad))  # fmt: skip
+        return y, {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalPoolLayer(Layer):
+    """Pooling over the whole height and width: H x W x C -> C (``global_avg_pool``, ``global_max_pool``)."""
+
+    PREFIX = "gpool"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {}
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shape = _image_input(at, cls.TYPE, common["input_shape"])
+        return cls(**common, output_shape=(shape[2],))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalAvgPoolLayer(GlobalPoolLayer):
+    TYPE = "global_avg_pool"
+    DOC = "the mean of each channel over the whole image: H x W x C -> C"
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return _layers().global_avg_pool(inputs[0]), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalMaxPoolLayer(GlobalPoolLayer):
+    TYPE = "global_max_pool"
+    DOC = "the largest value of each channel over the whole image: H x W x C -> C"
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return _layers().global_max_pool(inputs[0]), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlattenLayer(Layer):
+    """Flattening H x W x C into one vector of H*W*C features."""
+
+    TYPE = "flatten"
+    PREFIX = "flatten"
+    DOC = "H x W x C -> one vector of H*W*C features (row-major HWC order)"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {}
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shape = _image_input(at, cls.TYPE, common["input_shape"])
+        return cls(**common, output_shape=(shape[0] * shape[1] * shape[2],))
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return _layers().flatten(inputs[0]), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseLayer(Layer):
+    """A fully connected layer of ``units`` outputs."""
+
+    TYPE = "dense"
+    PREFIX = "dense"
+    DOC = "a fully connected layer"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {
+        "units": FieldInfo(_ref("width"), "number of outputs", required=True),
+        "activation": ACTIVATION,
+        "use_bias": USE_BIAS,
+    }
+
+    units: int
+    activation: str
+    use_bias: bool
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shape = common["input_shape"]
+        if len(shape) != 1:
+            raise at.error(
+                f"a dense layer needs a flat input, but its input is {C.shape_text(shape)}; "
+                'add {"type": "flatten"} (or a global_avg_pool) before it'
+            )
+        units = C.int_value(at, raw["units"], "units", 1, MAX_WIDTH)
+        return cls(
+            **common,
+            output_shape=(units,),
+            units=units,
+            activation=C.activation(at, raw.get("activation", "linear"), is_output),
+            use_bias=C.bool_value(at, raw.get("use_bias", True), "use_bias"),
+        )
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes: dict[str, Shape] = {"kernel": (self.input_shape[0], self.units)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
+    def flops(self) -> int:
+        return 2 * self.input_shape[0] * self.units
+
+    def settings_text(self) -> str:
+        return " ".join(_activation_text(self.activation, self.use_bias))
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return _layers().dense(inputs[0], weights["kernel"], weights.get("bias")), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationLayer(Layer):
+    """A standalone activation (for pre-activation blocks: batch_norm -> relu -> conv)."""
+
+    TYPE = "activation"
+    PREFIX = "act"
+    DOC = "an activation function on its own"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {
+        "activation": FieldInfo(_ref("activation"), "the function: " + ", ".join(C.ACTIVATION_NAMES), True)
+    }
+
+    activation: str
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        act = C.activation(at, raw["activation"], is_output)
+        return cls(**common, output_shape=common["input_shape"], activation=act)
+
+    def settings_text(self) -> str:
+        return self.activation
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return inputs[0], {}  # the model applies every layer's activation
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNormLayer(Layer):
+    """Batch normalisation over every axis but the channels (or features).
+
+    Training normalises with the batch's mean and (biased) variance and moves the running
+    statistics towards them: ``running = momentum * running + (1 - momentum) * batch``, as Flax
+    and Keras do. Evaluation normalises with the running statistics. Statistics are computed
+    and kept in float32 whatever the compute dtype.
+    """
+
+    TYPE = "batch_norm"
+    PREFIX = "bn"
+    DOC = "batch normalisation, with running statistics as state"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {
+        "momentum": FieldInfo(
+            {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.9},
+            "running = momentum x running + (1 - momentum) x batch; in [0, 1) (PyTorch's momentum 0.1 is 0.9 here)",
+        ),
+        "epsilon": FieldInfo(
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1e-5}, "added to the variance"
+        ),
+        "scale": FieldInfo({"type": "boolean", "default": True}, "learn a per-channel scale (gamma)"),
+        "center": FieldInfo({"type": "boolean", "default": True}, "learn a per-channel offset (beta)"),
+    }
+
+    momentum: float
+    epsilon: float
+    scale: bool
+    center: bool
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        epsilon = C.number(at, raw.get("epsilon", 1e-5), "epsilon", 0, 1)
+        if epsilon <= 0:
+            raise at.error(f"must be greater than 0 (it keeps the division finite), got {epsilon!r}", "epsilon")
+        return cls(
+            **common,
+            output_shape=common["input_shape"],
+            momentum=C.number(at, raw.get("momentum", 0.9), "momentum", 0, 1, high_open=True),
+            epsilon=epsilon,
+            scale=C.bool_value(at, raw.get("scale", True), "scale"),
+            center=C.bool_value(at, raw.get("center", True), "center"),
+        )
+
+    @property
+    def channels(self) -> int:
+        return self.input_shape[-1]
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes: dict[str, Shape] = {}
+        if self.scale:
+            shapes["scale"] = (self.channels,)
+        if self.center:
+            shapes["bias"] = (self.channels,)
+        return shapes
+
+    def state_shapes(self) -> dict[str, Shape]:
+        return {"mean": (self.channels,), "var": (self.channels,)}
+
+    def init_state(self) -> dict[str, np.ndarray]:
+        return {"mean": np.zeros(self.channels, np.float32), "var": np.ones(self.channels, np.float32)}
+
+    def settings_text(self) -> str:
+        parts = [f"momentum={self.momentum:g}", f"eps={self.epsilon:g}"]
+        parts += [] if self.scale else ["no scale"]
+        parts += [] if self.center else ["no center"]
+        return " ".join(parts)
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        layers = _layers()
+        x = inputs[0]
+        if run.training:
+            mean, var = layers.batch_moments(x)
+            m = self.momentum
+            new_state = {"mean": m * state["mean"] + (1 - m) * mean, "var": m * state["var"] + (1 - m) * var}
+        else:
+            mean, var, new_state = state["mean"], state["var"], state
+        y = layers.batch_norm(x, mean, var, weights.get("scale"), weights.get("bias"), self.epsilon)
+        return y, new_state
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropoutLayer(Layer):
+    """Dropout: in training each value is zeroed with probability ``rate`` and the rest scaled by
+    1 / (1 - rate) (inverted dropout), so evaluation is the identity."""
+
+    TYPE = "dropout"
+    PREFIX = "dropout"
+    DOC = "zeroes values at random in training (rate = probability of dropping)"
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {
+        "rate": FieldInfo(
+            {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+            "the probability of dropping each value, in [0, 1)",
+            required=True,
+        )
+    }
+
+    rate: float
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        rate = C.number(at, raw["rate"], "rate", 0, 1, high_open=True)
+        return cls(**common, output_shape=common["input_shape"], rate=rate)
+
+    def settings_text(self) -> str:
+        return f"rate={self.rate:g}"
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        if not run.training or self.rate == 0:
+            return inputs[0], {}
+        if run.key is None:
+            raise ValueError(f"dropout layer {self.name!r} needs a random key in training (key=...)")
+        import jax
+
+        return _layers().dropout(inputs[0], self.rate, jax.random.fold_in(run.key, self.index)), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeLayer(Layer):
+    """A layer that reads two or more layers (``add``, ``concat``)."""
+
+    MERGES = True
+    FIELDS: ClassVar[dict[str, FieldInfo]] = {}
+
+    def settings_text(self) -> str:
+        return self.JOIN.join(self.inputs)
+
+    JOIN: ClassVar[str] = ", "
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddLayer(MergeLayer):
+    """The element-wise sum of its inputs (a residual connection); their shapes must be equal."""
+
+    TYPE = "add"
+    PREFIX = "add"
+    DOC = "the element-wise sum of two or more layers of equal shape (a residual connection)"
+    JOIN = " + "
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shapes = common["input_shapes"]
+        if any(shape != shapes[0] for shape in shapes):
+            raise at.error("needs inputs of equal shape: " + _branches(at, common["inputs"], shapes), "inputs")
+        return cls(**common, output_shape=shapes[0])
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        total = inputs[0]
+        for x in inputs[1:]:
+            total = total + x
+        return total, {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConcatLayer(MergeLayer):
+    """Its inputs side by side along the channels (features when flat); other axes must be equal."""
+
+    TYPE = "concat"
+    PREFIX = "concat"
+    DOC = "two or more layers joined along the channels (heights and widths must be equal)"
+    JOIN = " | "
+
+    @classmethod
+    def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
+        shapes = common["input_shapes"]
+        if any(len(shape) != len(shapes[0]) or shape[:-1] != shapes[0][:-1] for shape in shapes):
+            raise at.error(
+                "joins along the channels, so the heights and widths must be equal: "
+                + _branches(at, common["inputs"], shapes),
+                "inputs",
+            )
+        return cls(**common, output_shape=(*shapes[0][:-1], sum(shape[-1] for shape in shapes)))
+
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        import jax.numpy as jnp
+
+        return jnp.concatenate(inputs, axis=-1), {}
+
+
+def _branches(at: Where, names: tuple[str, ...], shapes: tuple[Shape, ...]) -> str:
+    """Each input's name, shape and (from the loader) the layer and arithmetic that made that shape."""
+    return "; ".join(f"'{n}' gives {C.shape_text(s)}{at.origin(n)}" for n, s in zip(names, shapes, strict=True))
+
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    cls.TYPE: cls
+    for cls in (
+        ConvLayer,
+        MaxPoolLayer,
+        AvgPoolLayer,
+        FlattenLayer,
+        DenseLayer,
+        BatchNormLayer,
+        DropoutLayer,
+        GlobalAvgPoolLayer,
+        GlobalMaxPoolLayer,
+        ActivationLayer,
+        AddLayer,
+        ConcatLayer,
+    )
+}
+"""Every layer type a spec may use, by its ``type`` word, in the order the docs list them."""
+
+COMMON_FIELDS = {"type": FieldInfo({"type": "string"}, "the layer type", True), "name": NAME_FIELD}
+
+
+def allowed_fields(kind: str) -> tuple[str, ...]:
+    """The fields a layer of type ``kind`` accepts, in the order error messages list them."""
+    return ("type", "name", *LAYER_TYPES[kind].FIELDS, "inputs")
+
+
+def required_fields(kind: str) -> tuple[str, ...]:
+    return tuple(name for name, info in LAYER_TYPES[kind].FIELDS.items() if info.required)
