@@ -147,3 +147,11 @@ def test_resnet_benchmark_smoke_trains_the_same_resnet20_in_jaxcnn_and_flax(monk
     assert "| batch | jaxcnn train img/s | Flax train |" in printed
     raw = json.loads((tmp_path / "resnet_results_smoke.json").read_text())
     assert raw["jaxcnn_train"]["median"] > 0 and raw["flax_train"]["median"] > 0
+
+
+@pytest.mark.slow
+def test_resnet_profile_smoke_prints_its_three_tables(monkeypatch, capsys):
+    printed = smoke_output("resnet_profile", monkeypatch, capsys)
+    assert "| 3x3 conv, forward + both gradients | jaxcnn lax (ms) | jaxcnn fast (ms) | PyTorch (ms) |" in printed
+    assert "| without its batch norms |" in printed
+    assert "| one lax.scan |" in printed

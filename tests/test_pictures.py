@@ -82,6 +82,31 @@ def test_run_pictures(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_run_pictures_of_a_graph_with_batch_norm(tmp_path):
+    from test_train_state import GRAPH_SPEC
+
+    folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(256, 40))
+    spec = write_spec(tmp_path / "graph.json", GRAPH_SPEC)
+    run = tmp_path / "run"
+    train_run(spec, f"folder:{folder}", TrainConfig(epochs=1, batch_size=32, lr=1e-2), run, progress=False,
+              verbose=False)  # fmt: skip
+    written = run_pictures(run, tmp_path / "pictures")
+    assert_png(written["feature_maps"], min_side=100)
+    assert_png(written["filters"], min_side=100)
+
+
+def test_deep_networks_show_the_feature_maps_of_block_outputs():
+    from jaxcnn.pictures import _layers_to_show
+
+    names = [layer.name for layer in load_spec(SPECS_DIR / "resnet20_cifar10.json").layers]
+    shown = _layers_to_show(names)
+    assert {"stem", "stem_bn", "stage1.block1.relu2", "stage2_in.relu2", "stage3.block2.relu2", "pool"} <= shown
+    assert "stage1.block1.conv1" not in shown and len(shown) < 24
+    few = ["conv1", "pool1"]
+    assert _layers_to_show(few) == set(few)
+
+
+@pytest.mark.slow
 def test_cli_draw_and_demo(tmp_path):
     cli = [sys.executable, "-m", "jaxcnn"]
     env = {k: v for k, v in os.environ.items() if k != "JAXCNN_DATA_DIR"}  # the demo must work without data

@@ -33,12 +33,19 @@ GRAPH_SPEC = {
     "format": "jaxcnn.spec/1",
     "name": "tiny-graph",
     "input": [8, 8, 1],
+    "blocks": {
+        "residual": {
+            "layers": [
+                {"type": "conv", "name": "conv", "filters": 4, "size": 3, "padding": 1},
+                {"type": "add", "name": "add", "inputs": ["conv", "input"]},
+            ]
+        }
+    },
     "layers": [
         {"type": "conv", "name": "c1", "filters": 4, "size": 3, "padding": 1, "use_bias": False},
         {"type": "batch_norm", "name": "bn1"},
         {"type": "activation", "name": "r1", "activation": "relu"},
-        {"type": "conv", "name": "c2", "filters": 4, "size": 3, "padding": 1},
-        {"type": "add", "name": "res", "inputs": ["c2", "r1"]},
+        {"block": "residual", "name": "res"},  # qualified names (res.conv, res.add) in checkpoints too
         {"type": "max_pool", "name": "pool", "size": 2},
         {"type": "flatten", "name": "flat"},
         {"type": "dropout", "name": "drop", "rate": 0.2},
@@ -129,7 +136,7 @@ TWO_DEVICES = textwrap.dedent(
     from jaxcnn.parallel import DataParallel
     from jaxcnn.train import _sums_and_gradient
 
-    GRAPH_SPEC["layers"][7]["rate"] = 0.0  # dropout off: the halves must draw nothing
+    next(layer for layer in GRAPH_SPEC["layers"] if layer.get("type") == "dropout")["rate"] = 0.0  # no draws
     model = Model(parse_spec(GRAPH_SPEC))
     params, state = model.init_with_state(0)
     x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1)) * 0.2
@@ -156,7 +163,8 @@ def test_on_two_devices_each_normalises_its_share_and_the_running_statistics_are
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["state"] < 1e-6 and out["grads"] < 1e-6  # each device its share's statistics, then averaged
+    # each device its share's statistics, then averaged (float32 rounding apart; summed gradients were off by 0.6)
+    assert out["state"] < 2e-5 and out["grads"] < 2e-5
     assert out["whole_batch_state"] > 1e-4  # which is not the whole batch's (no SyncBatchNorm)
 
 
