@@ -12,6 +12,7 @@ from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import FORMAT, NetworkSpec, SpecError, load_spec, loads_spec, parse_spec
 
 if TYPE_CHECKING:
+    from jaxcnn.export import load_exported
     from jaxcnn.model import Model
     from jaxcnn.runs import Run, load_run
 
@@ -23,13 +24,14 @@ __all__ = [
     "NetworkSpec",
     "Run",
     "SpecError",
+    "load_exported",
     "load_run",
     "load_spec",
     "loads_spec",
     "parse_spec",
 ]
 
-_LAZY = {"Model": "jaxcnn.model", "Run": "jaxcnn.runs", "load_run": "jaxcnn.runs"}
+_LAZY = {"Model": "jaxcnn.model", "Run": "jaxcnn.runs", "load_run": "jaxcnn.runs", "load_exported": "jaxcnn.export"}
 
 
 def __getattr__(name: str) -> Any:

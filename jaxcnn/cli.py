@@ -15,6 +15,7 @@ from typing import Any
 
 from jaxcnn.config import TrainConfig
 from jaxcnn.errors import JaxcnnError
+from jaxcnn.export import DEFAULT_OPSET, FORMATS
 from jaxcnn.spec import NetworkSpec, SpecError, load_spec
 
 # jaxcnn.data's name for it, repeated so the command starts without importing NumPy (a test checks them).
@@ -176,6 +177,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from jaxcnn.export import export_onnx, export_stablehlo
+    from jaxcnn.runs import load_run
+
+    run = load_run(args.run, args.which)
+    if args.format == "onnx":
+        path = export_onnx(run, args.out, DEFAULT_OPSET if args.opset is None else args.opset)
+    else:
+        if args.opset is not None:
+            raise UsageError("--opset applies to --format onnx only")
+        path = export_stablehlo(run, args.out)
+    h, w, c = run.model.input_shape
+    print(f"exported {args.run} ({args.which} checkpoint, epoch {run.epoch}) as {args.format}: {path} "
+          f"(uint8 images N x {h} x {w} x {c} -> {run.model.output_shape[-1]} class probabilities)")  # fmt: skip
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -326,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(evaluate)
     _add_which(evaluate)
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    export = commands.add_parser("export", help="write a trained run's network as ONNX or serialized StableHLO")
+    export.add_argument("run", help="a run directory")
+    export.add_argument("--format", required=True, choices=FORMATS, help="onnx (onnxruntime, Netron) or stablehlo "
+                        "(jax.export; load with jaxcnn.load_exported)")  # fmt: skip
+    export.add_argument("--out", required=True, help="the file to write (replaced whole, never half-written)")
+    export.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    _add_which(export)
+    export.set_defaults(handler=_cmd_export)
 
     predict = commands.add_parser("predict", help="classify PNG/JPEG images with a trained run")
     predict.add_argument("run", help="a run directory")

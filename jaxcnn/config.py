@@ -81,7 +81,9 @@ class TrainConfig:
     optimizer: str = _option("adam", "adam, adamw (decoupled weight decay) or sgd (Nesterov momentum)", OPTIMIZERS)
     momentum: float = _option(0.9, "SGD momentum", metavar="M")
     weight_decay: float = _option(0.0, "L2 weight decay (decoupled for adamw)", metavar="W")
-    decay_biases: bool = _option(True, "apply the weight decay to biases too (--no-decay-biases: to kernels only)")
+    decay_biases: bool = _option(
+        True, "apply the weight decay to biases and batch-norm scales too (--no-decay-biases: to kernels only)"
+    )
     schedule: str = _option("constant", "learning-rate schedule", SCHEDULES)
     warmup_epochs: float = _option(
         0.0, "linear warm-up in epochs, or the rising part of onecycle (there 0 means a quarter)", metavar="E"

@@ -126,6 +126,11 @@ class Layer:
         """The layer's output (before its activation) and its new state."""
         raise NotImplementedError
 
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        """Add the layer's evaluation form (before its activation) to an ONNX graph
+        (:class:`jaxcnn.export.OnnxGraph`, NCHW inside); returns its output's name."""
+        raise NotImplementedError(f"{self.type} layers cannot be exported to ONNX")
+
 
 def lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     """Normal with variance 1 / fan_in, truncated at two standard deviations (as Flax and Keras do)."""
@@ -250,6 +255,15 @@ class ConvLayer(Layer):
                              impl=run.impl)  # fmt: skip
         return y, {}
 
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        kernel = graph.constant(f"{self.name}.kernel", np.transpose(weights["kernel"], (3, 2, 0, 1)))  # HWIO -> OIHW
+        operands = [inputs[0], kernel]
+        if "bias" in weights:
+            operands.append(graph.constant(f"{self.name}.bias", weights["bias"]))
+        (top, bottom), (left, right) = self.padding
+        window = {"kernel_shape": list(self.size), "strides": list(self.stride), "pads": [top, left, bottom, right]}
+        return graph.node("Conv", operands, self.name, dilations=list(self.dilation), group=self.groups, **window)
+
 
 POOL_FIELDS = {
     "size": FieldInfo(_ref("pair"), "window size f: an int or [height, width]", required=True),
@@ -285,6 +299,13 @@ class PoolLayer(Layer):
     @classmethod
     def _count_include_pad(cls, at: Where, raw: dict[str, Any], pads: PaddingPairs) -> bool | None:
         return None
+
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        (top, bottom), (left, right) = self.padding
+        window = {"kernel_shape": list(self.size), "strides": list(self.stride), "pads": [top, left, bottom, right]}
+        if self.count_include_pad is None:
+            return graph.node("MaxPool", inputs, self.name, **window)
+        return graph.node("AveragePool", inputs, self.name, count_include_pad=int(self.count_include_pad), **window)
 
     def settings_text(self) -> str:
         parts = _window_text(self.size, self.stride, self.padding)
@@ -349,11 +370,18 @@ class GlobalPoolLayer(Layer):
         shape = _image_input(at, cls.TYPE, common["input_shape"])
         return cls(**common, output_shape=(shape[2],))
 
+    ONNX_OP: ClassVar[str] = ""
+
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        pooled = graph.node(self.ONNX_OP, inputs, f"{self.name}.pool")  # N x C x 1 x 1
+        return graph.node("Flatten", [pooled], self.name, axis=1)
+
 
 @dataclass(frozen=True, kw_only=True)
 class GlobalAvgPoolLayer(GlobalPoolLayer):
     TYPE = "global_avg_pool"
     DOC = "the mean of each channel over the whole image: H x W x C -> C"
+    ONNX_OP = "GlobalAveragePool"
 
     def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
         return _layers().global_avg_pool(inputs[0]), {}
@@ -363,6 +391,7 @@ class GlobalAvgPoolLayer(GlobalPoolLayer):
 class GlobalMaxPoolLayer(GlobalPoolLayer):
     TYPE = "global_max_pool"
     DOC = "the largest value of each channel over the whole image: H x W x C -> C"
+    ONNX_OP = "GlobalMaxPool"
 
     def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
         return _layers().global_max_pool(inputs[0]), {}
@@ -384,6 +413,10 @@ class FlattenLayer(Layer):
 
     def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
         return _layers().flatten(inputs[0]), {}
+
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        nhwc = graph.node("Transpose", inputs, f"{self.name}.to_nhwc", perm=[0, 2, 3, 1])  # flatten in H, W, C order
+        return graph.node("Flatten", [nhwc], self.name, axis=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -435,6 +468,13 @@ class DenseLayer(Layer):
     def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
         return _layers().dense(inputs[0], weights["kernel"], weights.get("bias")), {}
 
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        kernel = graph.constant(f"{self.name}.kernel", weights["kernel"])
+        if "bias" not in weights:
+            return graph.node("MatMul", [inputs[0], kernel], self.name)
+        product = graph.node("MatMul", [inputs[0], kernel], f"{self.name}.matmul")
+        return graph.node("Add", [product, graph.constant(f"{self.name}.bias", weights["bias"])], self.name)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ActivationLayer(Layer):
@@ -459,6 +499,9 @@ class ActivationLayer(Layer):
 
     def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
         return inputs[0], {}  # the model applies every layer's activation
+
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        return inputs[0]  # the exporter applies every layer's activation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -541,6 +584,15 @@ class BatchNormLayer(Layer):
         y = layers.batch_norm(x, mean, var, weights.get("scale"), weights.get("bias"), self.epsilon)
         return y, new_state
 
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        ones, zeros = np.ones(self.channels, np.float32), np.zeros(self.channels, np.float32)
+        operands = [inputs[0]] + [
+            graph.constant(f"{self.name}.{key}", value)
+            for key, value in (("scale", weights.get("scale", ones)), ("bias", weights.get("bias", zeros)),
+                               ("mean", state["mean"]), ("var", state["var"]))
+        ]  # fmt: skip
+        return graph.node("BatchNormalization", operands, self.name, epsilon=self.epsilon)  # evaluation form
+
 
 @dataclass(frozen=True, kw_only=True)
 class DropoutLayer(Layer):
@@ -576,6 +628,9 @@ class DropoutLayer(Layer):
         import jax
 
         return _layers().dropout(inputs[0], self.rate, jax.random.fold_in(run.key, self.index)), {}
+
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        return inputs[0]  # the identity in evaluation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -613,6 +668,9 @@ class AddLayer(MergeLayer):
             total = total + x
         return total, {}
 
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        return graph.node("Sum", inputs, self.name)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ConcatLayer(MergeLayer):
@@ -638,6 +696,9 @@ class ConcatLayer(MergeLayer):
         import jax.numpy as jnp
 
         return jnp.concatenate(inputs, axis=-1), {}
+
+    def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
+        return graph.node("Concat", inputs, self.name, axis=1)  # channels (NCHW) or features
 
 
 def _branches(at: Where, names: tuple[str, ...], shapes: tuple[Shape, ...]) -> str:

@@ -68,8 +68,9 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     return optax.cosine_onecycle_schedule(total, config.lr, pct_start=min(max(pct, 0.01), 0.99))
 
 
-NOT_DECAYED = ("bias",)
-"""Parameter names that ``decay_biases=False`` keeps out of the weight decay."""
+NOT_DECAYED = ("bias", "scale")
+"""Parameter names that ``decay_biases=False`` keeps out of the weight decay: biases (conv, dense and
+batch norm's offset) and batch norm's scale."""
 
 
 def decay_mask(params: Params) -> Any:

@@ -52,6 +52,32 @@ TINY_SPEC = {
 }
 
 
+# A small graph: batch norm, a residual block (qualified names), max pooling, dropout.
+GRAPH_SPEC = {
+    "format": "jaxcnn.spec/1",
+    "name": "tiny-graph",
+    "input": [8, 8, 1],
+    "blocks": {
+        "residual": {
+            "layers": [
+                {"type": "conv", "name": "conv", "filters": 4, "size": 3, "padding": 1},
+                {"type": "add", "name": "add", "inputs": ["conv", "input"]},
+            ]
+        }
+    },
+    "layers": [
+        {"type": "conv", "name": "c1", "filters": 4, "size": 3, "padding": 1, "use_bias": False},
+        {"type": "batch_norm", "name": "bn1"},
+        {"type": "activation", "name": "r1", "activation": "relu"},
+        {"block": "residual", "name": "res"},  # qualified names (res.conv, res.add) in checkpoints too
+        {"type": "max_pool", "name": "pool", "size": 2},
+        {"type": "flatten", "name": "flat"},
+        {"type": "dropout", "name": "drop", "rate": 0.2},
+        {"type": "dense", "name": "out", "units": 4, "activation": "softmax"},
+    ],
+}
+
+
 def write_spec(path: Path, spec: dict | None = None) -> Path:
     path.write_text(json.dumps(spec or TINY_SPEC))
     return path

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from hypothesis import strategies as st
 
 from jaxcnn.model import Model
@@ -77,3 +78,39 @@ def check_accepted(spec: NetworkSpec, value: Any, validator: Any, shapes: bool =
         )
         for layer in spec.layers:
             assert produced[layer.name].shape == (2, *layer.output_shape), layer.name
+
+
+def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str]) -> dict:
+    """One random layer; merges read the layer before and a random earlier one (so every layer reaches the end)."""
+    if flat:
+        kind = str(rng.choice(["dense", "dense", "dropout", "batch_norm", "activation", "add", "concat"]))
+    else:
+        kind = str(rng.choice(["conv", "conv", "max_pool", "avg_pool", "flatten", "batch_norm", "dropout",
+                               "global_avg_pool", "global_max_pool", "activation", "add", "concat"]))  # fmt: skip
+    layer: dict = {"type": kind}
+    if kind in ("add", "concat"):
+        layer["inputs"] = [earlier[-1], str(rng.choice(earlier))]
+    elif kind == "dense":
+        layer.update(units=int(rng.integers(1, 9)), activation=str(rng.choice(["relu", "tanh", "linear"])))
+    elif kind == "dropout":
+        layer["rate"] = float(rng.choice([0.0, 0.25, 0.5]))
+    elif kind == "batch_norm":
+        layer.update(momentum=float(rng.choice([0.0, 0.9])), scale=bool(rng.integers(2)), center=bool(rng.integers(2)))
+    elif kind == "activation":
+        layer["activation"] = str(rng.choice(["relu", "gelu", "sigmoid"]))
+    elif kind in ("conv", "max_pool", "avg_pool"):
+        side = int(rng.integers(1, 4))
+        layer["size"] = side if rng.integers(2) else [side, int(rng.integers(1, 4))]
+        if rng.integers(2):
+            layer["stride"] = int(rng.integers(1, 3))
+        layer["padding"] = rng.choice(np.array(["valid", "same", 1, [1, 0], [[0, 1], [2, 0]]], dtype=object))
+        if isinstance(layer["padding"], (np.integer, int)):
+            layer["padding"] = int(layer["padding"])
+    if kind == "conv":
+        layer["filters"] = 2 * int(rng.integers(1, 3))
+        layer["groups"] = int(rng.choice([1, 2]))
+        layer["dilation"] = int(rng.choice([1, 1, 2]))
+        layer["activation"] = "relu"
+    if kind == "avg_pool":
+        layer["count_include_pad"] = bool(rng.integers(2))
+    return layer

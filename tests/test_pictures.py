@@ -18,7 +18,7 @@ from jaxcnn.spec import load_spec
 from jaxcnn.train import TrainConfig
 
 from conftest import ROOT, SPECS_DIR
-from datasets import quadrant_dataset, write_class_folders, write_spec
+from datasets import GRAPH_SPEC, quadrant_dataset, write_class_folders, write_spec
 
 
 def assert_png(path, min_side=200):
@@ -83,8 +83,6 @@ def test_run_pictures(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_pictures_of_a_graph_with_batch_norm(tmp_path):
-    from test_train_state import GRAPH_SPEC
-
     folder = write_class_folders(tmp_path / "imgs", quadrant_dataset(256, 40))
     spec = write_spec(tmp_path / "graph.json", GRAPH_SPEC)
     run = tmp_path / "run"

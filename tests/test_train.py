@@ -356,14 +356,19 @@ def test_no_decay_biases_keeps_the_weight_decay_off_the_biases(optimizer):
     """With zero gradients the whole update is the weight decay's: on kernels always, on biases only by default."""
     from jaxcnn.train import make_optimizer
 
-    params = {"conv1": {"kernel": np.full((3, 3, 1, 2), 2.0, np.float32), "bias": np.full((2,), 2.0, np.float32)}}
+    two = np.full((2,), 2.0, np.float32)
+    params = {
+        "conv1": {"kernel": np.full((3, 3, 1, 2), 2.0, np.float32), "bias": two},
+        "bn1": {"scale": two, "bias": two},
+    }
     zeros = jax.tree.map(np.zeros_like, params)
     for decay_biases in (True, False):
         config = TrainConfig(optimizer=optimizer, lr=0.1, weight_decay=0.5, momentum=0.0, decay_biases=decay_biases)
         tx = make_optimizer(config, 10)
         updates, _ = tx.update(zeros, tx.init(params), params)
         assert float(np.abs(updates["conv1"]["kernel"]).min()) > 0
-        assert (float(np.abs(updates["conv1"]["bias"]).max()) > 0) == decay_biases
+        for layer, name in (("conv1", "bias"), ("bn1", "scale"), ("bn1", "bias")):  # biases and batch-norm weights
+            assert (float(np.abs(updates[layer][name]).max()) > 0) == decay_biases
 
 
 def test_the_moving_average_of_the_parameters_by_hand():

@@ -25,33 +25,10 @@ from jaxcnn.spec import parse_spec
 from jaxcnn.train import TrainConfig, Trainer
 
 from conftest import NETWORK_SPECS, ROOT
-from datasets import quadrant_dataset
+from datasets import GRAPH_SPEC, quadrant_dataset
 
 DATA = quadrant_dataset()
 FAST: dict[str, Any] = {"batch_size": 32, "lr": 1e-2, "eval_batch_size": 128}
-GRAPH_SPEC = {
-    "format": "jaxcnn.spec/1",
-    "name": "tiny-graph",
-    "input": [8, 8, 1],
-    "blocks": {
-        "residual": {
-            "layers": [
-                {"type": "conv", "name": "conv", "filters": 4, "size": 3, "padding": 1},
-                {"type": "add", "name": "add", "inputs": ["conv", "input"]},
-            ]
-        }
-    },
-    "layers": [
-        {"type": "conv", "name": "c1", "filters": 4, "size": 3, "padding": 1, "use_bias": False},
-        {"type": "batch_norm", "name": "bn1"},
-        {"type": "activation", "name": "r1", "activation": "relu"},
-        {"block": "residual", "name": "res"},  # qualified names (res.conv, res.add) in checkpoints too
-        {"type": "max_pool", "name": "pool", "size": 2},
-        {"type": "flatten", "name": "flat"},
-        {"type": "dropout", "name": "drop", "rate": 0.2},
-        {"type": "dense", "name": "out", "units": 4, "activation": "softmax"},
-    ],
-}
 SPEC = parse_spec(GRAPH_SPEC, "tiny-graph.json")
 
 

@@ -1,0 +1,227 @@
+"""jaxcnn export: ONNX files run by onnxruntime, and serialized StableHLO loaded in a fresh process,
+give what ``load_run(...).predict`` gives, for every shipped spec and for random graph specs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+import jaxcnn
+from jaxcnn.data import Preprocess
+from jaxcnn.export import ExportError, onnx_model
+from jaxcnn.model import Model
+from jaxcnn.runs import train_run
+from jaxcnn.spec import SpecError, load_spec, parse_spec
+from jaxcnn.train import TrainConfig
+
+from conftest import NETWORK_SPECS, ROOT
+from datasets import GRAPH_SPEC, quadrant_dataset
+from spec_fuzzing import random_layer
+
+
+def perturbed(model: Model, seed: int) -> tuple[Any, Any]:
+    """Weights with non-zero biases and batch-norm statistics that are not the initial ones."""
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda p: np.asarray(p) + rng.normal(0, 0.05, p.shape).astype(np.float32), model.init(seed))
+    state = {
+        name: {"mean": rng.normal(0, 0.1, s["mean"].shape).astype(np.float32),
+               "var": rng.uniform(0.5, 1.5, s["var"].shape).astype(np.float32)}
+        for name, s in model.init_state().items()
+    }  # fmt: skip
+    return params, state
+
+
+def expected(model: Model, params: Any, state: Any, preprocess: Preprocess, images: np.ndarray, tta: bool) -> Any:
+    out = model.predict(params, preprocess.to_float(jnp.asarray(images)), state)
+    if tta:
+        out = (out + model.predict(params, preprocess.to_float(jnp.asarray(images[:, :, ::-1])), state)) / 2
+    return np.asarray(out)
+
+
+def run_onnx(model_proto: Any, images: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {"images": images})[0]
+
+
+def images_for(model: Model, count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, *model.input_shape), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("path", NETWORK_SPECS, ids=[p.stem for p in NETWORK_SPECS])
+def test_onnx_of_every_shipped_spec_equals_predict(path: Path):
+    model = Model(load_spec(path))
+    params, state = perturbed(model, 1)
+    preprocess = Preprocess(mean=(0.5,) * model.input_shape[2], std=(0.25,) * model.input_shape[2])
+    proto = onnx_model(model.spec, params, state, preprocess)
+    onnx.checker.check_model(proto)
+    names = {node.name for node in proto.graph.node}
+    assert {layer.name for layer in model.spec.layers if layer.type not in ("dropout", "activation")} <= names
+    for count in (1, 7, 128) if "resnet56" not in path.stem else (1, 7):
+        images = images_for(model, count, count)
+        np.testing.assert_allclose(run_onnx(proto, images), expected(model, params, state, preprocess, images, False),
+                                   atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_onnx_with_test_time_augmentation_and_every_activation():
+    layers = [{"type": "conv", "filters": 4, "size": 3, "padding": "same", "activation": act}
+              for act in ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "linear")]  # fmt: skip
+    spec = parse_spec({"format": "jaxcnn.spec/1", "input": [6, 7, 2], "layers": [
+        *layers, {"type": "flatten"}, {"type": "dense", "units": 3, "activation": "softmax"}]})  # fmt: skip
+    model = Model(spec)
+    params, state = perturbed(model, 2)
+    proto = onnx_model(spec, params, state, Preprocess(), tta=True)
+    images = images_for(model, 5)
+    np.testing.assert_allclose(run_onnx(proto, images), expected(model, params, state, Preprocess(), images, True),
+                               atol=1e-5, rtol=0)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_onnx_of_random_graph_specs_equals_predict():
+    """Padding forms, strides, dilation, groups, pools with and without count_include_pad, merges."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(200):
+        layers: list[dict[str, Any]] = []
+        names, flat = ["input"], False
+        for k in range(int(rng.integers(1, 7))):
+            layer = random_layer(rng, flat, names)
+            layer["name"] = f"l{k}"
+            flat = flat or layer["type"] in ("flatten", "global_avg_pool", "global_max_pool")
+            layers.append(layer)
+            names.append(layer["name"])
+        layers.append({"type": "flatten"} if not flat else {"type": "dense", "units": 3})
+        try:
+            spec = parse_spec({"format": "jaxcnn.spec/1", "input": [int(rng.integers(4, 11)), 9, 2], "layers": layers})
+        except SpecError:
+            continue
+        model = Model(spec)
+        params, state = perturbed(model, checked)
+        images = images_for(model, 3, checked)
+        got = run_onnx(onnx_model(spec, params, state, Preprocess()), images)
+        np.testing.assert_allclose(got, expected(model, params, state, Preprocess(), images, False), atol=1e-5,
+                                   rtol=1e-5, err_msg=json.dumps(layers))  # fmt: skip
+        checked += 1
+    assert checked >= 60
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory):
+    """A trained run of a small graph with batch norm, dropout and a residual block, with TTA."""
+    out = tmp_path_factory.mktemp("export") / "run"
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-2, augment="flip", tta=True)
+    train_run(parse_spec(GRAPH_SPEC, "graph.json"), quadrant_dataset(), config, out, progress=False, verbose=False)
+    return out
+
+
+def jaxcnn_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jaxcnn", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env={**os.environ, **env})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_exports_both_formats_and_they_equal_the_run(graph_run, tmp_path):
+    run = jaxcnn.load_run(graph_run)
+    images = quadrant_dataset(16, 20).test_images
+    want = run.predict(images)
+    result = jaxcnn_cli("export", str(graph_run), "--format", "onnx", "--out", str(tmp_path / "net.onnx"))
+    assert result.returncode == 0, result.stderr
+    assert "uint8 images N x 8 x 8 x 1 -> 4 class probabilities" in result.stdout
+    session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"images": images})[0], want, atol=1e-5, rtol=0)
+
+    result = jaxcnn_cli("export", str(graph_run), "--format", "stablehlo", "--out", str(tmp_path / "net.jax"))
+    assert result.returncode == 0, result.stderr
+    np.save(tmp_path / "images.npy", images)
+    fresh = (f"import jaxcnn, numpy as np; f = jaxcnn.load_exported({str(tmp_path / 'net.jax')!r}); "
+             f"np.save({str(tmp_path / 'out.npy')!r}, f(np.load({str(tmp_path / 'images.npy')!r})))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", fresh], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-6, rtol=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.npy", "net.jax", "net.onnx", "out.npy"]
+
+
+@pytest.mark.slow
+def test_export_errors_are_one_line_and_leave_nothing_behind(graph_run, tmp_path):
+    missing = jaxcnn_cli("export", str(tmp_path / "nope"), "--format", "onnx", "--out", str(tmp_path / "x.onnx"))
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ") and "nope" in missing.stderr
+    no_folder = jaxcnn_cli("export", str(graph_run), "--format", "onnx", "--out", str(tmp_path / "no" / "x.onnx"))
+    assert no_folder.returncode == 1 and "does not exist" in no_folder.stderr
+    unknown = jaxcnn_cli("export", str(graph_run), "--format", "tflite", "--out", str(tmp_path / "x"))
+    assert unknown.returncode == 2 and "invalid choice: 'tflite'" in unknown.stderr
+    opset = jaxcnn_cli("export", str(graph_run), "--format", "stablehlo", "--opset", "17", "--out", str(tmp_path / "x"))
+    assert opset.returncode == 2 and "--opset applies to --format onnx only" in opset.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_export_to_an_unwritable_place_is_a_clear_error(graph_run, tmp_path):
+    (tmp_path / "folder").mkdir()
+    cases = {str(tmp_path / "folder"): "is a folder", "/proc/jaxcnn.onnx": "cannot write in /proc"}  # even for root
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if not os.access(locked, os.W_OK):  # a user other than root: a folder without write permission
+        cases[str(locked / "x.onnx")] = "cannot write"
+    try:
+        for out, fragment in cases.items():
+            result = jaxcnn_cli("export", str(graph_run), "--format", "onnx", "--out", out)
+            assert result.returncode == 1 and result.stderr.startswith("error: "), result.stderr
+            assert fragment in result.stderr
+        assert list(locked.iterdir()) == [] and list((tmp_path / "folder").iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_damaged_checkpoint_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from jaxcnn import export as E
+
+    def damaged(*args: Any, **kwargs: Any) -> Any:
+        raise ExportError("the checkpoint is damaged")
+
+    monkeypatch.setattr(E, "onnx_model", damaged)
+    run = type("FakeRun", (), {"model": Model(parse_spec(GRAPH_SPEC)), "params": {}, "state": {},
+                               "preprocess": Preprocess(), "tta": False})()  # fmt: skip
+    with pytest.raises(ExportError, match="damaged"):
+        E.export_onnx(run, tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_exported_refuses_other_files(tmp_path):
+    (tmp_path / "x.jax").write_bytes(b"not stablehlo")
+    with pytest.raises(ExportError, match="not a jaxcnn StableHLO export"):
+        jaxcnn.load_exported(tmp_path / "x.jax")
+    with pytest.raises(ExportError, match="no such file"):
+        jaxcnn.load_exported(tmp_path / "missing.jax")
+
+
+MNIST_DIR = os.environ.get("JAXCNN_DATA_DIR") or str(ROOT.parent / "shared" / "data")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(MNIST_DIR) / "mnist").is_dir(), reason="MNIST is not at hand (set JAXCNN_DATA_DIR)")
+def test_a_trained_lenet_exported_to_onnx_agrees_on_every_mnist_test_image(tmp_path):
+    from jaxcnn.data import load_dataset
+    from jaxcnn.export import export_onnx
+
+    data = load_dataset("mnist", MNIST_DIR)
+    train_run(ROOT / "specs" / "lenet_mnist.json", data, TrainConfig(epochs=1, lr=3e-3), tmp_path / "run",
+              progress=False, verbose=False)  # fmt: skip
+    run = jaxcnn.load_run(tmp_path / "run")
+    export_onnx(run, tmp_path / "lenet.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "lenet.onnx"), providers=["CPUExecutionProvider"])
+    ours = run.predict(data.test_images)
+    theirs = session.run(None, {"images": data.test_images})[0]
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    assert np.array_equal(theirs.argmax(axis=1), ours.argmax(axis=1))
+    assert (ours.argmax(axis=1) == data.test_labels).mean() > 0.95
