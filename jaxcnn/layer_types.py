@@ -372,6 +372,9 @@ class GlobalPoolLayer(Layer):
 
     ONNX_OP: ClassVar[str] = ""
 
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+        return getattr(_layers(), self.TYPE)(inputs[0]), {}  # jaxcnn.layers.global_avg_pool or global_max_pool
+
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
         pooled = graph.node(self.ONNX_OP, inputs, f"{self.name}.pool")  # N x C x 1 x 1
         return graph.node("Flatten", [pooled], self.name, axis=1)
@@ -383,18 +386,12 @@ class GlobalAvgPoolLayer(GlobalPoolLayer):
     DOC = "the mean of each channel over the whole image: H x W x C -> C"
     ONNX_OP = "GlobalAveragePool"
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
-        return _layers().global_avg_pool(inputs[0]), {}
-
 
 @dataclass(frozen=True, kw_only=True)
 class GlobalMaxPoolLayer(GlobalPoolLayer):
     TYPE = "global_max_pool"
     DOC = "the largest value of each channel over the whole image: H x W x C -> C"
     ONNX_OP = "GlobalMaxPool"
-
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
-        return _layers().global_max_pool(inputs[0]), {}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,5 @@
-"""Hypothesis strategies for spec fuzzing and the property every accepted spec must have."""
+"""Helpers of the spec tests: hypothesis strategies, random valid graphs, and the checks every accepted
+or rejected spec must pass."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 from jaxcnn.model import Model
-from jaxcnn.spec import BLOCK_FIELDS, BLOCK_USE_FIELDS, LAYER_FIELDS, TOP_LEVEL_FIELDS, NetworkSpec
+from jaxcnn.spec import (
+    BLOCK_FIELDS,
+    BLOCK_USE_FIELDS,
+    LAYER_FIELDS,
+    TOP_LEVEL_FIELDS,
+    NetworkSpec,
+    SpecError,
+    parse_spec,
+)
 
 KEYS = sorted({*TOP_LEVEL_FIELDS, *(f for fields in LAYER_FIELDS.values() for f in fields), *BLOCK_FIELDS,
                *BLOCK_USE_FIELDS, "kernel_size", "strides", "filters"})  # fmt: skip
@@ -114,3 +124,26 @@ def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str]) -> di
     if kind == "avg_pool":
         layer["count_include_pad"] = bool(rng.integers(2))
     return layer
+
+
+def random_graph(rng: np.random.Generator, max_layers: int = 6) -> list[dict]:
+    """A random list of 1 to ``max_layers`` named layers, merges reading earlier ones (see :func:`random_layer`)."""
+    layers: list[dict] = []
+    names, flat = ["input"], False
+    for k in range(int(rng.integers(1, max_layers + 1))):
+        layer = random_layer(rng, flat, names)
+        layer["name"] = f"l{k}"
+        flat = flat or layer["type"] in ("flatten", "global_avg_pool", "global_max_pool")
+        layers.append(layer)
+        names.append(layer["name"])
+    return layers
+
+
+def assert_rejected(spec: Any, fragments: list[str]) -> None:
+    """``spec`` must be a SpecError whose message starts with the file and contains every fragment."""
+    with pytest.raises(SpecError) as info:
+        parse_spec(copy.deepcopy(spec), "bad.json")
+    message = str(info.value)
+    assert message.startswith("bad.json"), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in: {message}"

@@ -27,7 +27,7 @@ from jaxcnn.train import TrainConfig
 
 from conftest import NETWORK_SPECS, ROOT
 from datasets import GRAPH_SPEC, quadrant_dataset
-from spec_fuzzing import random_layer
+from spec_fuzzing import random_graph
 
 
 def perturbed(model: Model, seed: int) -> tuple[Any, Any]:
@@ -92,14 +92,8 @@ def test_onnx_of_random_graph_specs_equals_predict():
     rng = np.random.default_rng(7)
     checked = 0
     for _ in range(200):
-        layers: list[dict[str, Any]] = []
-        names, flat = ["input"], False
-        for k in range(int(rng.integers(1, 7))):
-            layer = random_layer(rng, flat, names)
-            layer["name"] = f"l{k}"
-            flat = flat or layer["type"] in ("flatten", "global_avg_pool", "global_max_pool")
-            layers.append(layer)
-            names.append(layer["name"])
+        layers = random_graph(rng)
+        flat = any(layer["type"] in ("flatten", "global_avg_pool", "global_max_pool") for layer in layers)
         layers.append({"type": "flatten"} if not flat else {"type": "dense", "units": 3})
         try:
             spec = parse_spec({"format": "jaxcnn.spec/1", "input": [int(rng.integers(4, 11)), 9, 2], "layers": layers})
