@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -132,3 +134,24 @@ def write_mnist_files(folder: Path, train: int, test: int, seed: int = 0) -> dic
     for key, filename in IDX_FILES.items():
         write_idx(folder / filename, arrays[key])
     return arrays
+
+
+def change_one_weight(checkpoint: Path, layer: str) -> None:
+    """Change one weight of ``layer`` in a saved checkpoint without the storage format noticing.
+
+    tensorstore catches some damage itself (small arrays sit in checksummed index nodes, others are
+    compressed), but a changed value in array data it does not checksum reads back silently. That
+    case is made here exactly: the arrays are rewritten with one weight changed, the recorded
+    checksums are left as they were.
+    """
+    import orbax.checkpoint as ocp
+
+    item = checkpoint / "default"
+    with ocp.StandardCheckpointer() as checkpointer:
+        state = checkpointer.restore(item)
+        state["params"][layer]["kernel"] = np.asarray(state["params"][layer]["kernel"]).copy()
+        state["params"][layer]["kernel"].flat[0] += 0.25
+        rewritten = checkpoint.parent / "rewritten"
+        checkpointer.save(rewritten, state)
+    shutil.rmtree(item)
+    os.replace(rewritten, item)

@@ -19,14 +19,14 @@ import pytest
 
 import jaxcnn
 from jaxcnn.data import Preprocess
-from jaxcnn.export import ExportError, onnx_model
+from jaxcnn.export import FORMATS, ExportError, onnx_model
 from jaxcnn.model import Model
 from jaxcnn.runs import train_run
 from jaxcnn.spec import SpecError, load_spec, parse_spec
 from jaxcnn.train import TrainConfig
 
 from conftest import NETWORK_SPECS, ROOT
-from datasets import GRAPH_SPEC, quadrant_dataset
+from datasets import GRAPH_SPEC, change_one_weight, quadrant_dataset
 from spec_fuzzing import random_graph
 
 
@@ -177,18 +177,37 @@ def test_export_to_an_unwritable_place_is_a_clear_error(graph_run, tmp_path):
         locked.chmod(0o700)
 
 
-def test_damaged_checkpoint_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    from jaxcnn import export as E
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    train_run(parse_spec(GRAPH_SPEC), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), out,
+              progress=False, verbose=False)  # fmt: skip
+    change_one_weight(out / "checkpoints" / "1", "c1")
+    for fmt in FORMATS:
+        result = jaxcnn_cli("export", str(out), "--format", fmt, "--out", str(tmp_path / "x"))
+        assert result.returncode == 1 and result.stderr.startswith("error: ") and "epoch 1 is damaged" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]  # the run and its lock file only
 
-    def damaged(*args: Any, **kwargs: Any) -> Any:
-        raise ExportError("the checkpoint is damaged")
 
-    monkeypatch.setattr(E, "onnx_model", damaged)
-    run = type("FakeRun", (), {"model": Model(parse_spec(GRAPH_SPEC)), "params": {}, "state": {},
-                               "preprocess": Preprocess(), "tta": False})()  # fmt: skip
-    with pytest.raises(ExportError, match="damaged"):
-        E.export_onnx(run, tmp_path / "x.onnx")
-    assert list(tmp_path.iterdir()) == []
+SHIPPED = [p for p in NETWORK_SPECS if p.stem != "resnet56_cifar10"]  # ResNet-20's blocks, 3x the compile time
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_stablehlo_of_every_shipped_spec_equals_predict(path: Path, tmp_path):
+    from jaxcnn.export import export_stablehlo
+
+    model = Model(load_spec(path))
+    params, state = perturbed(model, 3)
+    preprocess = Preprocess(mean=(0.5,) * model.input_shape[2], std=(0.25,) * model.input_shape[2])
+    run = type("TrainedRun", (), {"model": model, "params": params, "state": state, "preprocess": preprocess,
+                                  "tta": False})()  # fmt: skip
+    export_stablehlo(run, tmp_path / "net.jax")
+    probabilities = jaxcnn.load_exported(tmp_path / "net.jax")
+    for count in (1, 7):
+        images = images_for(model, count, count)
+        np.testing.assert_allclose(probabilities(images), expected(model, params, state, preprocess, images, False),
+                                   atol=1e-6, rtol=0)  # fmt: skip
 
 
 def test_load_exported_refuses_other_files(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from jaxcnn.runs import RunError, TrainingDivergedError, load_run, read_metrics,
 from jaxcnn.train import TrainConfig
 
 from conftest import ROOT
-from datasets import quadrant_dataset, write_class_folders, write_spec
+from datasets import change_one_weight, quadrant_dataset, write_class_folders, write_spec
 
 
 def _cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -215,33 +214,12 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path, folder_data):
 # ---------------------------------------------------------------- checksummed checkpoints
 
 
-def _change_one_weight(checkpoint: Path, layer: str) -> None:
-    """Change one weight of ``layer`` in a saved checkpoint without the storage format noticing.
-
-    tensorstore catches some damage itself (small arrays sit in checksummed index nodes, others are
-    compressed), but a changed value in array data it does not checksum reads back silently. That
-    case is made here exactly: the arrays are rewritten with one weight changed, the recorded
-    checksums are left as they were.
-    """
-    import orbax.checkpoint as ocp
-
-    item = checkpoint / "default"
-    with ocp.StandardCheckpointer() as checkpointer:
-        state = checkpointer.restore(item)
-        state["params"][layer]["kernel"] = np.asarray(state["params"][layer]["kernel"]).copy()
-        state["params"][layer]["kernel"].flat[0] += 0.25
-        rewritten = checkpoint.parent / "rewritten"
-        checkpointer.save(rewritten, state)
-    shutil.rmtree(item)
-    os.replace(rewritten, item)
-
-
 @pytest.mark.slow
 def test_a_flipped_byte_in_a_checkpoint_is_an_error(tmp_path):
     out = tmp_path / "run"
     train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32), out,
               progress=False, verbose=False)  # fmt: skip
-    _change_one_weight(out / "checkpoints" / "1", "conv1")
+    change_one_weight(out / "checkpoints" / "1", "conv1")
     with pytest.raises(DamagedCheckpointError, match=r"checkpoint of epoch 1 is damaged: \['params'\]\['conv1'\]"):
         load_run(out)
     _one_error_line(_cli("evaluate", str(out)), "epoch 1 is damaged", "Restore the folder from a copy")
@@ -258,7 +236,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capfd):
     resume_run(out, epochs=2, dataset=worse, progress=False, verbose=False)
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2]
     epoch2 = load_run(out, "latest").params
-    _change_one_weight(out / "checkpoints" / "2", "dense1")
+    change_one_weight(out / "checkpoints" / "2", "dense1")
     capfd.readouterr()
     result = resume_run(out, epochs=2, dataset=worse, progress=False, verbose=False)
     err = capfd.readouterr().err
