@@ -207,6 +207,7 @@ class Model:
         self.check_params(params)
         state = self.check_state(state)
         layers = self.spec.layers
+        output = self.spec.output_layer.name
         values: dict[str, jax.Array] = {INPUT: x}
         new_state: State = {}
         fused: set[str] = set()
@@ -227,12 +228,12 @@ class Model:
             if layer_state:
                 new_state[layer.name] = layer_state
             activation = getattr(layer, "activation", "linear")
-            if not (layer.name == self.spec.output_layer.name and activation == "softmax" and not final_activation):
+            if not (layer.name == output and activation == "softmax" and not final_activation):
                 y = L.activation(activation)(y)
             values[layer.name] = y
             if keep is not None:
                 keep[layer.name] = y
-        return values[self.spec.output_layer.name], new_state
+        return values[output], new_state
 
     def _pools_in_one_step(self, index: int) -> bool:
         """Whether conv layer ``index`` and the tiled max pool after it run as one

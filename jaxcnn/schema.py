@@ -74,8 +74,8 @@ def _layer_def(kind: str, templated: bool) -> dict[str, Any]:
     for field, info in cls.FIELDS.items():
         properties[field] = dict(info.schema)
     properties["inputs"] = {"$ref": "#/$defs/merge_inputs" if cls.MERGES else "#/$defs/inputs"}
-    if templated:
-        for field in list(properties)[1:]:
+    if templated:  # any value but the type and the name may be a block parameter
+        for field in list(properties)[2:]:
             properties[field] = {"anyOf": [properties[field], {"$ref": "#/$defs/param_ref"}]}
     required = ["type", *(f for f, info in cls.FIELDS.items() if info.required)]
     if cls.MERGES:
@@ -114,7 +114,7 @@ def spec_schema() -> dict[str, Any]:
         "not": {"required": ["type"]},
         "properties": {
             "block": {"$ref": "#/$defs/layer_name"},
-            "name": {"anyOf": [{"$ref": "#/$defs/name"}, {"$ref": "#/$defs/param_ref"}]},
+            "name": {"$ref": "#/$defs/name"},
             "repeat": {
                 "anyOf": [{"type": "integer", "minimum": 1, "maximum": S.MAX_REPEAT}, {"$ref": "#/$defs/param_ref"}]
             },

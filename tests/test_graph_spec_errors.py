@@ -209,6 +209,12 @@ CASES: list[tuple[str, Any, list[str], bool]] = [
         True,
     ),
     (
+        "a name cannot be a block parameter",
+        block_layer(1, name="$filters"),
+        ["blocks.basic.layers[1]", "field 'name'", "letter or _"],
+        True,
+    ),
+    (
         "block reads a later layer",
         block_layer(1, inputs="add"),
         ["blocks.basic.layers[1] (batch_norm 'stage.bn1')", "comes later"],
