@@ -44,7 +44,6 @@ def _ref(name: str, **extra: Any) -> dict[str, Any]:
     return {"$ref": f"#/$defs/{name}", **extra}
 
 
-NAME_FIELD = FieldInfo(_ref("name"), "the layer's name (default: the type's prefix and a count, such as conv1)")
 INPUTS_FIELD = FieldInfo(
     _ref("inputs"),
     "the layer(s) it reads, by name (\"input\" is the network's or block's input); default: the layer before it",
@@ -721,8 +720,6 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     )
 }
 """Every layer type a spec may use, by its ``type`` word, in the order the docs list them."""
-
-COMMON_FIELDS = {"type": FieldInfo({"type": "string"}, "the layer type", True), "name": NAME_FIELD}
 
 
 def allowed_fields(kind: str) -> tuple[str, ...]:

@@ -65,7 +65,8 @@ def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_in
     predictions = run.predict(images).argmax(axis=1)
     fitted = run.preprocess.fit(images[image_index : image_index + 1])
     maps = run.model.intermediates(run.params, run.preprocess.to_float(jax.numpy.asarray(fitted)), run.state)
-    shown = {k: np.asarray(v[0]) for k, v in maps.items() if k in _layers_to_show(list(maps))}
+    chosen = _layers_to_show(list(maps))
+    shown = {k: np.asarray(v[0]) for k, v in maps.items() if k in chosen}
     written["feature_maps"] = plots.plot_feature_maps(fitted[0], shown, out / "feature_maps.png")
     counts = confusion_matrix(data.test_labels, predictions, len(run.class_names))
     written["confusion"] = plots.plot_confusion(counts, run.class_names, out / "confusion.png")[0]

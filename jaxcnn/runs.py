@@ -173,7 +173,7 @@ def check_spec_matches(model: Model, params: Params, run_dir: Path, epoch: int, 
     """A RunError when the checkpoint's weights (and state) do not fit the spec recorded in config.json."""
     try:
         model.check_params(params)
-        model.check_state(state if model.spec.has_state else None)
+        model.check_state(state)
     except ValueError as err:
         raise RunError(
             f"{run_dir / 'config.json'}: its spec does not match the checkpoint of epoch {epoch}: {err}. The spec "

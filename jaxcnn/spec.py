@@ -168,16 +168,6 @@ class NetworkSpec:
         return getattr(self.output_layer, "activation", "linear") if self.layers else "linear"
 
     @property
-    def is_chain(self) -> bool:
-        """True when each layer reads only the one before it (the article's straight networks)."""
-        previous = INPUT
-        for layer in self.layers:
-            if layer.inputs != (previous,):
-                return False
-            previous = layer.name
-        return self.output_layer is self.layers[-1]
-
-    @property
     def has_state(self) -> bool:
         """Whether any layer keeps state between steps (batch norm's running statistics)."""
         return any(layer.state_shapes() for layer in self.layers)

@@ -294,7 +294,7 @@ def test_valid_graph_and_block_specs_load():
     assert names[:4] == ["stem", "stage.block1.conv1", "stage.block1.bn1", "stage.block1.add"]
     assert spec.layer("stage.block2.add").inputs == ("stage.block2.bn1", "stage.block1.add")
     assert spec.layer("gap").inputs == ("stage.block2.add",)
-    assert not spec.is_chain and spec.has_state and not spec.needs_key
+    assert spec.has_state and not spec.needs_key
     both = parse_spec(net(conv("a", 6), {"type": "concat", "name": "both", "inputs": ["a", "input"]}, *HEAD))
     assert both.layer("both").output_shape == (8, 8, 10)
     VALIDATOR.validate(with_block({"filters": 4, "repeat": 2}))
