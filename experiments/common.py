@@ -37,13 +37,16 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
 
 
 def smoke_subset(data: Dataset) -> Dataset:
-    """The first few thousand images: the same code path in seconds."""
+    """A few thousand images spread evenly over each split (folder data sets are sorted by class, so the
+    first ones would all be one class): the same code path in seconds."""
+    train = np.linspace(0, len(data.train_images) - 1, min(SMOKE_TRAIN, len(data.train_images))).astype(int)
+    test = np.linspace(0, len(data.test_images) - 1, min(SMOKE_TEST, len(data.test_images))).astype(int)
     return replace(
         data,
-        train_images=data.train_images[:SMOKE_TRAIN],
-        train_labels=data.train_labels[:SMOKE_TRAIN],
-        test_images=data.test_images[:SMOKE_TEST],
-        test_labels=data.test_labels[:SMOKE_TEST],
+        train_images=data.train_images[train],
+        train_labels=data.train_labels[train],
+        test_images=data.test_images[test],
+        test_labels=data.test_labels[test],
         source=data.source + f" (smoke subset: {SMOKE_TRAIN} train, {SMOKE_TEST} test)",
     )
 
