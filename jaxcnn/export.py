@@ -50,6 +50,7 @@ class OnnxGraph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._names: set[str] = set()
+        self._constants: dict[str, str] = {}
 
     def _unique(self, name: str) -> str:
         candidate, k = name, 1
@@ -68,13 +69,17 @@ class OnnxGraph:
         return output
 
     def constant(self, name: str, value: Any) -> str:
-        """Add a float32 (or int64, for shapes) initializer; returns its name."""
+        """Add a float32 (or int64, for shapes) initializer; returns its name. A name asked for again (a
+        layer's weights in the mirrored pass of TTA) returns the first initializer: weights are stored once."""
         from onnx import numpy_helper
 
+        if name in self._constants:
+            return self._constants[name]
         array = np.asarray(value)
         array = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
         unique = self._unique(name)
         self.initializers.append(numpy_helper.from_array(array, unique))
+        self._constants[name] = unique
         return unique
 
     def activation(self, name: str, x: str, layer: str) -> str:
