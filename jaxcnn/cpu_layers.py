@@ -37,8 +37,8 @@ COLUMN_FORM_MAX_FEATURES = 16
 """A stride-1 convolution with at most this many output channels takes the transpose of
 :func:`column_stacked_conv` as its input gradient (see :func:`input_gradient_form`)."""
 
-STACKED_FORM_MAX_FLOATS = 2**22
-"""The largest intermediate product (floats, 16 MiB) for which a stacked form's transpose is
+STACKED_FORM_MAX_FLOATS = 2**21
+"""The largest intermediate product (floats, 8 MiB) for which a stacked form's transpose is
 used; beyond it XLA's own transposed convolution (see :func:`input_gradient_form`)."""
 
 SHIFT_ADD_MAX_TAPS = 32
