@@ -21,13 +21,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec import INPUT, NetworkSpec
 
 if TYPE_CHECKING:
     import jax
+    import numpy as np
 
     from jaxcnn.data import Preprocess
     from jaxcnn.runs import Run
@@ -71,6 +70,7 @@ class OnnxGraph:
     def constant(self, name: str, value: Any) -> str:
         """Add a float32 (or int64, for shapes) initializer; returns its name. A name asked for again (a
         layer's weights in the mirrored pass of TTA) returns the first initializer: weights are stored once."""
+        import numpy as np
         from onnx import numpy_helper
 
         if name in self._constants:
@@ -167,6 +167,8 @@ def onnx_model(
 
 def _network(g: OnnxGraph, spec: NetworkSpec, params: Any, state: Any, x: str, prefix: str) -> str:
     """The layers over the graph from ``x`` (NCHW), each followed by its activation; the output's name."""
+    import numpy as np
+
     values = {INPUT: x}
     for layer in spec.layers:
         inputs = [values[name] for name in layer.inputs]
@@ -256,6 +258,7 @@ def stablehlo_function(run: Run) -> Callable[[jax.Array], jax.Array]:
 def export_stablehlo(run: Run, out: str | Path) -> Path:
     """Write ``run``'s network as serialized StableHLO (``jax.export``, symbolic batch size) at ``out``."""
     import jax
+    import numpy as np
 
     h, w, c = run.model.spec.input_shape
     (batch,) = jax.export.symbolic_shape("batch")
@@ -270,6 +273,7 @@ def load_exported(path: str | Path) -> Callable[[Any], np.ndarray]:
     """A function from uint8 images (N, H, W, C) to class probabilities, from a file written by
     ``jaxcnn export --format stablehlo``; needs JAX, not the spec or the run."""
     import jax
+    import numpy as np
 
     try:
         exported = jax.export.deserialize(bytearray(Path(path).read_bytes()))

@@ -8,8 +8,8 @@ state shapes, the initial values, the FLOPs, the settings text of ``jaxcnn summa
 and ``specs/schema.json`` (:mod:`jaxcnn.schema`) are all driven by :data:`LAYER_TYPES`, so adding
 a layer type is one new class plus its tests.
 
-Importing this module does not import JAX: ``apply`` imports :mod:`jaxcnn.layers` when first
-called, so specs load without it.
+Importing this module imports neither JAX nor NumPy: ``apply`` imports :mod:`jaxcnn.layers` and the
+initialisers import NumPy when first called, so specs load without them.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from jaxcnn import spec_checks as C
 from jaxcnn.spec_checks import IntPair, PaddingPairs, Shape, Where
 
 if TYPE_CHECKING:
     import jax
+    import numpy as np
 
 MAX_WIDTH = 65536  # filters, units, groups
 TRUNCATED_NORMAL_STD = 0.87962566103423978
@@ -99,6 +98,8 @@ class Layer:
 
     def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Initial weights: LeCun-normal kernels (Flax's default), zero biases, unit scales."""
+        import numpy as np
+
         weights = {}
         for name, shape in self.param_shapes().items():
             if name == "kernel":
@@ -133,6 +134,8 @@ class Layer:
 
 def lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     """Normal with variance 1 / fan_in, truncated at two standard deviations (as Flax and Keras do)."""
+    import numpy as np
+
     fan_in = math.prod(shape[:-1])  # kernel height x width x input channels, or dense inputs
     z = rng.standard_normal(shape)
     outside = np.abs(z) > 2
@@ -255,7 +258,7 @@ class ConvLayer(Layer):
         return y, {}
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
-        kernel = graph.constant(f"{self.name}.kernel", np.transpose(weights["kernel"], (3, 2, 0, 1)))  # HWIO -> OIHW
+        kernel = graph.constant(f"{self.name}.kernel", weights["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
         operands = [inputs[0], kernel]
         if "bias" in weights:
             operands.append(graph.constant(f"{self.name}.bias", weights["bias"]))
@@ -560,6 +563,8 @@ class BatchNormLayer(Layer):
         return {"mean": (self.channels,), "var": (self.channels,)}
 
     def init_state(self) -> dict[str, np.ndarray]:
+        import numpy as np
+
         return {"mean": np.zeros(self.channels, np.float32), "var": np.ones(self.channels, np.float32)}
 
     def settings_text(self) -> str:
@@ -581,7 +586,7 @@ class BatchNormLayer(Layer):
         return y, new_state
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
-        ones, zeros = np.ones(self.channels, np.float32), np.zeros(self.channels, np.float32)
+        ones, zeros = [1.0] * self.channels, [0.0] * self.channels  # float32 initializers either way
         operands = [inputs[0]] + [
             graph.constant(f"{self.name}.{key}", value)
             for key, value in (("scale", weights.get("scale", ones)), ("bias", weights.get("bias", zeros)),

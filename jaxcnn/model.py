@@ -105,6 +105,7 @@ class Model:
             raise ValueError(f"impl must be one of {', '.join(L.IMPLS)}, got {impl!r}")
         self.spec = spec
         self.impl = impl
+        self._output = spec.output_layer.name
         self._readers: dict[str, list[str]] = {}
         for layer in spec.layers:
             for name in layer.inputs:
@@ -207,7 +208,7 @@ class Model:
         self.check_params(params)
         state = self.check_state(state)
         layers = self.spec.layers
-        output = self.spec.output_layer.name
+        output = self._output
         values: dict[str, jax.Array] = {INPUT: x}
         new_state: State = {}
         fused: set[str] = set()
@@ -254,7 +255,7 @@ class Model:
             and pool.type == "max_pool"
             and pool.inputs == (conv.name,)
             and self._readers.get(conv.name) == [pool.name]
-            and conv.name != self.spec.output_layer.name
+            and conv.name != self._output
             and cpu_layers.tiles(pool.size, pool.stride, pool.padding)
         )
 

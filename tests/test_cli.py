@@ -96,13 +96,13 @@ def test_resume_refuses_settings_other_than_epochs(tmp_path):
     assert result.returncode == 2 and "only --epochs may change, not --lr, --seed" in result.stderr
 
 
-def test_validate_does_not_import_jax():
+def test_validate_does_not_import_jax_or_numpy():
     code = (
-        "import sys; from jaxcnn.cli import main; main(['validate', 'specs/lenet_mnist.json']); "
-        "print('jax' in sys.modules)"
+        "import sys; from jaxcnn.cli import main; main(['validate', 'specs/resnet20_cifar10.json']); "
+        "print('jax' in sys.modules, 'numpy' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
+    assert result.stdout.strip().endswith("False False"), result.stdout + result.stderr
 
 
 def test_readme_documents_every_train_option_with_its_default():
