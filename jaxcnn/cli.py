@@ -255,6 +255,38 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explore(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from jaxcnn.explore_server import ExploreServer
+    from jaxcnn.explorer import Explorer
+
+    print(f"loading {args.run} and compiling its network ...", flush=True)
+    explorer = Explorer(args.run, args.data_dir, args.which)
+    explorer.warm_up()
+    try:
+        server = ExploreServer(explorer, args.host, args.port, verbose=args.verbose)
+    except OSError as err:
+        raise ExploreStartError(f"cannot listen on {args.host} port {args.port}: {err.strerror or err}") from None
+    with server:
+        try:
+            loopback = ipaddress.ip_address(args.host).is_loopback
+        except ValueError:
+            loopback = args.host == "localhost"
+        if not loopback:
+            print(f"warning: listening on {args.host}: other machines on the network can open the page")
+        print(f"jaxcnn explore: {server.url}  (open it in a browser; Ctrl-C stops the server)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("jaxcnn explore: stopped")
+    return 0
+
+
+class ExploreStartError(JaxcnnError):
+    """The explore server could not start (the port is taken, the host is not this machine's)."""
+
+
 def _cmd_draw(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -372,6 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(show)
     show.add_argument("--image", type=int, default=0, help="test image for the feature maps (default 0)")
     show.set_defaults(handler=_cmd_show)
+
+    explore = commands.add_parser("explore", help="a local web page: draw an image and see inside the trained network")
+    explore.add_argument("run", help="a run directory")
+    explore.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                         "machine only)")  # fmt: skip
+    explore.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    _add_data_dir(explore)
+    _add_which(explore)
+    explore.add_argument("--verbose", action="store_true", help="log every request")
+    explore.set_defaults(handler=_cmd_explore)
 
     draw = commands.add_parser("draw", help="draw a spec as a diagram in the article's style")
     draw.add_argument("spec", help="path to a JSON network spec")

@@ -131,6 +131,31 @@ class Layer:
         (:class:`jaxcnn.export.OnnxGraph`, NCHW inside); returns its output's name."""
         raise NotImplementedError(f"{self.type} layers cannot be exported to ONNX")
 
+    def explain(self, weights: Any, x: np.ndarray, row: int, col: int, channel: int) -> dict[str, Any] | None:
+        """How output pixel (row, col, channel) comes from the layer's input ``x`` (H x W x C, one image):
+        the window it reads and the arithmetic, JSON-ready, for ``jaxcnn explore``. None where a type
+        has no window to show."""
+        return None
+
+
+def _window(
+    x: np.ndarray, row: int, col: int, size: IntPair, stride: IntPair, padding: PaddingPairs, dilation: IntPair,
+    fill: float,
+) -> tuple[np.ndarray, list[int], list[int], np.ndarray]:
+    """The input window (f x f x C, float64) an output pixel reads; padded taps hold ``fill``. Also the
+    input rows and columns of the taps (negative or past the edge: padding) and which taps are inside."""
+    import numpy as np
+
+    rows = [row * stride[0] - padding[0][0] + i * dilation[0] for i in range(size[0])]
+    cols = [col * stride[1] - padding[1][0] + j * dilation[1] for j in range(size[1])]
+    inside = np.array([[0 <= r < x.shape[0] and 0 <= c < x.shape[1] for c in cols] for r in rows])
+    window = np.full((size[0], size[1], x.shape[2]), fill, np.float64)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            if inside[i, j]:
+                window[i, j] = x[r, c]
+    return window, rows, cols, inside
+
 
 def lecun_normal(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     """Normal with variance 1 / fan_in, truncated at two standard deviations (as Flax and Keras do)."""
@@ -266,6 +291,25 @@ class ConvLayer(Layer):
         window = {"kernel_shape": list(self.size), "strides": list(self.stride), "pads": [top, left, bottom, right]}
         return graph.node("Conv", operands, self.name, dilations=list(self.dilation), group=self.groups, **window)
 
+    def explain(self, weights: Any, x: np.ndarray, row: int, col: int, channel: int) -> dict[str, Any] | None:
+        """The window under the filter, the filter, their products, sum, bias and activation."""
+        import numpy as np
+
+        per_group = self.input_shape[2] // self.groups
+        first = channel // (self.filters // self.groups) * per_group
+        window, rows, cols, inside = _window(x[:, :, first : first + per_group], row, col, self.size, self.stride,
+                                             self.padding, self.dilation, 0.0)  # fmt: skip
+        kernel = np.asarray(weights["kernel"], np.float64)[:, :, :, channel]
+        products = window * kernel
+        total = float(products.sum())
+        bias = float(weights["bias"][channel]) if self.use_bias else 0.0
+        act = _layers().activation(self.activation)
+        output = float(np.asarray(act(np.float32(total + bias)))) if self.activation != "softmax" else None
+        return {"kind": "conv", "rows": rows, "cols": cols, "inside": inside.tolist(),
+                "input_channels": list(range(first, first + per_group)), "window": window.tolist(),
+                "kernel": kernel.tolist(), "products": products.tolist(), "sum": total, "bias": bias,
+                "pre_activation": total + bias, "activation": self.activation, "output": output}  # fmt: skip
+
 
 POOL_FIELDS = {
     "size": FieldInfo(_ref("pair"), "window size f: an int or [height, width]", required=True),
@@ -301,6 +345,27 @@ class PoolLayer(Layer):
     @classmethod
     def _count_include_pad(cls, at: Where, raw: dict[str, Any], pads: PaddingPairs) -> bool | None:
         return None
+
+    def explain(self, weights: Any, x: np.ndarray, row: int, col: int, channel: int) -> dict[str, Any] | None:
+        """The window on the input channel and what pooling keeps of it: the largest value or the mean."""
+        import numpy as np
+
+        is_max = self.count_include_pad is None
+        fill = -np.inf if is_max else 0.0
+        window, rows, cols, inside = _window(x[:, :, channel : channel + 1], row, col, self.size, self.stride,
+                                             self.padding, (1, 1), fill)  # fmt: skip
+        values = window[:, :, 0]
+        result: dict[str, Any] = {"kind": self.TYPE, "rows": rows, "cols": cols, "inside": inside.tolist(),
+                                  "input_channels": [channel],
+                                  "window": [[float(v) if ok else None for v, ok in zip(vs, oks, strict=True)]
+                                             for vs, oks in zip(values, inside, strict=True)]}  # fmt: skip
+        if is_max:
+            kept = np.unravel_index(int(np.argmax(values)), values.shape)
+            result.update(kept=[int(kept[0]), int(kept[1])], output=float(values[kept]))
+        else:
+            count = values.size if self.count_include_pad else int(inside.sum())
+            result.update(sum=float(values.sum()), count=count, output=float(values.sum()) / count)
+        return result
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
         (top, bottom), (left, right) = self.padding

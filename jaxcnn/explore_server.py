@@ -1,0 +1,179 @@
+"""The local web server behind ``jaxcnn explore RUN``: the page's three files and a small JSON API.
+
+Python's own ``http.server`` is enough for one user on loopback, so the page needs no web
+framework. Safety by construction: the page's files are a fixed table (no request becomes a file
+path), request bodies are size-limited and read only when they announce their size, every answer
+is JSON or one of those files, and a bad request gets a 4xx with a message while the server goes
+on serving. The API (all JSON; images as base64, see :mod:`jaxcnn.explorer`):
+
+- ``GET /api/network``: layers, classes, shapes, learning curves, first-layer filters;
+- ``POST /api/predict`` ``{"pixels"}``: class probabilities;
+- ``POST /api/activations`` ``{"pixels"}``: every layer's feature maps;
+- ``POST /api/explain`` ``{"pixels", "layer", "row", "col", "channel"}``: one pixel's arithmetic;
+- ``GET /api/test-image?index=N``, ``GET /api/confusion``, ``GET /api/confusion-cell?true=T&predicted=P``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from jaxcnn.explorer import Explorer, ExploreRequestError
+
+DEFAULT_HOST = "127.0.0.1"
+MAX_BODY_BYTES = 4 * 2**20
+"""The largest request body accepted: a 1024x1024x3 image in base64 fits."""
+REQUEST_TIMEOUT_SECONDS = 30
+PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/explore.js": ("explore.js", "text/javascript; charset=utf-8"),
+    "/explore.css": ("explore.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'",
+    "Cache-Control": "no-store",
+}
+
+
+def page_file(name: str) -> bytes:
+    """One of the page's files, from the installed package."""
+    return resources.files("jaxcnn").joinpath("explore_page", name).read_bytes()
+
+
+def _int_field(source: dict[str, Any], name: str) -> int:
+    value = source.get(name)
+    if isinstance(value, list):  # from a query string
+        value = value[0] if len(value) == 1 else None
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ExploreRequestError(f"'{name}' must be an integer")
+    return value
+
+
+class ExploreHandler(BaseHTTPRequestHandler):
+    """Answers one request; the explorer is the server's ``explorer`` attribute."""
+
+    server: ExploreServer
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT_SECONDS
+    server_version = "jaxcnn-explore"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        explorer = self.server.explorer
+        routes: dict[str, Callable[[], dict[str, Any]]] = {
+            "/api/network": explorer.network,
+            "/api/test-image": lambda: explorer.test_image(_int_field(query, "index")),
+            "/api/confusion": explorer.confusion,
+            "/api/confusion-cell": lambda: explorer.confusion_cell(
+                _int_field(query, "true"), _int_field(query, "predicted")
+            ),
+        }
+        if url.path in PAGE_FILES:
+            name, content_type = PAGE_FILES[url.path]
+            self._send(HTTPStatus.OK, page_file(name), content_type)
+        elif url.path in routes:
+            self._answer(routes[url.path])
+        else:
+            self._error(HTTPStatus.NOT_FOUND, f"no such page: {url.path[:200]}")
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        path = urlsplit(self.path).path
+        explorer = self.server.explorer
+        if path not in ("/api/predict", "/api/activations", "/api/explain"):
+            self._error(HTTPStatus.NOT_FOUND, f"no such API: {path[:200]}")
+            return
+        try:
+            body = self._read_json()
+            pixels = explorer.decode_pixels(body.get("pixels"))
+        except ExploreRequestError as error:
+            self._error(error.status, str(error))
+            return
+        if path == "/api/predict":
+            self._answer(lambda: explorer.predict(pixels))
+        elif path == "/api/activations":
+            self._answer(lambda: explorer.activations(pixels))
+        else:
+            self._answer(lambda: explorer.explain(pixels, str(body.get("layer")), _int_field(body, "row"),
+                                                  _int_field(body, "col"), _int_field(body, "channel")))  # fmt: skip
+
+    def _read_json(self) -> dict[str, Any]:
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.isdigit():
+            self.close_connection = True
+            raise ExploreRequestError("a POST needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
+        length = int(length_text)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body is not read
+            raise ExploreRequestError(f"the request body has {length:,} bytes; at most {MAX_BODY_BYTES:,} are "
+                                      "accepted", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)  # fmt: skip
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ExploreRequestError("the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ExploreRequestError("the request body must be a JSON object")
+        return body
+
+    def _answer(self, compute: Callable[[], dict[str, Any]]) -> None:
+        try:
+            answer = compute()
+        except ExploreRequestError as error:
+            self._error(error.status, str(error))
+            return
+        except Exception:  # a bug: report it, keep serving
+            traceback.print_exc(file=sys.stderr)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "the explorer failed on this request (see the server's log)")
+            return
+        self._send(HTTPStatus.OK, json.dumps(answer).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, json.dumps({"error": message}).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class ExploreServer(ThreadingHTTPServer):
+    """A threading HTTP server that holds the explorer its handlers answer from."""
+
+    daemon_threads = True
+
+    def __init__(self, explorer: Explorer, host: str = DEFAULT_HOST, port: int = 0, verbose: bool = False) -> None:
+        self.explorer = explorer
+        self.verbose = verbose
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), ExploreHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}/"

@@ -1,0 +1,201 @@
+"""What ``jaxcnn explore`` shows, computed from a trained run: no HTTP here (that is
+:mod:`jaxcnn.explore_server`), so every answer can be tested as a plain function.
+
+Images travel as the data set's uint8 pixels (H x W x C, row-major, base64); feature maps and
+filters as little-endian float32 arrays (base64) with their shapes, which the page reads with a
+``Float32Array``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcnn.data import Dataset, confusion_matrix, load_dataset
+from jaxcnn.errors import JaxcnnError
+from jaxcnn.layer_types import Layer
+from jaxcnn.runs import read_metrics, run_data_dir
+from jaxcnn.runs import load_run as _load_run
+
+MAX_CELL_IMAGES = 100
+"""The most test images one confusion-matrix cell returns (the count is always exact)."""
+
+
+class ExploreRequestError(JaxcnnError):
+    """A request the explorer cannot answer; ``status`` is the HTTP status the server sends."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def encode_array(values: np.ndarray) -> dict[str, Any]:
+    """A float array as ``{"shape", "data"}``: little-endian float32, base64."""
+    values = np.ascontiguousarray(values, dtype="<f4")
+    return {"shape": list(values.shape), "data": base64.b64encode(values.tobytes()).decode("ascii")}
+
+
+def encode_pixels(image: np.ndarray) -> str:
+    """uint8 pixels (H x W x C) as base64."""
+    return base64.b64encode(np.ascontiguousarray(image, np.uint8).tobytes()).decode("ascii")
+
+
+def explains(layer: Layer) -> bool:
+    """Whether the page can show a layer's arithmetic for one output pixel (conv and pooling layers)."""
+    return type(layer).explain is not Layer.explain
+
+
+class Explorer:
+    """A trained run opened for exploring: predictions, every layer's feature maps, the arithmetic
+    behind one output pixel, test images and the confusion matrix. Thread-safe."""
+
+    def __init__(self, run_dir: str | Path, data_dir: str | None = None, which: str = "best") -> None:
+        self.run_dir = Path(run_dir)
+        self.run = _load_run(self.run_dir, which)
+        self.model = self.run.model
+        self.layers = {layer.name: layer for layer in self.model.spec.layers}
+        self.image_shape: tuple[int, int, int] = tuple(self.run.image_shape)  # type: ignore[assignment]
+        self.metrics = read_metrics(self.run_dir)
+        self._data_dir = run_data_dir(self.run.config, data_dir)
+        self._lock = threading.Lock()
+        self._data: Dataset | None = None
+        self._data_error: str | None = None
+        self._predictions: np.ndarray | None = None
+        model, preprocess = self.model, self.run.preprocess
+        self._maps = jax.jit(lambda params, state, images: model.intermediates(params, preprocess.to_float(images),
+                                                                               state))  # fmt: skip
+
+    def warm_up(self) -> None:
+        """Compile the prediction and feature-map functions now, so the first stroke is answered quickly."""
+        blank = np.zeros(self.image_shape, np.uint8)
+        self.predict(blank)
+        self._layer_outputs(blank)
+
+    # ------------------------------------------------------------------ requests
+
+    def network(self) -> dict[str, Any]:
+        """Everything the page draws once: the layer table, classes, shapes, curves and first filters."""
+        rows = [row.to_dict() | {"explains": explains(self.layers[row.name])} for row in self.model.summary()]
+        first = self.model.spec.layers[0]
+        filters = None
+        if first.type == "conv" and first.name in self.run.params:
+            filters = {"layer": first.name, **encode_array(np.asarray(self.run.params[first.name]["kernel"]))}
+        return {
+            "run": str(self.run_dir),
+            "spec": self.model.spec.name,
+            "epoch": self.run.epoch,
+            "image_shape": list(self.image_shape),
+            "input_shape": list(self.model.input_shape),
+            "class_names": list(self.run.class_names),
+            "dataset": self.run.config["dataset"]["name"],
+            "layers": rows,
+            "filters": filters,
+            "metrics": self.metrics,
+        }
+
+    def predict(self, pixels: np.ndarray) -> dict[str, Any]:
+        """Class probabilities for one image, as ``jaxcnn.load_run(RUN).predict`` gives them."""
+        with self._lock:
+            probabilities = self.run.predict(pixels[None])[0]
+        return {"probabilities": [float(p) for p in probabilities]}
+
+    def activations(self, pixels: np.ndarray) -> dict[str, Any]:
+        """Every layer's output for one image (after its activation), and the network's input as it sees it."""
+        outputs = self._layer_outputs(pixels)
+        return {"input": encode_array(outputs["input"]),
+                "layers": {name: encode_array(values) for name, values in outputs.items() if name != "input"}}  # fmt: skip
+
+    def explain(self, pixels: np.ndarray, layer_name: str, row: int, col: int, channel: int) -> dict[str, Any]:
+        """The arithmetic behind one output pixel of a conv or pooling layer, with the value the layer gave."""
+        layer = self.layers.get(layer_name)
+        if layer is None:
+            raise ExploreRequestError(f"no layer named {layer_name!r}; the network has {', '.join(self.layers)}")
+        if not explains(layer):
+            raise ExploreRequestError(f"layer {layer_name!r} is a {layer.type} layer; the arithmetic is shown "
+                                      "for conv, max_pool and avg_pool layers")  # fmt: skip
+        height, width, channels = layer.output_shape
+        for what, value, limit in (("row", row, height), ("col", col, width), ("channel", channel, channels)):
+            if not 0 <= value < limit:
+                raise ExploreRequestError(f"{what} {value} is outside layer {layer_name!r} "
+                                          f"({height}x{width}x{channels}): choose 0 to {limit - 1}")  # fmt: skip
+        outputs = self._layer_outputs(pixels)
+        source = layer.inputs[0]
+        answer = layer.explain(self.run.params.get(layer_name, {}), outputs[source], row, col, channel)
+        assert answer is not None  # explains(layer) said so
+        return {**answer, "layer": layer_name, "input_layer": source, "row": row, "col": col, "channel": channel,
+                "layer_value": float(outputs[layer_name][row, col, channel])}  # fmt: skip
+
+    def test_image(self, index: int) -> dict[str, Any]:
+        """One test image and its label, when the run's data set is at hand."""
+        data = self._dataset()
+        if not 0 <= index < len(data.test_images):
+            raise ExploreRequestError(f"index {index}: the test set has {len(data.test_images):,} images; "
+                                      f"choose 0 to {len(data.test_images) - 1}")  # fmt: skip
+        return {"index": index, "count": len(data.test_images), "label": int(data.test_labels[index]),
+                "pixels": encode_pixels(data.test_images[index])}  # fmt: skip
+
+    def confusion(self) -> dict[str, Any]:
+        """counts[true][predicted] over the test set, and the accuracy."""
+        data, predictions = self._dataset(), self._test_predictions()
+        counts = confusion_matrix(data.test_labels, predictions, len(self.run.class_names))
+        return {"counts": counts.tolist(), "accuracy": float(np.trace(counts) / max(1, counts.sum())),
+                "class_names": list(self.run.class_names)}  # fmt: skip
+
+    def confusion_cell(self, true: int, predicted: int) -> dict[str, Any]:
+        """The test images of one confusion-matrix cell (the first MAX_CELL_IMAGES) and their count."""
+        classes = len(self.run.class_names)
+        for what, value in (("true", true), ("predicted", predicted)):
+            if not 0 <= value < classes:
+                raise ExploreRequestError(f"{what}={value}: classes are 0 to {classes - 1}")
+        data, predictions = self._dataset(), self._test_predictions()
+        chosen = np.flatnonzero((data.test_labels == true) & (predictions == predicted))
+        return {"true": true, "predicted": predicted, "count": len(chosen),
+                "indices": chosen[:MAX_CELL_IMAGES].tolist(),
+                "images": [encode_pixels(data.test_images[i]) for i in chosen[:MAX_CELL_IMAGES]]}  # fmt: skip
+
+    def decode_pixels(self, text: object) -> np.ndarray:
+        """The request's base64 pixels as a uint8 image of the data set's shape, or a clear error."""
+        if not isinstance(text, str):
+            raise ExploreRequestError("'pixels' must be a base64 string of uint8 pixels (H x W x C, row-major)")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ExploreRequestError("'pixels' is not valid base64") from None
+        size = int(np.prod(self.image_shape))
+        if len(raw) != size:
+            shape = "x".join(map(str, self.image_shape))
+            raise ExploreRequestError(f"'pixels' holds {len(raw):,} bytes; a {shape} image has {size:,}")
+        return np.frombuffer(raw, np.uint8).reshape(self.image_shape)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _layer_outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        fitted = self.run.preprocess.fit(pixels[None])
+        with self._lock:
+            maps = self._maps(self.run.params, self.run.state, fitted)
+            values = {name: np.asarray(v[0]) for name, v in maps.items()}
+        return {"input": np.asarray(self.run.preprocess.to_float(fitted))[0], **values}
+
+    def _dataset(self) -> Dataset:
+        with self._lock:
+            if self._data is None and self._data_error is None:
+                try:
+                    self._data = load_dataset(self.run.config["dataset"]["name"], self._data_dir)
+                except (JaxcnnError, OSError) as error:
+                    self._data_error = str(error)
+            if self._data is None:
+                raise ExploreRequestError(f"the run's test images are not at hand: {self._data_error}", 404)
+            return self._data
+
+    def _test_predictions(self) -> np.ndarray:
+        data = self._dataset()
+        if self._predictions is None:
+            with self._lock:
+                self._predictions = self.run.predict(data.test_images).argmax(axis=1)
+        return self._predictions
