@@ -155,3 +155,21 @@ def change_one_weight(checkpoint: Path, layer: str) -> None:
         checkpointer.save(rewritten, state)
     shutil.rmtree(item)
     os.replace(rewritten, item)
+
+
+def train_folder_run(root: Path, spec: dict, size: int = 8, train: int = 256, test: int = 64, epochs: int = 1) -> Path:
+    """A run trained on quadrant images written as class folders, so its test set can be read back
+    (``jaxcnn evaluate``, ``show``, ``explore``); returns the run directory."""
+    from jaxcnn.config import TrainConfig
+    from jaxcnn.data import load_dataset
+    from jaxcnn.runs import train_run
+    from jaxcnn.spec import parse_spec
+
+    x, y = quadrant_images(train, 0, size)
+    tx, ty = quadrant_images(test, 1, size)
+    names = ("top-left", "top-right", "bottom-left", "bottom-right")
+    folders = write_class_folders(root / "images", Dataset("quadrants", x, y, tx, ty, names, "made in tests"))
+    data = load_dataset(f"folder:{folders}")
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3)
+    train_run(parse_spec(spec, "spec.json"), data, config, root / "run", progress=False, verbose=False)
+    return root / "run"

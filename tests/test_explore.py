@@ -1,0 +1,315 @@
+"""jaxcnn explore without a browser: each layer type's arithmetic for one pixel against the forward
+pass, the explorer's answers against NumPy, and the server against bad, oversized and hostile requests."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from datasets import TINY_SPEC, train_folder_run
+
+from jaxcnn.data import confusion_matrix, load_dataset
+from jaxcnn.demos import ARTICLE_FILTER, ARTICLE_IMAGE
+from jaxcnn.explore_server import MAX_BODY_BYTES, ExploreServer
+from jaxcnn.explorer import MAX_CELL_IMAGES, Explorer, ExploreRequestError, explains
+from jaxcnn.model import Model
+from jaxcnn.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every window case: padding on each side, stride, dilation, groups; max pooling padded with -inf,
+# average pooling padded both ways.
+WINDOWS_SPEC = {
+    "format": "jaxcnn.spec/1",
+    "name": "windows",
+    "input": [9, 7, 4],
+    "layers": [
+        {"type": "conv", "name": "same", "filters": 6, "size": 3, "padding": "same", "activation": "relu"},
+        {"type": "conv", "name": "strided", "filters": 4, "size": [3, 2], "stride": 2, "padding": [[2, 0], [1, 1]],
+         "dilation": [1, 2], "groups": 2, "activation": "tanh"},  # fmt: skip
+        {"type": "max_pool", "name": "maxp", "size": 2, "stride": 1, "padding": [[1, 0], [0, 1]]},
+        {"type": "avg_pool", "name": "avg_in", "size": 3, "stride": 2, "padding": 1, "count_include_pad": True},
+        {"type": "avg_pool", "name": "avg_out", "inputs": "maxp", "size": 3, "stride": 2, "padding": 1,
+         "count_include_pad": False},  # fmt: skip
+        {"type": "concat", "name": "both", "inputs": ["avg_in", "avg_out"]},
+        {"type": "conv", "name": "nobias", "filters": 2, "size": 2, "use_bias": False},
+        {"type": "flatten", "name": "flat"},
+        {"type": "dense", "name": "out", "units": 3},
+    ],
+}
+
+
+def layer_outputs(model: Model, params, x: np.ndarray) -> dict[str, np.ndarray]:
+    maps = model.intermediates(params, jax.numpy.asarray(x[None]))
+    return {"input": x, **{k: np.asarray(v[0]) for k, v in maps.items()}}
+
+
+def test_every_pixels_arithmetic_gives_the_layers_output():
+    model = Model(parse_spec(WINDOWS_SPEC, "windows.json"))
+    params = model.init(jax.random.key(3))
+    params["same"]["bias"] = np.linspace(-0.5, 0.5, 6).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(9, 7, 4)).astype(np.float32)
+    outputs = layer_outputs(model, params, x)
+    checked = 0
+    for layer in model.spec.layers:
+        if not explains(layer):
+            assert layer.type in ("concat", "flatten", "dense")
+            continue
+        h, w, c = layer.output_shape
+        for row in range(h):
+            for col in range(w):
+                for channel in range(c):
+                    got = layer.explain(params.get(layer.name, {}), outputs[layer.inputs[0]], row, col, channel)
+                    json.dumps(got, allow_nan=False)  # JSON-ready: padding is null, not NaN
+                    want = outputs[layer.name][row, col, channel]
+                    assert got["output"] == pytest.approx(want, abs=1e-5), (layer.name, row, col, channel)
+                    checked += 1
+                    if got["kind"] == "conv":
+                        assert np.sum(got["products"]) + got["bias"] == pytest.approx(got["pre_activation"], abs=1e-9)
+    assert checked > 300
+
+
+def test_the_articles_top_left_output_is_explained_as_four():
+    spec = {"format": "jaxcnn.spec/1", "name": "article", "input": [5, 5, 1],
+            "layers": [{"type": "conv", "filters": 1, "size": 3, "use_bias": False}, {"type": "flatten"}]}  # fmt: skip
+    conv = parse_spec(spec, "article.json").layers[0]
+    weights = {"kernel": ARTICLE_FILTER.reshape(3, 3, 1, 1)}
+    got = conv.explain(weights, ARTICLE_IMAGE.reshape(5, 5, 1).astype(np.float32), 0, 0, 0)
+    assert got["window"] == [[[1.0], [1.0], [1.0]], [[0.0], [1.0], [1.0]], [[0.0], [0.0], [1.0]]]
+    assert np.asarray(got["products"])[..., 0].tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 1]]
+    assert (got["sum"], got["bias"], got["output"]) == (4.0, 0.0, 4.0)
+
+
+def test_max_pools_padding_is_never_kept_and_shows_as_null():
+    spec = {"format": "jaxcnn.spec/1", "name": "p", "input": [2, 2, 1],
+            "layers": [{"type": "max_pool", "size": 2, "stride": 1, "padding": [[1, 0], [1, 0]]}, {"type": "flatten"}]}  # fmt: skip
+    pool = parse_spec(spec, "p.json").layers[0]
+    x = -np.arange(1, 5, dtype=np.float32).reshape(2, 2, 1)  # all negative: -inf padding must still lose
+    got = pool.explain({}, x, 0, 0, 0)
+    assert got["window"] == [[None, None], [None, -1.0]]
+    assert got["kept"] == [1, 1] and got["output"] == -1.0
+
+
+@pytest.fixture(scope="module")
+def explore_run(tmp_path_factory):
+    return train_folder_run(tmp_path_factory.mktemp("explore"), TINY_SPEC)
+
+
+@pytest.fixture(scope="module")
+def explorer(explore_run):
+    return Explorer(explore_run)
+
+
+def pixels_of(image: np.ndarray) -> str:
+    return base64.b64encode(image.tobytes()).decode()
+
+
+def test_explorer_answers_equal_the_run_and_numpy(explorer, explore_run):
+    data = load_dataset(explorer.run.config["dataset"]["name"])
+    image = data.test_images[5]
+    want = explorer.run.predict(image[None])[0]
+    assert np.allclose(explorer.predict(image)["probabilities"], want, atol=1e-6)
+    maps = explorer.activations(image)
+    conv = maps["layers"]["conv1"]
+    values = np.frombuffer(base64.b64decode(conv["data"]), "<f4").reshape(conv["shape"])
+    fitted = explorer.run.preprocess.to_float(image[None].astype(np.uint8))
+    reference = layer_outputs(explorer.model, explorer.run.params, np.asarray(fitted)[0])
+    assert np.allclose(values, reference["conv1"], atol=1e-6)
+    assert explorer.explain(image, "conv1", 2, 3, 1)["layer_value"] == pytest.approx(float(reference["conv1"][2, 3, 1]))
+    assert explorer.test_image(5)["pixels"] == pixels_of(image) and explorer.test_image(5)["label"] == data.test_labels[5]
+
+    predictions = explorer.run.predict(data.test_images).argmax(axis=1)
+    counts = confusion_matrix(data.test_labels, predictions, 4)
+    assert explorer.confusion()["counts"] == counts.tolist()
+    t, p = np.unravel_index(np.argmax(counts), counts.shape)
+    cell = explorer.confusion_cell(int(t), int(p))
+    assert cell["count"] == counts[t, p] and len(cell["images"]) == min(counts[t, p], MAX_CELL_IMAGES)
+    assert all(data.test_labels[i] == t and predictions[i] == p for i in cell["indices"])
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (lambda e, img: e.explain(img, "nope", 0, 0, 0), "no layer named 'nope'; the network has conv1"),
+        (lambda e, img: e.explain(img, "dense1", 0, 0, 0), "for conv, max_pool and avg_pool layers"),
+        (lambda e, img: e.explain(img, "conv1", 8, 0, 0), "row 8 is outside layer 'conv1' (8x8x4): choose 0 to 7"),
+        (lambda e, img: e.explain(img, "pool1", 0, 0, 4), "channel 4 is outside"),
+        (lambda e, img: e.test_image(64), "index 64: the test set has 64 images; choose 0 to 63"),
+        (lambda e, img: e.confusion_cell(0, 4), "predicted=4: classes are 0 to 3"),
+        (lambda e, img: e.decode_pixels("AAAA"), "'pixels' holds 3 bytes; a 8x8x1 image has 64"),
+        (lambda e, img: e.decode_pixels("not base64!"), "'pixels' is not valid base64"),
+        (lambda e, img: e.decode_pixels(12), "'pixels' must be a base64 string"),
+    ],
+)
+def test_explorer_rejects_bad_requests_with_a_message(explorer, call, fragment):
+    with pytest.raises(ExploreRequestError, match=None) as caught:
+        call(explorer, np.zeros((8, 8, 1), np.uint8))
+    assert fragment in str(caught.value)
+    assert caught.value.status == 400
+
+
+def test_missing_test_images_are_a_404_that_says_why(explore_run, tmp_path):
+    moved = Explorer(explore_run, data_dir=str(tmp_path))
+    moved.run.config["dataset"]["name"] = f"folder:{tmp_path / 'gone'}"
+    with pytest.raises(ExploreRequestError) as caught:
+        moved.confusion()
+    assert caught.value.status == 404 and "the run's test images are not at hand" in str(caught.value)
+    assert moved.network()["layers"][0]["name"] == "conv1"  # the rest of the page still works
+
+
+# ---------------------------------------------------------------- the server
+
+
+@pytest.fixture(scope="module")
+def server(explorer):
+    server = ExploreServer(explorer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response, data
+
+
+def test_the_server_listens_on_loopback_only_by_default(server):
+    assert server.server_address[0] == "127.0.0.1"
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
+    response, page = request(server, "GET", "/")
+    assert response.status == 200 and b'data-testid="draw-canvas"' in page
+    assert "default-src 'self'" in response.getheader("Content-Security-Policy")
+    for path in ("/explore.js", "/explore.css"):
+        response, _ = request(server, "GET", path)
+        assert response.status == 200
+    response, network = request(server, "GET", "/api/network")
+    assert response.status == 200 and json.loads(network)["class_names"][0] == "bottom-left"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/../jaxcnn/explorer.py", "/%2e%2e/%2e%2e/etc/passwd", "/explore_page/../explorer.py", "//etc/passwd",
+     "/explore.js/../../pyproject.toml", "/..%2f..%2fpyproject.toml", "/api/../../README.md", "/config.json"],
+)  # fmt: skip
+def test_no_request_reaches_a_file_outside_the_page(server, path):
+    response, body = request(server, "GET", path)
+    assert response.status == 404
+    assert "no such page" in json.loads(body)["error"]
+
+
+def post(server, path: str, payload: object, **headers):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return request(server, "POST", path, body, {"Content-Type": "application/json", **headers})
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "fragment"),
+    [
+        ("/api/predict", b"{not json", 400, "not JSON"),
+        ("/api/predict", [1, 2], 400, "must be a JSON object"),
+        ("/api/predict", {}, 400, "'pixels' must be a base64 string"),
+        ("/api/predict", {"pixels": "AAAA"}, 400, "holds 3 bytes"),
+        ("/api/explain", {"pixels": pixels_of(np.zeros(64, np.uint8)), "layer": "conv1", "row": "x", "col": 0,
+                          "channel": 0}, 400, "'row' must be an integer"),  # fmt: skip
+        ("/api/explain", {"pixels": pixels_of(np.zeros(64, np.uint8)), "layer": "conv1", "row": 0, "col": 0,
+                          "channel": True}, 400, "'channel' must be an integer"),  # fmt: skip
+        ("/api/run-code", {"pixels": ""}, 404, "no such API"),
+    ],
+)
+def test_malformed_requests_get_a_4xx_with_a_message(server, path, payload, status, fragment):
+    response, body = post(server, path, payload)
+    assert response.status == status
+    assert fragment in json.loads(body)["error"]
+
+
+def test_query_errors_get_a_4xx(server):
+    for path, fragment in [("/api/test-image?index=abc", "'index' must be an integer"),
+                           ("/api/test-image", "'index' must be an integer"),
+                           ("/api/test-image?index=-1", "choose 0 to 63"),
+                           ("/api/confusion-cell?true=1", "'predicted' must be an integer")]:  # fmt: skip
+        response, body = request(server, "GET", path)
+        assert response.status == 400, path
+        assert fragment in json.loads(body)["error"]
+
+
+def test_an_oversized_body_is_refused_unread(server):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
+        reply = sock.recv(65536).decode()  # answered at once: the server does not wait for the body
+    assert reply.startswith("HTTP/1.1 413")
+    assert f"at most {MAX_BODY_BYTES:,} are accepted" in reply
+    response, _ = post(server, "/api/predict", {"pixels": pixels_of(np.zeros(64, np.uint8))})
+    assert response.status == 200  # and it goes on serving
+
+
+def test_a_body_without_its_length_and_garbage_requests_do_not_stop_the_server(server):
+    host, port = server.server_address[:2]
+    response, body = request(server, "POST", "/api/predict", None, {"Transfer-Encoding": "chunked"})
+    assert response.status == 411 and "Content-Length" in json.loads(body)["error"]
+    replies = []
+    for garbage in (b"\x00\xff\xfe garbage\r\n\r\n", b"GET " + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"):
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(garbage)
+            replies.append(sock.recv(100))
+    assert replies[1].startswith(b"HTTP/1.1 414")
+    response, _ = request(server, "GET", "/api/network")
+    assert response.status == 200
+
+
+def explore_command(run: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jaxcnn", "explore", str(run), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_command_prints_its_url_serves_and_stops_cleanly_on_ctrl_c(explore_run):
+    process = explore_command(explore_run)
+    try:
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        assert "jaxcnn explore: http://127.0.0.1:" in lines[1] and "Ctrl-C stops the server" in lines[1]
+        url = lines[1].split()[2]
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/api/network")
+        assert connection.getresponse().status == 200
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "jaxcnn explore: stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_taken_port_is_one_error_line(explore_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = explore_command(explore_run, "--port", str(port))
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert err.startswith(f"error: cannot listen on 127.0.0.1 port {port}: "), err
+    assert "Traceback" not in err
