@@ -493,7 +493,9 @@ function renderExplain(answer) {
     parts.push(el("p", { class: "equation" }, el("span", { testid: "explain-output", "data-value": answer.output, text })));
   }
   parts.push(layerValue);
-  byId("explain").replaceChildren(...parts);
+  const box = byId("explain");
+  Object.assign(box.dataset, { layer: answer.layer, row: answer.row, col: answer.col, channel: answer.channel });
+  box.replaceChildren(...parts);
 }
 
 // ------------------------------------------------------------------ the run: curves and confusion matrix

@@ -1,0 +1,282 @@
+"""jaxcnn explore in a real browser (Debian's chromium, driven by playwright): drawn digits are predicted
+as ``load_run(RUN).predict`` predicts them, a conv pixel's arithmetic equals the layer's output, a
+confusion-matrix cell shows its images, and the page fits a phone's screen.
+
+By default the run is a LeNet trained here for one epoch on made-up 28x28 images; set
+``JAXCNN_EXPLORE_RUN`` to test your own run instead (its data set must be at hand), and
+``JAXCNN_SCREENSHOTS`` to a folder to keep the screenshots (the README's come from this). The
+time from the end of a stroke to the updated prediction is printed (``pytest -s``) and, with
+``JAXCNN_EXPLORE_REPORT``, written to that JSON file. Without chromium or playwright these tests
+skip, saying how to install them, unless ``JAXCNN_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that
+a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import shutil
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from datasets import train_folder_run
+from PIL import Image
+
+from jaxcnn.data import confusion_matrix, load_dataset
+from jaxcnn.explore_server import ExploreServer
+from jaxcnn.explorer import Explorer
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL_HINT = ("install them with `apt-get install chromium` and `pip install playwright` (or set JAXCNN_CHROMIUM "
+                "to a Chrome or Chromium binary)")  # fmt: skip
+PHONE = {"width": 390, "height": 844}
+latencies_ms: list[float] = []
+
+
+def chromium_path() -> str | None:
+    named = os.environ.get("JAXCNN_CHROMIUM")
+    if named:
+        return named
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if path is None or sync_playwright is None:
+        missing = "playwright" if sync_playwright is None else "chromium"
+        if os.environ.get("JAXCNN_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"the browser tests must run here (JAXCNN_REQUIRE_BROWSER=1) but {missing} is missing: "
+                        f"{INSTALL_HINT}")  # fmt: skip
+        pytest.skip(f"{missing} is missing, so the browser tests cannot run: {INSTALL_HINT}")
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+        launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    own = os.environ.get("JAXCNN_EXPLORE_RUN")
+    if own:
+        return Path(own)
+    spec = json.loads((ROOT / "specs" / "lenet_mnist.json").read_text())
+    spec["layers"][-1]["units"] = 4
+    return train_folder_run(tmp_path_factory.mktemp("browser"), spec, size=28, train=512, test=200, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def explorer(run_dir) -> Explorer:
+    explorer = Explorer(run_dir)
+    explorer.warm_up()
+    return explorer
+
+
+@pytest.fixture(scope="module")
+def url(explorer):
+    server = ExploreServer(explorer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.url
+    server.shutdown()
+    server.server_close()
+    if latencies_ms:
+        report = {"strokes": len(latencies_ms), "median_ms": statistics.median(latencies_ms),
+                  "max_ms": max(latencies_ms), "all_ms": latencies_ms}  # fmt: skip
+        print(f"\nexplore: stroke end -> updated prediction: {json.dumps(report)}")
+        if os.environ.get("JAXCNN_EXPLORE_REPORT"):
+            Path(os.environ["JAXCNN_EXPLORE_REPORT"]).write_text(json.dumps(report, indent=1) + "\n")
+
+
+@pytest.fixture
+def page(browser, url):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    opened = context.new_page()
+    outside: list[str] = []
+    failures: list[str] = []
+    opened.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else outside.append(r.url))
+    opened.on("pageerror", lambda error: failures.append(str(error)))
+    opened.on("console", lambda m: failures.append(m.text) if m.type == "error" else None)
+    opened.goto(url)
+    wait_until(opened, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
+    yield opened
+    context.close()
+    assert not outside, f"the page fetched from outside its server: {outside}"
+    assert not failures, f"the page reported errors: {failures}"
+
+
+def wait_until(page, expression: str, timeout: float = 60.0) -> None:
+    """Poll ``expression`` in the page (playwright's wait_for_function evaluates strings, which the page's
+    Content-Security-Policy forbids, as it should)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.evaluate(expression):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"the page never satisfied {expression}")
+
+
+def wait_idle(page) -> None:
+    wait_until(page, "document.body.dataset.busy === 'false' && "
+               "window.jaxcnnExplore.stats.renderedSeq === window.jaxcnnExplore.stats.seq")  # fmt: skip
+
+
+def draw(page, points: list[tuple[float, float]]) -> None:
+    """One stroke through ``points`` (fractions of the canvas), as a mouse would draw it."""
+    box = page.get_by_test_id("draw-canvas").bounding_box()
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+    wait_idle(page)
+    latencies_ms.append(page.evaluate("window.jaxcnnExplore.stats.lastLatencyMs"))
+
+
+ONE = [(0.52, 0.15 + 0.7 * i / 20) for i in range(21)]
+ZERO = [(0.5 + 0.22 * math.sin(2 * math.pi * i / 40), 0.5 - 0.32 * math.cos(2 * math.pi * i / 40)) for i in range(42)]
+
+
+def page_pixels(page, explorer: Explorer) -> np.ndarray:
+    raw = base64.b64decode(page.evaluate("window.jaxcnnExplore.pixels()"))
+    return np.frombuffer(raw, np.uint8).reshape(explorer.image_shape)
+
+
+def shown_prediction(page) -> tuple[int, dict[int, float]]:
+    rows = page.get_by_test_id("prediction-row")
+    shown = {int(rows.nth(i).get_attribute("data-class-index")): float(rows.nth(i).get_attribute("data-probability"))
+             for i in range(rows.count())}  # fmt: skip
+    return int(page.get_by_test_id("prediction").get_attribute("data-top")), shown
+
+
+def screenshot(page, name: str, tmp_path: Path, full_page: bool = True) -> Path:
+    folder = Path(os.environ.get("JAXCNN_SCREENSHOTS") or tmp_path)
+    path = folder / f"explore_{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def test_drawn_one_and_zero_are_predicted_as_the_run_predicts_them(page, explorer, tmp_path):
+    for stroke, shape in ((ONE, "tall"), (ZERO, "ring")):
+        page.get_by_test_id("clear").click()
+        wait_idle(page)
+        draw(page, stroke)
+        pixels = page_pixels(page, explorer)
+        ink = np.argwhere(pixels[..., 0] > 64)
+        height, width = np.ptp(ink, axis=0) + 1
+        if shape == "tall":  # fitted into MNIST's 20-pixel box: a tall, thin stroke
+            assert height == 20 and width <= 6
+        else:  # a loop: a 20-pixel ring around a dark middle
+            assert height == 20 and width >= 10 and pixels[14, 14, 0] < 64
+        want = explorer.run.predict(pixels[None])[0]
+        top, shown = shown_prediction(page)
+        assert top == int(np.argmax(want))
+        assert len(shown) == min(5, len(want))
+        for index, probability in shown.items():
+            assert probability == pytest.approx(float(want[index]), abs=1e-5)
+    screenshot(page, "drawn_zero", tmp_path, full_page=False)
+
+
+def test_a_conv_pixels_arithmetic_equals_the_layers_output(page, explorer, tmp_path):
+    draw(page, ZERO)
+    pixels = page_pixels(page, explorer)
+    conv = next(layer for layer in explorer.model.spec.layers[1:] if layer.type == "conv")  # one with many channels
+    height, width, _ = conv.output_shape
+    target = page.get_by_test_id(f"map-{conv.name}-3")
+    size = target.bounding_box()
+    target.click(position={"x": size["width"] * 0.55, "y": size["height"] * 0.35})
+    wait_until(page, f"document.querySelector('[data-testid=explain]').dataset.layer === '{conv.name}'")
+    explain = page.get_by_test_id("explain")
+    row, col, channel = (int(explain.get_attribute(f"data-{k}")) for k in ("row", "col", "channel"))
+    assert (row, col, channel) == (int(0.35 * height), int(0.55 * width), 3)
+
+    def value(testid: str) -> float:
+        return float(page.get_by_test_id(testid).get_attribute("data-value"))
+
+    products = [float(v) for v in page.locator("[data-testid=explain-products] td").evaluate_all(
+        "cells => cells.map(c => c.dataset.value)")]  # fmt: skip
+    assert len(products) == math.prod(conv.size) * conv.input_shape[2]
+    assert sum(products) == pytest.approx(value("explain-sum"), abs=1e-5)
+    assert value("explain-sum") + value("explain-bias") == pytest.approx(value("explain-pre"), abs=1e-6)
+    assert max(0.0, value("explain-pre")) == pytest.approx(value("explain-output"), abs=1e-6)  # relu
+    fitted = explorer.run.preprocess.to_float(explorer.run.preprocess.fit(pixels[None]))
+    maps = explorer.model.intermediates(explorer.run.params, jax.numpy.asarray(fitted), explorer.run.state)
+    assert value("explain-output") == pytest.approx(float(maps[conv.name][0, row, col, channel]), abs=1e-5)
+    screenshot(page, "arithmetic", tmp_path)
+
+    pool = next(layer for layer in explorer.model.spec.layers if layer.type == "max_pool")
+    page.get_by_test_id(f"map-{pool.name}-1").click(position={"x": 20, "y": 20})
+    wait_until(page, f"document.querySelector('[data-testid=explain]').dataset.layer === '{pool.name}'")
+    window = [float(v) for v in page.locator("[data-testid=explain-products] td").evaluate_all(
+        "cells => cells.map(c => c.dataset.value).filter(v => v !== '')")]  # fmt: skip
+    r, c = (int(explain.get_attribute(f"data-{k}")) for k in ("row", "col"))
+    assert value("explain-output") == max(window) == pytest.approx(float(maps[pool.name][0, r, c, 1]), abs=1e-6)
+
+
+def test_a_confusion_cell_shows_its_images(page, explorer):
+    data = load_dataset(explorer.run.config["dataset"]["name"], explorer._data_dir)
+    predictions = explorer.run.predict(data.test_images).argmax(axis=1)
+    counts = confusion_matrix(data.test_labels, predictions, len(explorer.run.class_names))
+    t, p = np.unravel_index(np.argmax(counts - 10**9 * np.eye(len(counts)) * (counts.sum() > np.trace(counts))),
+                            counts.shape)  # the largest mistake, or the largest cell when there is none  # fmt: skip
+    page.get_by_test_id(f"cell-{t}-{p}").click()
+    wait_until(page, f"document.querySelector('[data-testid=cell-count]').dataset.count === '{counts[t, p]}'")
+    images = page.get_by_test_id("cell-image")
+    assert images.count() == min(int(counts[t, p]), 100)
+    first = int(images.first.get_attribute("title").rsplit("#", 1)[1])
+    images.first.click()  # explores that test image
+    wait_until(page, f"window.jaxcnnExplore.state.source === 'test' && document.querySelector("
+               f"'[data-testid=test-index]').value === '{first}'")  # fmt: skip
+    wait_idle(page)
+    assert np.array_equal(page_pixels(page, explorer), data.test_images[first])
+    assert data.test_labels[first] == t and predictions[first] == p
+
+
+def test_a_picked_test_image_and_an_upload_reach_the_network_unchanged(page, explorer, tmp_path):
+    data = load_dataset(explorer.run.config["dataset"]["name"], explorer._data_dir)
+    page.get_by_test_id("test-index").fill("7")
+    page.get_by_test_id("pick-test").click()
+    wait_until(page, "window.jaxcnnExplore.state.source === 'test'")
+    wait_idle(page)
+    assert np.array_equal(page_pixels(page, explorer), data.test_images[7])
+    assert f"labelled {explorer.run.class_names[data.test_labels[7]]}" in page.get_by_test_id("input-note").inner_text()
+
+    image = data.test_images[11]
+    upload = tmp_path / "mine.png"
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(upload)
+    page.get_by_test_id("upload").set_input_files(str(upload))
+    wait_until(page, "window.jaxcnnExplore.state.source === 'upload'")
+    wait_idle(page)
+    assert np.array_equal(page_pixels(page, explorer), image)
+    top, _ = shown_prediction(page)
+    assert top == int(np.argmax(explorer.run.predict(image[None])[0]))
+
+
+def test_the_page_fits_a_phone_screen(browser, url, tmp_path):
+    context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True, device_scale_factor=2)
+    page = context.new_page()
+    page.goto(url)
+    wait_until(page, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
+    page.get_by_test_id("map-conv1-0").click(position={"x": 10, "y": 10})  # the widest part: the arithmetic
+    page.get_by_test_id("explain-output").wait_for()
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page is {widths[0]} px wide on a {widths[1]} px screen"
+    box = page.get_by_test_id("draw-canvas").bounding_box()
+    assert box["width"] <= PHONE["width"]
+    page.get_by_test_id("clear").tap()
+    screenshot(page, "phone", tmp_path, full_page=False)
+    context.close()
