@@ -69,11 +69,11 @@ class ExploreHandler(BaseHTTPRequestHandler):
     timeout = REQUEST_TIMEOUT_SECONDS
     server_version = "jaxcnn-explore"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         explorer = self.server.explorer
@@ -93,7 +93,7 @@ class ExploreHandler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no such page: {url.path[:200]}")
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         explorer = self.server.explorer
         if path not in ("/api/predict", "/api/activations", "/api/explain"):
@@ -175,5 +175,6 @@ class ExploreServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        host = host.decode() if isinstance(host, bytes) else host
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"

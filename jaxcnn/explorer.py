@@ -20,8 +20,8 @@ import numpy as np
 from jaxcnn.data import Dataset, confusion_matrix, load_dataset
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.layer_types import Layer
-from jaxcnn.runs import read_metrics, run_data_dir
 from jaxcnn.runs import load_run as _load_run
+from jaxcnn.runs import read_metrics, run_data_dir
 
 MAX_CELL_IMAGES = 100
 """The most test images one confusion-matrix cell returns (the count is always exact)."""
@@ -60,7 +60,7 @@ class Explorer:
         self.run = _load_run(self.run_dir, which)
         self.model = self.run.model
         self.layers = {layer.name: layer for layer in self.model.spec.layers}
-        self.image_shape: tuple[int, int, int] = tuple(self.run.image_shape)  # type: ignore[assignment]
+        self.image_shape: tuple[int, int, int] = tuple(self.run.image_shape)
         self.metrics = read_metrics(self.run_dir)
         self._data_dir = run_data_dir(self.run.config, data_dir)
         self._lock = threading.Lock()
@@ -108,8 +108,8 @@ class Explorer:
     def activations(self, pixels: np.ndarray) -> dict[str, Any]:
         """Every layer's output for one image (after its activation), and the network's input as it sees it."""
         outputs = self._layer_outputs(pixels)
-        return {"input": encode_array(outputs["input"]),
-                "layers": {name: encode_array(values) for name, values in outputs.items() if name != "input"}}  # fmt: skip
+        layers = {name: encode_array(values) for name, values in outputs.items() if name != "input"}
+        return {"input": encode_array(outputs["input"]), "layers": layers}
 
     def explain(self, pixels: np.ndarray, layer_name: str, row: int, col: int, channel: int) -> dict[str, Any]:
         """The arithmetic behind one output pixel of a conv or pooling layer, with the value the layer gave."""

@@ -139,7 +139,13 @@ class Layer:
 
 
 def _window(
-    x: np.ndarray, row: int, col: int, size: IntPair, stride: IntPair, padding: PaddingPairs, dilation: IntPair,
+    x: np.ndarray,
+    row: int,
+    col: int,
+    size: IntPair,
+    stride: IntPair,
+    padding: PaddingPairs,
+    dilation: IntPair,
     fill: float,
 ) -> tuple[np.ndarray, list[int], list[int], np.ndarray]:
     """The input window (f x f x C, float64) an output pixel reads; padded taps hold ``fill``. Also the

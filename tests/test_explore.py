@@ -17,7 +17,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from datasets import TINY_SPEC, train_folder_run
 
 from jaxcnn.data import confusion_matrix, load_dataset
 from jaxcnn.demos import ARTICLE_FILTER, ARTICLE_IMAGE
@@ -25,6 +24,8 @@ from jaxcnn.explore_server import MAX_BODY_BYTES, ExploreServer
 from jaxcnn.explorer import MAX_CELL_IMAGES, Explorer, ExploreRequestError, explains
 from jaxcnn.model import Model
 from jaxcnn.spec import parse_spec
+
+from datasets import TINY_SPEC, train_folder_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +37,28 @@ WINDOWS_SPEC = {
     "input": [9, 7, 4],
     "layers": [
         {"type": "conv", "name": "same", "filters": 6, "size": 3, "padding": "same", "activation": "relu"},
-        {"type": "conv", "name": "strided", "filters": 4, "size": [3, 2], "stride": 2, "padding": [[2, 0], [1, 1]],
-         "dilation": [1, 2], "groups": 2, "activation": "tanh"},  # fmt: skip
+        {
+            "type": "conv",
+            "name": "strided",
+            "filters": 4,
+            "size": [3, 2],
+            "stride": 2,
+            "padding": [[2, 0], [1, 1]],
+            "dilation": [1, 2],
+            "groups": 2,
+            "activation": "tanh",
+        },
         {"type": "max_pool", "name": "maxp", "size": 2, "stride": 1, "padding": [[1, 0], [0, 1]]},
         {"type": "avg_pool", "name": "avg_in", "size": 3, "stride": 2, "padding": 1, "count_include_pad": True},
-        {"type": "avg_pool", "name": "avg_out", "inputs": "maxp", "size": 3, "stride": 2, "padding": 1,
-         "count_include_pad": False},  # fmt: skip
+        {
+            "type": "avg_pool",
+            "name": "avg_out",
+            "inputs": "maxp",
+            "size": 3,
+            "stride": 2,
+            "padding": 1,
+            "count_include_pad": False,
+        },
         {"type": "concat", "name": "both", "inputs": ["avg_in", "avg_out"]},
         {"type": "conv", "name": "nobias", "filters": 2, "size": 2, "use_bias": False},
         {"type": "flatten", "name": "flat"},
@@ -51,6 +68,7 @@ WINDOWS_SPEC = {
 
 
 def layer_outputs(model: Model, params, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every layer's output for one image, and the image as ``"input"``."""
     maps = model.intermediates(params, jax.numpy.asarray(x[None]))
     return {"input": x, **{k: np.asarray(v[0]) for k, v in maps.items()}}
 
@@ -58,7 +76,7 @@ def layer_outputs(model: Model, params, x: np.ndarray) -> dict[str, np.ndarray]:
 def test_every_pixels_arithmetic_gives_the_layers_output():
     model = Model(parse_spec(WINDOWS_SPEC, "windows.json"))
     params = model.init(jax.random.key(3))
-    params["same"]["bias"] = np.linspace(-0.5, 0.5, 6).astype(np.float32)
+    params["same"]["bias"] = jax.numpy.linspace(-0.5, 0.5, 6)
     x = np.random.default_rng(0).normal(size=(9, 7, 4)).astype(np.float32)
     outputs = layer_outputs(model, params, x)
     checked = 0
@@ -71,6 +89,7 @@ def test_every_pixels_arithmetic_gives_the_layers_output():
             for col in range(w):
                 for channel in range(c):
                     got = layer.explain(params.get(layer.name, {}), outputs[layer.inputs[0]], row, col, channel)
+                    assert got is not None
                     json.dumps(got, allow_nan=False)  # JSON-ready: padding is null, not NaN
                     want = outputs[layer.name][row, col, channel]
                     assert got["output"] == pytest.approx(want, abs=1e-5), (layer.name, row, col, channel)
@@ -86,17 +105,19 @@ def test_the_articles_top_left_output_is_explained_as_four():
     conv = parse_spec(spec, "article.json").layers[0]
     weights = {"kernel": ARTICLE_FILTER.reshape(3, 3, 1, 1)}
     got = conv.explain(weights, ARTICLE_IMAGE.reshape(5, 5, 1).astype(np.float32), 0, 0, 0)
+    assert got is not None
     assert got["window"] == [[[1.0], [1.0], [1.0]], [[0.0], [1.0], [1.0]], [[0.0], [0.0], [1.0]]]
     assert np.asarray(got["products"])[..., 0].tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 1]]
     assert (got["sum"], got["bias"], got["output"]) == (4.0, 0.0, 4.0)
 
 
 def test_max_pools_padding_is_never_kept_and_shows_as_null():
-    spec = {"format": "jaxcnn.spec/1", "name": "p", "input": [2, 2, 1],
-            "layers": [{"type": "max_pool", "size": 2, "stride": 1, "padding": [[1, 0], [1, 0]]}, {"type": "flatten"}]}  # fmt: skip
+    padded = {"type": "max_pool", "size": 2, "stride": 1, "padding": [[1, 0], [1, 0]]}
+    spec = {"format": "jaxcnn.spec/1", "name": "p", "input": [2, 2, 1], "layers": [padded, {"type": "flatten"}]}
     pool = parse_spec(spec, "p.json").layers[0]
     x = -np.arange(1, 5, dtype=np.float32).reshape(2, 2, 1)  # all negative: -inf padding must still lose
     got = pool.explain({}, x, 0, 0, 0)
+    assert got is not None
     assert got["window"] == [[None, None], [None, -1.0]]
     assert got["kept"] == [1, 1] and got["output"] == -1.0
 
@@ -127,7 +148,8 @@ def test_explorer_answers_equal_the_run_and_numpy(explorer, explore_run):
     reference = layer_outputs(explorer.model, explorer.run.params, np.asarray(fitted)[0])
     assert np.allclose(values, reference["conv1"], atol=1e-6)
     assert explorer.explain(image, "conv1", 2, 3, 1)["layer_value"] == pytest.approx(float(reference["conv1"][2, 3, 1]))
-    assert explorer.test_image(5)["pixels"] == pixels_of(image) and explorer.test_image(5)["label"] == data.test_labels[5]
+    picked = explorer.test_image(5)
+    assert picked["pixels"] == pixels_of(image) and picked["label"] == data.test_labels[5]
 
     predictions = explorer.run.predict(data.test_images).argmax(axis=1)
     counts = confusion_matrix(data.test_labels, predictions, 4)
@@ -230,10 +252,18 @@ def post(server, path: str, payload: object, **headers):
         ("/api/predict", [1, 2], 400, "must be a JSON object"),
         ("/api/predict", {}, 400, "'pixels' must be a base64 string"),
         ("/api/predict", {"pixels": "AAAA"}, 400, "holds 3 bytes"),
-        ("/api/explain", {"pixels": pixels_of(np.zeros(64, np.uint8)), "layer": "conv1", "row": "x", "col": 0,
-                          "channel": 0}, 400, "'row' must be an integer"),  # fmt: skip
-        ("/api/explain", {"pixels": pixels_of(np.zeros(64, np.uint8)), "layer": "conv1", "row": 0, "col": 0,
-                          "channel": True}, 400, "'channel' must be an integer"),  # fmt: skip
+        (
+            "/api/explain",
+            {"pixels": pixels_of(np.zeros(64, np.uint8)), "layer": "conv1", "row": "x", "col": 0, "channel": 0},
+            400,
+            "'row' must be an integer",
+        ),
+        (
+            "/api/explain",
+            {"pixels": pixels_of(np.zeros(64, np.uint8)), "layer": "conv1", "row": 0, "col": 0, "channel": True},
+            400,
+            "'channel' must be an integer",
+        ),
         ("/api/run-code", {"pixels": ""}, 404, "no such API"),
     ],
 )
@@ -257,7 +287,10 @@ def test_an_oversized_body_is_refused_unread(server):
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=30) as sock:
         sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
-        reply = sock.recv(65536).decode()  # answered at once: the server does not wait for the body
+        received = b""  # answered at once, without the body: the server does not wait for it, and closes
+        while chunk := sock.recv(65536):
+            received += chunk
+    reply = received.decode()
     assert reply.startswith("HTTP/1.1 413")
     assert f"at most {MAX_BODY_BYTES:,} are accepted" in reply
     response, _ = post(server, "/api/predict", {"pixels": pixels_of(np.zeros(64, np.uint8))})
@@ -287,6 +320,7 @@ def explore_command(run: Path, *args: str) -> subprocess.Popen:
 def test_the_command_prints_its_url_serves_and_stops_cleanly_on_ctrl_c(explore_run):
     process = explore_command(explore_run)
     try:
+        assert process.stdout is not None
         lines = [process.stdout.readline(), process.stdout.readline()]
         assert "jaxcnn explore: http://127.0.0.1:" in lines[1] and "Ctrl-C stops the server" in lines[1]
         url = lines[1].split()[2]

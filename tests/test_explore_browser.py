@@ -6,7 +6,8 @@ By default the run is a LeNet trained here for one epoch on made-up 28x28 images
 ``JAXCNN_EXPLORE_RUN`` to test your own run instead (its data set must be at hand), and
 ``JAXCNN_SCREENSHOTS`` to a folder to keep the screenshots (the README's come from this). The
 time from the end of a stroke to the updated prediction is printed (``pytest -s``) and, with
-``JAXCNN_EXPLORE_REPORT``, written to that JSON file. Without chromium or playwright these tests
+``JAXCNN_EXPLORE_REPORT``, written to that JSON file (``JAXCNN_EXPLORE_ROUNDS=N`` draws the 1 and
+the 0 N times). Without chromium or playwright these tests
 skip, saying how to install them, unless ``JAXCNN_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that
 a failure.
 """
@@ -26,12 +27,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from datasets import train_folder_run
 from PIL import Image
 
 from jaxcnn.data import confusion_matrix, load_dataset
 from jaxcnn.explore_server import ExploreServer
 from jaxcnn.explorer import Explorer
+
+from datasets import train_folder_run
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = ("install them with `apt-get install chromium` and `pip install playwright` (or set JAXCNN_CHROMIUM "
@@ -53,7 +55,7 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        sync_playwright = None
+        sync_playwright = None  # type: ignore[assignment]
     if path is None or sync_playwright is None:
         missing = "playwright" if sync_playwright is None else "chromium"
         if os.environ.get("JAXCNN_REQUIRE_BROWSER") == "1":
@@ -171,7 +173,8 @@ def screenshot(page, name: str, tmp_path: Path, full_page: bool = True) -> Path:
 
 
 def test_drawn_one_and_zero_are_predicted_as_the_run_predicts_them(page, explorer, tmp_path):
-    for stroke, shape in ((ONE, "tall"), (ZERO, "ring")):
+    rounds = int(os.environ.get("JAXCNN_EXPLORE_ROUNDS", "1"))  # more strokes for a steadier latency figure
+    for stroke, shape in ((ONE, "tall"), (ZERO, "ring")) * rounds:
         page.get_by_test_id("clear").click()
         wait_idle(page)
         draw(page, stroke)
@@ -266,7 +269,7 @@ def test_a_picked_test_image_and_an_upload_reach_the_network_unchanged(page, exp
     assert top == int(np.argmax(explorer.run.predict(image[None])[0]))
 
 
-def test_the_page_fits_a_phone_screen(browser, url, tmp_path):
+def test_the_page_fits_a_phone_screen(browser, url, explorer, tmp_path):
     context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True, device_scale_factor=2)
     page = context.new_page()
     page.goto(url)
@@ -278,5 +281,8 @@ def test_the_page_fits_a_phone_screen(browser, url, tmp_path):
     box = page.get_by_test_id("draw-canvas").bounding_box()
     assert box["width"] <= PHONE["width"]
     page.get_by_test_id("clear").tap()
+    page.evaluate("window.scrollTo(0, 0)")
+    draw(page, ONE)
+    assert page_pixels(page, explorer).max() > 200  # drawing works on a touch screen's page too
     screenshot(page, "phone", tmp_path, full_page=False)
     context.close()
