@@ -179,7 +179,7 @@ class Explorer:
         fitted = self.run.preprocess.fit(pixels[None])
         with self._lock:
             maps = self._maps(self.run.params, self.run.state, fitted)
-            values = {name: np.asarray(v[0]) for name, v in maps.items()}
+            values = {name: np.asarray(maps[name][0]) for name in self.layers}  # in the spec's order
         return {"input": np.asarray(self.run.preprocess.to_float(fitted))[0], **values}
 
     def _dataset(self) -> Dataset:

@@ -347,3 +347,20 @@ def test_a_taken_port_is_one_error_line(explore_run):
     assert process.returncode == 1
     assert err.startswith(f"error: cannot listen on 127.0.0.1 port {port}: "), err
     assert "Traceback" not in err
+
+
+def test_a_graph_with_batch_norm_and_a_residual_block_is_explored_layer_by_layer(tmp_path):
+    from datasets import GRAPH_SPEC
+
+    explorer = Explorer(train_folder_run(tmp_path, GRAPH_SPEC))
+    names = [layer.name for layer in explorer.model.spec.layers]
+    assert "res.conv" in names and "res.add" in names
+    image = np.full((8, 8, 1), 90, np.uint8)
+    maps = explorer.activations(image)
+    assert list(maps["layers"]) == names
+    rows = {row["name"]: row for row in explorer.network()["layers"]}
+    assert rows["res.add"]["inputs"] == ["res.conv", "r1"] and rows["res.conv"]["explains"]
+    outputs = explorer._layer_outputs(image)
+    got = explorer.explain(image, "res.conv", 0, 7, 2)  # a corner: padded taps
+    assert got["input_layer"] == "r1" and got["inside"][0] == [False, False, False]
+    assert got["output"] == pytest.approx(float(outputs["res.conv"][0, 7, 2]), abs=1e-5) == got["layer_value"]

@@ -15,6 +15,7 @@ a failure.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import shutil
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -86,14 +88,23 @@ def explorer(run_dir) -> Explorer:
     return explorer
 
 
-@pytest.fixture(scope="module")
-def url(explorer):
+@contextlib.contextmanager
+def serving(explorer: Explorer) -> Iterator[str]:
+    """The explorer's server on a free loopback port, in a thread; yields its URL."""
     server = ExploreServer(explorer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def url(explorer):
+    with serving(explorer) as address:
+        yield address
     if latencies_ms:
         report = {"strokes": len(latencies_ms), "median_ms": statistics.median(latencies_ms),
                   "max_ms": max(latencies_ms), "all_ms": latencies_ms}  # fmt: skip
@@ -286,3 +297,24 @@ def test_the_page_fits_a_phone_screen(browser, url, explorer, tmp_path):
     assert page_pixels(page, explorer).max() > 200  # drawing works on a touch screen's page too
     screenshot(page, "phone", tmp_path, full_page=False)
     context.close()
+
+
+def test_a_graphs_branches_and_blocks_are_shown_and_explained(browser, tmp_path):
+    from datasets import GRAPH_SPEC
+
+    explorer = Explorer(train_folder_run(tmp_path, GRAPH_SPEC))
+    with serving(explorer) as address:
+        context = browser.new_context(viewport={"width": 1000, "height": 800})
+        page = context.new_page()
+        page.goto(address)
+        wait_until(page, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
+        for layer in explorer.model.spec.layers:
+            assert page.get_by_test_id(f"layer-{layer.name}").count() == 1
+        assert "res.conv + r1" in page.get_by_test_id("row-res.add").inner_text()  # the branch joined
+        assert page.get_by_test_id("map-res.add-3").count() == 1
+        page.get_by_test_id("map-res.conv-2").click(position={"x": 5, "y": 5})
+        wait_until(page, "document.querySelector('[data-testid=explain]').dataset.layer === 'res.conv'")
+        shown = float(page.get_by_test_id("explain-output").get_attribute("data-value"))
+        forward = float(page.get_by_test_id("explain-layer-value").get_attribute("data-value"))
+        assert shown == pytest.approx(forward, abs=1e-5)
+        context.close()
