@@ -128,8 +128,9 @@ class Explorer:
         source = layer.inputs[0]
         answer = layer.explain(self.run.params.get(layer_name, {}), outputs[source], row, col, channel)
         assert answer is not None  # explains(layer) said so
+        layer_value = float(outputs[layer_name][row, col, channel])
         return {**answer, "layer": layer_name, "input_layer": source, "row": row, "col": col, "channel": channel,
-                "layer_value": float(outputs[layer_name][row, col, channel])}  # fmt: skip
+                "layer_value": layer_value}  # fmt: skip
 
     def test_image(self, index: int) -> dict[str, Any]:
         """One test image and its label, when the run's data set is at hand."""

@@ -4,7 +4,8 @@ A layer type is one frozen dataclass here. Its class attributes say what a spec 
 (``FIELDS``, each with its JSON Schema and help text), its ``resolve`` checks those fields
 against the input shapes and computes the output shape, and its methods give the parameter and
 state shapes, the initial values, the FLOPs, the settings text of ``jaxcnn summary`` and
-``draw``, and how it applies. :mod:`jaxcnn.spec`, :mod:`jaxcnn.model`, the summary, the diagram
+``draw``, how it applies, its ONNX form, and for windowed types how one output pixel is computed
+(``explain``, shown by ``jaxcnn explore``). :mod:`jaxcnn.spec`, :mod:`jaxcnn.model`, the summary, the diagram
 and ``specs/schema.json`` (:mod:`jaxcnn.schema`) are all driven by :data:`LAYER_TYPES`, so adding
 a layer type is one new class plus its tests.
 
