@@ -155,3 +155,22 @@ def test_resnet_profile_smoke_prints_its_three_tables(monkeypatch, capsys):
     assert "| 3x3 conv, forward + both gradients | jaxcnn lax (ms) | jaxcnn fast (ms) | PyTorch (ms) |" in printed
     assert "| without its batch norms |" in printed
     assert "| one lax.scan |" in printed
+
+
+@pytest.mark.slow
+def test_cifar10_minutes_smoke_draws_the_curve_and_times_the_step(tmp_path, monkeypatch, capsys):
+    from datasets import write_cifar_binary
+
+    monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    folder = tmp_path / "data" / "cifar10"
+    folder.mkdir(parents=True)
+    write_cifar_binary(folder / D.CIFAR10_BINARY, per_batch=40)
+    monkeypatch.setattr(
+        D, "recorded_checksums", lambda name: {D.CIFAR10_BINARY: ("u", D.sha256_of(folder / D.CIFAR10_BINARY))}
+    )
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    _, results = experiment_smoke("cifar10_minutes", tmp_path / "data", tmp_path / "out", monkeypatch)
+    assert results["models"][0]["spec"] == "vgg_bn_cifar10.json" and results["models"][0]["config"]["tta"]
+    assert (tmp_path / "out" / "accuracy_vs_minutes.png").stat().st_size > 5000
+    printed = capsys.readouterr().out
+    assert "one training step of 128 images: forward " in printed and "matrix product on the same CPU" in printed

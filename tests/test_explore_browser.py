@@ -209,14 +209,19 @@ def test_a_conv_pixels_arithmetic_equals_the_layers_output(page, explorer, tmp_p
     draw(page, ZERO)
     pixels = page_pixels(page, explorer)
     conv = next(layer for layer in explorer.model.spec.layers[1:] if layer.type == "conv")  # one with many channels
+    fitted = explorer.run.preprocess.to_float(explorer.run.preprocess.fit(pixels[None]))
+    maps = explorer.model.intermediates(explorer.run.params, jax.numpy.asarray(fitted), explorer.run.state)
+    want_row, want_col, channel = np.unravel_index(int(np.argmax(maps[conv.name][0])), conv.output_shape)
     height, width, _ = conv.output_shape
-    target = page.get_by_test_id(f"map-{conv.name}-3")
+    target = page.get_by_test_id(f"map-{conv.name}-{channel}")  # click the pixel at the middle of its cell
     size = target.bounding_box()
-    target.click(position={"x": size["width"] * 0.55, "y": size["height"] * 0.35})
+    target.click(
+        position={"x": (want_col + 0.5) * size["width"] / width, "y": (want_row + 0.5) * size["height"] / height}
+    )
     wait_until(page, f"document.querySelector('[data-testid=explain]').dataset.layer === '{conv.name}'")
     explain = page.get_by_test_id("explain")
-    row, col, channel = (int(explain.get_attribute(f"data-{k}")) for k in ("row", "col", "channel"))
-    assert (row, col, channel) == (int(0.35 * height), int(0.55 * width), 3)
+    row, col, shown_channel = (int(explain.get_attribute(f"data-{k}")) for k in ("row", "col", "channel"))
+    assert (row, col, shown_channel) == (want_row, want_col, channel)
 
     def value(testid: str) -> float:
         return float(page.get_by_test_id(testid).get_attribute("data-value"))
@@ -227,8 +232,7 @@ def test_a_conv_pixels_arithmetic_equals_the_layers_output(page, explorer, tmp_p
     assert sum(products) == pytest.approx(value("explain-sum"), abs=1e-5)
     assert value("explain-sum") + value("explain-bias") == pytest.approx(value("explain-pre"), abs=1e-6)
     assert max(0.0, value("explain-pre")) == pytest.approx(value("explain-output"), abs=1e-6)  # relu
-    fitted = explorer.run.preprocess.to_float(explorer.run.preprocess.fit(pixels[None]))
-    maps = explorer.model.intermediates(explorer.run.params, jax.numpy.asarray(fitted), explorer.run.state)
+    assert value("explain-output") > 0  # the layer's largest output: the arithmetic is not a clipped zero
     assert value("explain-output") == pytest.approx(float(maps[conv.name][0, row, col, channel]), abs=1e-5)
     screenshot(page, "arithmetic", tmp_path)
 
