@@ -157,9 +157,12 @@ def change_one_weight(checkpoint: Path, layer: str) -> None:
     os.replace(rewritten, item)
 
 
-def train_folder_run(root: Path, spec: dict, size: int = 8, train: int = 256, test: int = 64, epochs: int = 1) -> Path:
+def train_folder_run(
+    root: Path, spec: dict, size: int = 8, train: int = 256, test: int = 64, epochs: int = 1, rgb: bool = False
+) -> Path:
     """A run trained on quadrant images written as class folders, so its test set can be read back
-    (``jaxcnn evaluate``, ``show``, ``explore``); returns the run directory."""
+    (``jaxcnn evaluate``, ``show``, ``explore``); returns the run directory. ``rgb``: three different
+    channels (the grey image, its negative, half of it)."""
     from jaxcnn.config import TrainConfig
     from jaxcnn.data import load_dataset
     from jaxcnn.runs import train_run
@@ -167,6 +170,8 @@ def train_folder_run(root: Path, spec: dict, size: int = 8, train: int = 256, te
 
     x, y = quadrant_images(train, 0, size)
     tx, ty = quadrant_images(test, 1, size)
+    if rgb:
+        x, tx = (np.concatenate([a, 255 - a, a // 2], axis=-1) for a in (x, tx))
     names = ("top-left", "top-right", "bottom-left", "bottom-right")
     folders = write_class_folders(root / "images", Dataset("quadrants", x, y, tx, ty, names, "made in tests"))
     data = load_dataset(f"folder:{folders}")

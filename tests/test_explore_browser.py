@@ -146,8 +146,9 @@ def wait_idle(page) -> None:
                "window.jaxcnnExplore.stats.renderedSeq === window.jaxcnnExplore.stats.seq")  # fmt: skip
 
 
-def draw(page, points: list[tuple[float, float]]) -> None:
-    """One stroke through ``points`` (fractions of the canvas), as a mouse would draw it."""
+def draw(page, points: list[tuple[float, float]], record: bool = True) -> None:
+    """One stroke through ``points`` (fractions of the canvas), as a mouse would draw it; ``record`` adds
+    its latency to the reported figure (for the module's run only)."""
     box = page.get_by_test_id("draw-canvas").bounding_box()
     at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
     page.mouse.move(*at[0])
@@ -156,7 +157,8 @@ def draw(page, points: list[tuple[float, float]]) -> None:
         page.mouse.move(x, y, steps=2)
     page.mouse.up()
     wait_idle(page)
-    latencies_ms.append(page.evaluate("window.jaxcnnExplore.stats.lastLatencyMs"))
+    if record:
+        latencies_ms.append(page.evaluate("window.jaxcnnExplore.stats.lastLatencyMs"))
 
 
 ONE = [(0.52, 0.15 + 0.7 * i / 20) for i in range(21)]
@@ -321,4 +323,35 @@ def test_a_graphs_branches_and_blocks_are_shown_and_explained(browser, tmp_path)
         shown = float(page.get_by_test_id("explain-output").get_attribute("data-value"))
         forward = float(page.get_by_test_id("explain-layer-value").get_attribute("data-value"))
         assert shown == pytest.approx(forward, abs=1e-5)
+        context.close()
+
+
+def test_an_rgb_run_shows_colour_filters_and_takes_colour_uploads_and_drawings(browser, tmp_path):
+    from datasets import TINY_SPEC
+
+    explorer = Explorer(train_folder_run(tmp_path, {**TINY_SPEC, "input": [8, 8, 3]}, rgb=True))
+    image = load_dataset(explorer.run.config["dataset"]["name"]).test_images[3]
+    assert image.shape == (8, 8, 3) and not np.array_equal(image[..., 0], image[..., 1])
+    upload = tmp_path / "colour.png"
+    Image.fromarray(image).save(upload)
+    with serving(explorer) as address:
+        context = browser.new_context(viewport={"width": 1000, "height": 800})
+        page = context.new_page()
+        page.goto(address)
+        wait_until(page, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
+        assert page.locator("[data-testid=filters] canvas").count() == 4  # conv1's 4 filters of 3x3x3
+        page.get_by_test_id("upload").set_input_files(str(upload))
+        wait_until(page, "window.jaxcnnExplore.state.source === 'upload'")
+        wait_idle(page)
+        assert np.array_equal(page_pixels(page, explorer), image)
+        draw(page, ONE, record=False)
+        drawn = page_pixels(page, explorer)
+        # the whole canvas scaled to 8x8: the stroke is under a pixel wide, so grey; white, so equal in every channel
+        assert (
+            drawn.max() > 64
+            and np.array_equal(drawn[..., 0], drawn[..., 1])
+            and np.array_equal(drawn[..., 0], drawn[..., 2])
+        )
+        top, _ = shown_prediction(page)
+        assert top == int(np.argmax(explorer.run.predict(drawn[None])[0]))
         context.close()
