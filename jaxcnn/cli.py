@@ -255,6 +255,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+class ExploreStartError(JaxcnnError):
+    """The explore server could not start (the port is taken, the host is not this machine's)."""
+
+
 def _cmd_explore(args: argparse.Namespace) -> int:
     import ipaddress
 
@@ -281,10 +285,6 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("jaxcnn explore: stopped")
     return 0
-
-
-class ExploreStartError(JaxcnnError):
-    """The explore server could not start (the port is taken, the host is not this machine's)."""
 
 
 def _cmd_draw(args: argparse.Namespace) -> int:

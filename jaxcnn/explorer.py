@@ -20,8 +20,7 @@ import numpy as np
 from jaxcnn.data import Dataset, confusion_matrix, load_dataset
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.layer_types import Layer
-from jaxcnn.runs import load_run as _load_run
-from jaxcnn.runs import read_metrics, run_data_dir
+from jaxcnn.runs import load_run, read_metrics, run_data_dir
 
 MAX_CELL_IMAGES = 100
 """The most test images one confusion-matrix cell returns (the count is always exact)."""
@@ -57,7 +56,7 @@ class Explorer:
 
     def __init__(self, run_dir: str | Path, data_dir: str | None = None, which: str = "best") -> None:
         self.run_dir = Path(run_dir)
-        self.run = _load_run(self.run_dir, which)
+        self.run = load_run(self.run_dir, which)
         self.model = self.run.model
         self.layers = {layer.name: layer for layer in self.model.spec.layers}
         self.image_shape: tuple[int, int, int] = tuple(self.run.image_shape)
@@ -67,6 +66,8 @@ class Explorer:
         self._data: Dataset | None = None
         self._data_error: str | None = None
         self._predictions: np.ndarray | None = None
+        self._last_outputs: tuple[bytes, dict[str, np.ndarray]] | None = None
+        """The last image's layer outputs: the page asks for its maps and then its pixels' arithmetic."""
         model, preprocess = self.model, self.run.preprocess
         self._maps = jax.jit(lambda params, state, images: model.intermediates(params, preprocess.to_float(images),
                                                                                state))  # fmt: skip
@@ -177,11 +178,16 @@ class Explorer:
     # ------------------------------------------------------------------ helpers
 
     def _layer_outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        fitted = self.run.preprocess.fit(pixels[None])
+        key = pixels.tobytes()
         with self._lock:
+            if self._last_outputs is not None and self._last_outputs[0] == key:
+                return self._last_outputs[1]
+            fitted = self.run.preprocess.fit(pixels[None])
             maps = self._maps(self.run.params, self.run.state, fitted)
-            values = {name: np.asarray(maps[name][0]) for name in self.layers}  # in the spec's order
-        return {"input": np.asarray(self.run.preprocess.to_float(fitted))[0], **values}
+            outputs = {"input": np.asarray(self.run.preprocess.to_float(fitted))[0]}
+            outputs |= {name: np.asarray(maps[name][0]) for name in self.layers}  # in the spec's order
+            self._last_outputs = (key, outputs)
+            return outputs
 
     def _dataset(self) -> Dataset:
         with self._lock:
