@@ -20,6 +20,8 @@ from jaxcnn.spec import NetworkSpec, SpecError, load_spec
 
 # jaxcnn.data's name for it, repeated so the command starts without importing NumPy (a test checks them).
 DATA_DIR_ENV = "JAXCNN_DATA_DIR"
+# jaxcnn.explore_server's default address, repeated for the same reason (a test checks them).
+EXPLORE_HOST = "127.0.0.1"
 
 
 class UsageError(Exception):
@@ -407,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explore = commands.add_parser("explore", help="a local web page: draw an image and see inside the trained network")
     explore.add_argument("run", help="a run directory")
-    explore.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+    explore.add_argument("--host", default=EXPLORE_HOST, help=f"address to listen on (default {EXPLORE_HOST}: this "
                          "machine only)")  # fmt: skip
     explore.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     _add_data_dir(explore)

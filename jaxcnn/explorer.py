@@ -202,7 +202,7 @@ class Explorer:
 
     def _test_predictions(self) -> np.ndarray:
         data = self._dataset()
-        if self._predictions is None:
-            with self._lock:
+        with self._lock:
+            if self._predictions is None:  # checked under the lock: two requests compute it once
                 self._predictions = self.run.predict(data.test_images).argmax(axis=1)
-        return self._predictions
+            return self._predictions

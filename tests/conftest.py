@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import pytest
@@ -38,3 +42,18 @@ def full_float32_products_on_accelerators() -> None:
     hide or fake a difference, so there the tests ask for full float32 products. CPUs always use it."""
     if jax.default_backend() != "cpu":
         jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@contextlib.contextmanager
+def serving(explorer: Any) -> Iterator[Any]:
+    """``jaxcnn explore``'s server for ``explorer`` on a free loopback port, in a thread; yields the server."""
+    from jaxcnn.explore_server import ExploreServer
+
+    server = ExploreServer(explorer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

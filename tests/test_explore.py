@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import jax
@@ -20,11 +19,12 @@ import pytest
 
 from jaxcnn.data import confusion_matrix, load_dataset
 from jaxcnn.demos import ARTICLE_FILTER, ARTICLE_IMAGE
-from jaxcnn.explore_server import MAX_BODY_BYTES, ExploreServer
+from jaxcnn.explore_server import MAX_BODY_BYTES
 from jaxcnn.explorer import MAX_CELL_IMAGES, Explorer, ExploreRequestError, explains
 from jaxcnn.model import Model
 from jaxcnn.spec import parse_spec
 
+from conftest import serving
 from datasets import TINY_SPEC, train_folder_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,12 +195,8 @@ def test_missing_test_images_are_a_404_that_says_why(explore_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(explorer):
-    server = ExploreServer(explorer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(explorer) as running:
+        yield running
 
 
 def request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

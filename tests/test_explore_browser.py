@@ -21,10 +21,10 @@ import math
 import os
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -32,9 +32,9 @@ import pytest
 from PIL import Image
 
 from jaxcnn.data import confusion_matrix, load_dataset
-from jaxcnn.explore_server import ExploreServer
 from jaxcnn.explorer import Explorer
 
+from conftest import serving
 from datasets import train_folder_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,23 +88,10 @@ def explorer(run_dir) -> Explorer:
     return explorer
 
 
-@contextlib.contextmanager
-def serving(explorer: Explorer) -> Iterator[str]:
-    """The explorer's server on a free loopback port, in a thread; yields its URL."""
-    server = ExploreServer(explorer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def url(explorer):
-    with serving(explorer) as address:
-        yield address
+    with serving(explorer) as server:
+        yield server.url
     if latencies_ms:
         report = {"strokes": len(latencies_ms), "median_ms": statistics.median(latencies_ms),
                   "max_ms": max(latencies_ms), "all_ms": latencies_ms}  # fmt: skip
@@ -115,7 +102,15 @@ def url(explorer):
 
 @pytest.fixture
 def page(browser, url):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    with open_page(browser, url, viewport={"width": 1200, "height": 900}) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def open_page(browser, url: str, **context_options) -> Iterator[Any]:
+    """The page at ``url``, loaded and ready, in a new browser context; on leaving, fails if the page
+    fetched anything from outside its server or reported an error."""
+    context = browser.new_context(**context_options)
     opened = context.new_page()
     outside: list[str] = []
     failures: list[str] = []
@@ -287,33 +282,26 @@ def test_a_picked_test_image_and_an_upload_reach_the_network_unchanged(page, exp
 
 
 def test_the_page_fits_a_phone_screen(browser, url, explorer, tmp_path):
-    context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True, device_scale_factor=2)
-    page = context.new_page()
-    page.goto(url)
-    wait_until(page, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
-    page.get_by_test_id("map-conv1-0").click(position={"x": 10, "y": 10})  # the widest part: the arithmetic
-    page.get_by_test_id("explain-output").wait_for()
-    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert widths[0] <= widths[1], f"the page is {widths[0]} px wide on a {widths[1]} px screen"
-    box = page.get_by_test_id("draw-canvas").bounding_box()
-    assert box["width"] <= PHONE["width"]
-    page.get_by_test_id("clear").tap()
-    page.evaluate("window.scrollTo(0, 0)")
-    draw(page, ONE)
-    assert page_pixels(page, explorer).max() > 200  # drawing works on a touch screen's page too
-    screenshot(page, "phone", tmp_path, full_page=False)
-    context.close()
+    phone = open_page(browser, url, viewport=PHONE, has_touch=True, is_mobile=True, device_scale_factor=2)
+    with phone as page:
+        page.get_by_test_id("map-conv1-0").click(position={"x": 10, "y": 10})  # the widest part: the arithmetic
+        page.get_by_test_id("explain-output").wait_for()
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"the page is {widths[0]} px wide on a {widths[1]} px screen"
+        box = page.get_by_test_id("draw-canvas").bounding_box()
+        assert box["width"] <= PHONE["width"]
+        page.get_by_test_id("clear").tap()
+        page.evaluate("window.scrollTo(0, 0)")
+        draw(page, ONE)
+        assert page_pixels(page, explorer).max() > 200  # drawing works on a touch screen's page too
+        screenshot(page, "phone", tmp_path, full_page=False)
 
 
 def test_a_graphs_branches_and_blocks_are_shown_and_explained(browser, tmp_path):
     from datasets import GRAPH_SPEC
 
     explorer = Explorer(train_folder_run(tmp_path, GRAPH_SPEC))
-    with serving(explorer) as address:
-        context = browser.new_context(viewport={"width": 1000, "height": 800})
-        page = context.new_page()
-        page.goto(address)
-        wait_until(page, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
+    with serving(explorer) as server, open_page(browser, server.url, viewport={"width": 1000, "height": 800}) as page:
         for layer in explorer.model.spec.layers:
             assert page.get_by_test_id(f"layer-{layer.name}").count() == 1
         assert "res.conv + r1" in page.get_by_test_id("row-res.add").inner_text()  # the branch joined
@@ -323,7 +311,6 @@ def test_a_graphs_branches_and_blocks_are_shown_and_explained(browser, tmp_path)
         shown = float(page.get_by_test_id("explain-output").get_attribute("data-value"))
         forward = float(page.get_by_test_id("explain-layer-value").get_attribute("data-value"))
         assert shown == pytest.approx(forward, abs=1e-5)
-        context.close()
 
 
 def test_an_rgb_run_shows_colour_filters_and_takes_colour_uploads_and_drawings(browser, tmp_path):
@@ -334,11 +321,7 @@ def test_an_rgb_run_shows_colour_filters_and_takes_colour_uploads_and_drawings(b
     assert image.shape == (8, 8, 3) and not np.array_equal(image[..., 0], image[..., 1])
     upload = tmp_path / "colour.png"
     Image.fromarray(image).save(upload)
-    with serving(explorer) as address:
-        context = browser.new_context(viewport={"width": 1000, "height": 800})
-        page = context.new_page()
-        page.goto(address)
-        wait_until(page, "window.jaxcnnExplore !== undefined && window.jaxcnnExplore.stats.ready")
+    with serving(explorer) as server, open_page(browser, server.url, viewport={"width": 1000, "height": 800}) as page:
         assert page.locator("[data-testid=filters] canvas").count() == 4  # conv1's 4 filters of 3x3x3
         page.get_by_test_id("upload").set_input_files(str(upload))
         wait_until(page, "window.jaxcnnExplore.state.source === 'upload'")
@@ -354,4 +337,3 @@ def test_an_rgb_run_shows_colour_filters_and_takes_colour_uploads_and_drawings(b
         )
         top, _ = shown_prediction(page)
         assert top == int(np.argmax(explorer.run.predict(drawn[None])[0]))
-        context.close()

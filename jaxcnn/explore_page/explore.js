@@ -159,10 +159,8 @@ function pixelsFromDrawing() {
   for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
     if (ink[(y * W + x) * 4] > 16) { top = Math.min(top, y); bottom = Math.max(bottom, y); left = Math.min(left, x); right = Math.max(right, x); }
   }
-  const small = el("canvas", { width: w, height: h });
+  const small = blackCanvas(w, h);
   const ctx = small.getContext("2d");
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, w, h);
   ctx.imageSmoothingQuality = "high";
   if (bottom < 0) return new Uint8Array(h * w * c);
   if (c === 1) {
@@ -170,15 +168,20 @@ function pixelsFromDrawing() {
     const scale = (Math.min(h, w) * MNIST_BOX) / Math.max(bw, bh);
     ctx.drawImage(drawCanvas, left, top, bw, bh, (w - bw * scale) / 2, (h - bh * scale) / 2, bw * scale, bh * scale);
     const [my, mx] = centreOfMass(ctx.getImageData(0, 0, w, h).data, h, w);
-    const shifted = el("canvas", { width: w, height: h });
-    const sctx = shifted.getContext("2d");
-    sctx.fillStyle = "#000";
-    sctx.fillRect(0, 0, w, h);
+    const sctx = blackCanvas(w, h).getContext("2d");
     sctx.drawImage(small, Math.round((w - 1) / 2 - mx), Math.round((h - 1) / 2 - my));
     return pixelsOf(sctx, h, w, c);
   }
   ctx.drawImage(drawCanvas, 0, 0, W, H, 0, 0, w, h);
   return pixelsOf(ctx, h, w, c);
+}
+
+function blackCanvas(w, h) {
+  const canvas = el("canvas", { width: w, height: h });
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, w, h);
+  return canvas;
 }
 
 function centreOfMass(rgba, h, w) {
