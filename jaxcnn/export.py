@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jaxcnn.errors import JaxcnnError
+from jaxcnn.files import written_whole
 from jaxcnn.spec import INPUT, NetworkSpec
 
 if TYPE_CHECKING:
@@ -204,27 +203,17 @@ class _Prefixed:
 
 @contextlib.contextmanager
 def _written_whole(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed to it on success and removed on any failure."""
+    """:func:`jaxcnn.files.written_whole`, with ``--out``'s mistakes as one-line errors."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ExportError(f"{path}: the folder {folder} does not exist; create it first")
     if path.is_dir():
         raise ExportError(f"{path}: is a folder; --out names the file to write")
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
+        with written_whole(path) as temporary:
+            yield temporary
     except OSError as err:
         raise ExportError(f"{path}: cannot write in {folder} ({err.strerror}); choose another --out") from None
-    os.close(fd)
-    try:
-        yield Path(temporary)
-        try:
-            os.replace(temporary, path)
-        except OSError as err:
-            raise ExportError(f"{path}: cannot be written ({err.strerror}); choose another --out") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def export_onnx(run: Run, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:

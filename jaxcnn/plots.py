@@ -7,8 +7,6 @@ tests can check that the numbers in a picture are the ones the code computed.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxcnn.errors import JaxcnnError
+from jaxcnn.files import written_whole
 
 
 def _pyplot() -> Any:
@@ -35,20 +34,16 @@ class PictureError(JaxcnnError):
 
 def save(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) atomically and close it."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # SVG keeps its words as text (searchable, selectable), not as drawn outlines.
-        with _pyplot().rc_context({"svg.fonttype": "none"}):
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        with _pyplot().rc_context({"svg.fonttype": "none"}), written_whole(path) as temporary:
+            fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
     except OSError as err:
         raise PictureError(
             f"{err.filename or path}: cannot write the picture ({err.strerror}); give --out a writable folder"
         ) from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 

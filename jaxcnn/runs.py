@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jaxcnn.data import DATA_DIR_ENV, Dataset, Preprocess, load_dataset, plan_preprocess, resolve_data_dir
+from jaxcnn.files import written_whole
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import InputShapeError, Model, Params, State
 from jaxcnn.parallel import fetch
@@ -46,12 +47,8 @@ PREDICT_BATCH = 1000
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with written_whole(path) as temporary:
+        temporary.write_text(text)
 
 
 def _versions() -> dict[str, str]:

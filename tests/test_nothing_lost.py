@@ -310,3 +310,21 @@ def test_leftovers_of_a_killed_writer_are_tidied_whatever_the_run_is_called(tmp_
         assert finish_interrupted_writes(gone) == [f"put back {gone}: an --overwrite of it was stopped before the "
                                                    "new run was in place"]  # fmt: skip
     assert (gone / "config.json").read_text() == "{}"
+
+
+def test_a_file_written_whole_is_all_new_or_all_old_and_leaves_nothing_behind(tmp_path):
+    from jaxcnn.files import written_whole
+
+    target = tmp_path / "net.onnx"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt), written_whole(target) as temporary:
+        temporary.write_text("half of the new")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of writing
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with written_whole(target) as temporary:
+        assert temporary.parent == tmp_path and temporary.suffix == ".onnx" and temporary.name.startswith(".")
+        temporary.write_text("new")
+    assert target.read_text() == "new" and sorted(tmp_path.iterdir()) == [target, plain]
+    assert target.stat().st_mode == plain.stat().st_mode  # the usual permissions, not a private temp file's
