@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -67,9 +68,12 @@ class TimedRun:
     compile_seconds: float
 
     @classmethod
-    def compiled(cls, model: Model, batch: int, images: np.ndarray, labels: np.ndarray, augment: str = "") -> TimedRun:
-        """A Trainer at ``batch`` (augmenting as ``augment`` says) with its step and evaluation compiled."""
-        config = TrainConfig(batch_size=batch, augment=augment)
+    def compiled(
+        cls, model: Model, batch: int, images: np.ndarray, labels: np.ndarray, augment: str = "", devices: int = 1
+    ) -> TimedRun:
+        """A Trainer at ``batch`` on ``devices`` devices (augmenting as ``augment`` says) with its step and
+        evaluation compiled."""
+        config = TrainConfig(batch_size=batch, augment=augment, devices=devices)
         trainer = Trainer(model, config, Preprocess(), images, labels, images[:batch], labels[:batch])
         state = trainer.init_state()
         return cls(trainer, state, trainer.compile(state))
@@ -82,12 +86,21 @@ class TimedRun:
         return time.perf_counter() - start
 
 
+CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def split_cpu(devices: int) -> None:
+    """Ask XLA to present the CPU as ``devices`` devices, so training is data-parallel across its cores
+    (on the 2-core machine, faster than one device's thread pool for networks with long steps, slower for
+    LeNet: docs/performance.md, "One CPU device or one per core").
+    A count already in ``XLA_FLAGS`` wins. Only takes effect before JAX starts its backend."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_DEVICES_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={devices}".strip()
+
+
 def machine() -> str:
-    """The CPU model, core count and JAX device, for the results table."""
-    import os
-
-    import jax
-
+    """The CPU model, core count and JAX devices, for the results table."""
     model = platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -96,8 +109,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    device = jax.devices()[0]
-    return f"{model}, {os.cpu_count()} cores; JAX {jax.__version__} on {device.platform} ({device.device_kind})"
+    devices = jax.devices()
+    count = f"{len(devices)} x " if len(devices) > 1 else ""
+    return (f"{model}, {os.cpu_count()} cores; JAX {jax.__version__} on {count}{devices[0].platform} "
+            f"({devices[0].device_kind})")  # fmt: skip
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

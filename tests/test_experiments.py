@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 from typing import Any
 
@@ -36,6 +38,7 @@ def tiny_mnist_dir(tmp_path, monkeypatch):
 def experiment_smoke(script: str, data_dir, out, monkeypatch) -> tuple[Any, dict[str, Any]]:
     """Run ``experiments/<script>.py --smoke`` on the tiny MNIST folder into ``out``; its module and results."""
     module = importlib.import_module(script)
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # a script's split_cpu must not outlive the test
     argv = [f"{script}.py", "--smoke", "--no-progress", "--data-dir", str(data_dir), "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     module.main()
@@ -164,13 +167,28 @@ def test_cifar10_minutes_smoke_draws_the_curve_and_times_the_step(tmp_path, monk
     monkeypatch.setenv(D.CACHE_DIR_ENV, str(tmp_path / "cache"))
     folder = tmp_path / "data" / "cifar10"
     folder.mkdir(parents=True)
-    write_cifar_binary(folder / D.CIFAR10_BINARY, per_batch=40)
+    write_cifar_binary(folder / D.CIFAR10_BINARY, per_batch=52)  # 260 images: one batch of 256
     monkeypatch.setattr(
         D, "recorded_checksums", lambda name: {D.CIFAR10_BINARY: ("u", D.sha256_of(folder / D.CIFAR10_BINARY))}
     )
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    _, results = experiment_smoke("cifar10_minutes", tmp_path / "data", tmp_path / "out", monkeypatch)
+    module, results = experiment_smoke("cifar10_minutes", tmp_path / "data", tmp_path / "out", monkeypatch)
     assert results["models"][0]["spec"] == "vgg_bn_cifar10.json" and results["models"][0]["config"]["tta"]
     assert (tmp_path / "out" / "accuracy_vs_minutes.png").stat().st_size > 5000
     printed = capsys.readouterr().out
-    assert "one training step of 128 images: forward " in printed and "matrix product on the same CPU" in printed
+    assert f"one training step of {module.BATCH} images on one device: forward " in printed
+    assert "matrix product on the same CPU" in printed
+
+
+@pytest.mark.slow
+def test_cpu_devices_smoke_trains_each_network_on_one_device_and_on_the_split_cpu():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+    script = ROOT / "benchmarks" / "tools" / "cpu_devices.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--batch", "8"], env=env, capture_output=True,
+                          text=True, timeout=600, check=True)  # fmt: skip
+    printed = done.stdout
+    assert "| network | augment | 1 device img/s | 2 devices img/s | speed-up (median of rounds) |" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and ".json" in line]
+    names = ["| lenet_mnist.json", "| bn_mnist.json", "| vgg_bn_cifar10.json", "| resnet20_cifar10.json"]
+    assert [row.split(" | ")[0] for row in rows] == names
+    assert "JAX" in printed and "on 2 x cpu" in printed  # the flag took effect: JAX saw two CPU devices
