@@ -86,6 +86,18 @@ class TimedRun:
         return time.perf_counter() - start
 
 
+def interleaved_epoch_seconds(runs: dict[Any, TimedRun], rounds: int) -> dict[Any, list[float]]:
+    """After one untimed warm-up epoch each, ``rounds`` rounds that time one epoch of every run in turn,
+    so a drift of the machine's speed touches all alike; each run's epoch seconds, by its key."""
+    for run in runs.values():
+        run.epoch_seconds()
+    seconds: dict[Any, list[float]] = {key: [] for key in runs}
+    for _ in range(rounds):
+        for key, run in runs.items():
+            seconds[key].append(run.epoch_seconds())
+    return seconds
+
+
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 

@@ -3,7 +3,7 @@
 Command:  JAXCNN_DATA_DIR=../shared/data python experiments/fashion_mnist.py
 Smoke:    JAXCNN_DATA_DIR=../shared/data python experiments/fashion_mnist.py --smoke   (seconds)
 Machine:  2-core AMD EPYC x86-64 CPU, no GPU (jaxlib 0.10.2), split into 2 XLA devices (see below)
-Time:     1234 s in all; training 38 s (LeNet) and 1091 s (the batch-norm CNN: 27 s an epoch), 2026-11-30
+Time:     1205 s in all; training 36 s (LeNet) and 1070 s (the batch-norm CNN: 27 s an epoch), 2026-11-30
 Result:   LeNet 90.51% after 10 epochs with ``specs/lenet_mnist.json`` unchanged (target 90%);
           ``specs/bn_mnist.json`` 93.50% after 40 epochs (goal: 93.5% in at most 20 minutes of training)
 

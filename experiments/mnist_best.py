@@ -19,6 +19,8 @@ from jaxcnn.train import TrainConfig
 
 from common import Plan, parser, run_experiment, run_script
 
+DEFAULT_OUT = "runs/mnist_best"
+"""Where the runs and results go unless ``--out`` says otherwise (the main job reads the best figure there)."""
 RECIPE = TrainConfig(epochs=15, lr=4e-3, schedule="onecycle", augment="translate=2")
 PLANS = [
     Plan("LeNet-style CNN (article table), translate=2", "lenet_mnist.json", RECIPE, "without augmentation: 99.1%"),
@@ -27,7 +29,7 @@ PLANS = [
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], "runs/mnist_best").parse_args()
+    args = parser(__doc__.splitlines()[0], DEFAULT_OUT).parse_args()
     run_experiment(args, "mnist", PLANS, "MNIST test accuracy")
 
 

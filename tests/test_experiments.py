@@ -47,6 +47,7 @@ def experiment_smoke(script: str, data_dir, out, monkeypatch) -> tuple[Any, dict
 
 @pytest.mark.slow
 def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no runs/mnist_best here
     out = tmp_path / "out"
     reproduce_article, results = experiment_smoke("reproduce_article", tiny_mnist_dir, out, monkeypatch)
     assert [m["spec"] for m in results["models"]] == ["mlp_mnist.json", "lenet_mnist.json"]
@@ -54,9 +55,31 @@ def test_reproduce_article_smoke(tiny_mnist_dir, tmp_path, monkeypatch, capsys):
     assert "smoke subset" in results["dataset"]
     printed = capsys.readouterr().out
     assert "| LeNet-style CNN (article table) | lenet_mnist.json | 62,558 | 1 |" in printed
+    assert "-> this library's best: python experiments/mnist_best.py (writes runs/mnist_best/)" in printed
     assert (out / "lenet_mnist" / "config.json").exists()
     with pytest.raises(SystemExit, match="already holds results"):
         reproduce_article.main()
+
+
+def test_the_main_jobs_last_line_runs_from_the_articles_96_percent_to_the_best_measured_network(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    from reproduce_article import progression
+
+    run = {"models": [{"spec": "mlp_mnist.json", "final_test_accuracy": 0.9707},
+                      {"spec": "lenet_mnist.json", "final_test_accuracy": 0.99141}]}  # fmt: skip
+    best = tmp_path / "mnist_best" / "results.json"
+    start = "the article's 96% -> its fully connected network here 97.07% -> its LeNet 99.14% -> "
+    assert (
+        progression(run, best)
+        == start + f"this library's best: python experiments/mnist_best.py (writes {best.parent}/)"
+    )
+    best.parent.mkdir()
+    models = [{"label": "LeNet, translate=2", "final_test_accuracy": 0.9935},
+              {"label": "wider CNN, translate=2", "final_test_accuracy": 0.99594}]  # fmt: skip
+    best.write_text(json.dumps({"dataset": "MNIST (smoke subset: 2000 train, 1000 test)", "models": models}))
+    assert "python experiments/mnist_best.py" in progression(run, best)  # a smoke run's figure is no best
+    best.write_text(json.dumps({"dataset": "MNIST", "models": models}))
+    assert progression(run, best) == start + f"this library's best, wider CNN, translate=2: 99.59% ({best})"
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from jaxcnn.spec import load_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))  # experiments/common.py
 
-from common import ROOT, TimedRun, machine, markdown_table, random_training_data
+from common import ROOT, TimedRun, interleaved_epoch_seconds, machine, markdown_table, random_training_data
 
 VARIANTS = ("", "translate=2", "translate=2,erase=8", "flip")
 
@@ -36,12 +36,7 @@ def main() -> None:
     model = Model(load_spec(ROOT / "specs" / "lenet_mnist.json"))
     images, labels = random_training_data(model, count)
     runs = {v: TimedRun.compiled(model, 128, images, labels, v) for v in VARIANTS}
-    for run in runs.values():
-        run.epoch_seconds()  # one warm-up epoch each
-    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    for _ in range(rounds):
-        for variant, run in runs.items():
-            seconds[variant].append(run.epoch_seconds())
+    seconds = interleaved_epoch_seconds(runs, rounds)
     rows = []
     for variant in VARIANTS:
         ratios = [s / plain for s, plain in zip(seconds[variant], seconds[""], strict=True)]

@@ -23,7 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))  # 
 from jaxcnn.model import Model
 from jaxcnn.spec import load_spec
 
-from common import ROOT, TimedRun, machine, markdown_table, random_training_data, run_script, split_cpu
+from common import (
+    ROOT,
+    TimedRun,
+    interleaved_epoch_seconds,
+    machine,
+    markdown_table,
+    random_training_data,
+    run_script,
+    split_cpu,
+)
 
 NETWORKS = (  # spec, augmentation (the recipe's), images per timed epoch
     ("lenet_mnist.json", "", 16384),
@@ -46,12 +55,7 @@ def main() -> None:
         model = Model(load_spec(ROOT / "specs" / spec_file))
         images, labels = random_training_data(model, 2 * args.batch if args.smoke else count)
         runs = {d: TimedRun.compiled(model, args.batch, images, labels, augment, devices=d) for d in (1, args.devices)}
-        for run in runs.values():
-            run.epoch_seconds()  # one warm-up epoch each
-        seconds: dict[int, list[float]] = {d: [] for d in runs}
-        for _ in range(1 if args.smoke else args.rounds):
-            for devices, run in runs.items():
-                seconds[devices].append(run.epoch_seconds())
+        seconds = interleaved_epoch_seconds(runs, 1 if args.smoke else args.rounds)
         one, split = (statistics.median(seconds[d]) for d in runs)
         ratio = statistics.median(a / b for a, b in zip(seconds[1], seconds[args.devices], strict=True))
         seen = len(images) // args.batch * args.batch
