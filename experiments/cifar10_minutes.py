@@ -12,9 +12,10 @@ Result:   85.87% test accuracy (JPEG copy) after 12 epochs (goal: 85% in at most
 Trains ``specs/vgg_bn_cifar10.json`` (a VGG-style network with batch norm, 32-64-128 filters) with a
 short, fast recipe: batch 256, SGD with Nesterov momentum on a one-cycle schedule peaking at 0.2,
 weight decay 5e-4 kept off biases and batch-norm scales, label smoothing 0.1, 2-pixel translations
-and flips, and flip test-time augmentation. On a CPU it splits the CPU into ``CPU_DEVICES`` XLA
-devices and trains data-parallel over them: 1.42x the img/s of one device for this network on the
-2-core machine (``benchmarks/tools/cpu_devices.py``); a device count already in ``XLA_FLAGS`` wins.
+and flips, and flip test-time augmentation. On a CPU it splits the CPU into ``RECIPE_CPU_DEVICES``
+XLA devices (``common.py``) and trains data-parallel over them: 1.42x the img/s of one device for
+this network on the 2-core machine (``benchmarks/tools/cpu_devices.py``); a device count already in
+``XLA_FLAGS`` wins.
 The spec's dropout is light (0.05 to 0.25): in a 12-epoch run the network under-fits rather than
 over-fits. The script then draws the test accuracy against training minutes
 (``OUT/accuracy_vs_minutes.png``) and times the parts of one training step on one device: the
@@ -44,8 +45,6 @@ SPEC = "vgg_bn_cifar10.json"
 EPOCHS = 12
 """Chosen so that training takes at most 20 minutes on the 2-core CPU in the header."""
 BATCH = 256
-CPU_DEVICES = 2
-"""On a CPU, train data-parallel over this many XLA devices (one per core of the 2-core machine)."""
 
 
 def plans(epochs: int) -> list[Plan]:
@@ -117,7 +116,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0], "runs/cifar10_minutes")
     p.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs (default {EPOCHS})")
     args = p.parse_args()
-    split_cpu(CPU_DEVICES)
+    split_cpu()
     results = run_experiment(args, "cifar10", plans(args.epochs), "CIFAR-10 test accuracy in 20 CPU minutes")
     out = Path(args.out)
     metrics = results["models"][0]["metrics"]

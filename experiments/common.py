@@ -25,6 +25,8 @@ from jaxcnn.train import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE_TRAIN, SMOKE_TEST = 2000, 1000
+SMOKE_NOTE = "smoke subset"
+"""Written into a smoke run's data-set description, so its figures are never taken for a full run's."""
 
 
 def parser(description: str, default_out: str) -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def smoke_subset(data: Dataset) -> Dataset:
         train_labels=data.train_labels[train],
         test_images=data.test_images[test],
         test_labels=data.test_labels[test],
-        source=data.source + f" (smoke subset: {SMOKE_TRAIN} train, {SMOKE_TEST} test)",
+        source=data.source + f" ({SMOKE_NOTE}: {SMOKE_TRAIN} train, {SMOKE_TEST} test)",
     )
 
 
@@ -99,9 +101,11 @@ def interleaved_epoch_seconds(runs: dict[Any, TimedRun], rounds: int) -> dict[An
 
 
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+RECIPE_CPU_DEVICES = 2
+"""The devices the recipe scripts split the CPU into: one per core of the 2-core machine they were measured on."""
 
 
-def split_cpu(devices: int) -> None:
+def split_cpu(devices: int = RECIPE_CPU_DEVICES) -> None:
     """Ask XLA to present the CPU as ``devices`` devices, so training is data-parallel across its cores
     (on the 2-core machine, faster than one device's thread pool for networks with long steps, slower for
     LeNet: docs/performance.md, "One CPU device or one per core").

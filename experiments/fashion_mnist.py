@@ -10,8 +10,8 @@ Result:   LeNet 90.51% after 10 epochs with ``specs/lenet_mnist.json`` unchanged
 The second recipe: AdamW (weight decay 0.05, kept off biases and batch-norm scales), batch 256, a
 one-cycle learning rate peaking at 4e-3, label smoothing 0.1, 2-pixel translations and horizontal
 flips (clothes may be mirrored; digits may not), and flip test-time augmentation. On a CPU the
-script splits the CPU into ``CPU_DEVICES`` XLA devices and trains data-parallel over them, which
-made the batch-norm CNN's epochs 9% faster on the 2-core machine
+script splits the CPU into ``RECIPE_CPU_DEVICES`` XLA devices (``common.py``) and trains
+data-parallel over them, which made the batch-norm CNN's epochs 9% faster on the 2-core machine
 (``benchmarks/tools/cpu_devices.py``); a device count already in ``XLA_FLAGS`` wins.
 """
 
@@ -20,9 +20,6 @@ from __future__ import annotations
 from jaxcnn.train import TrainConfig
 
 from common import Plan, parser, run_experiment, run_script, split_cpu
-
-CPU_DEVICES = 2
-"""On a CPU, train data-parallel over this many XLA devices (one per core of the 2-core machine)."""
 
 PLANS = [
     Plan("LeNet-style CNN (article table)", "lenet_mnist.json", TrainConfig(epochs=10, lr=3e-3, schedule="onecycle"),
@@ -36,7 +33,7 @@ PLANS = [
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "runs/fashion_mnist").parse_args()
-    split_cpu(CPU_DEVICES)
+    split_cpu()
     run_experiment(args, "fashion_mnist", PLANS, "Fashion-MNIST test accuracy")
 
 

@@ -78,6 +78,9 @@ def test_the_main_jobs_last_line_runs_from_the_articles_96_percent_to_the_best_m
               {"label": "wider CNN, translate=2", "final_test_accuracy": 0.99594}]  # fmt: skip
     best.write_text(json.dumps({"dataset": "MNIST (smoke subset: 2000 train, 1000 test)", "models": models}))
     assert "python experiments/mnist_best.py" in progression(run, best)  # a smoke run's figure is no best
+    for not_results in ("[]", '{"dataset": "MNIST", "models": []}', "{"):
+        best.write_text(not_results)
+        assert "python experiments/mnist_best.py" in progression(run, best)
     best.write_text(json.dumps({"dataset": "MNIST", "models": models}))
     assert progression(run, best) == start + f"this library's best, wider CNN, translate=2: 99.59% ({best})"
 

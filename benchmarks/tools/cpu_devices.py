@@ -24,6 +24,7 @@ from jaxcnn.model import Model
 from jaxcnn.spec import load_spec
 
 from common import (
+    RECIPE_CPU_DEVICES,
     ROOT,
     TimedRun,
     interleaved_epoch_seconds,
@@ -45,7 +46,8 @@ NETWORKS = (  # spec, augmentation (the recipe's), images per timed epoch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--devices", type=int, default=2, help="CPU devices to split into (default 2)")
+    parser.add_argument("--devices", type=int, default=RECIPE_CPU_DEVICES, help="CPU devices to split into (default "
+                        f"{RECIPE_CPU_DEVICES}, as the recipe scripts)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=256, help="global batch (default 256)")
     parser.add_argument("--smoke", action="store_true", help="1 round of 2 batches each")
     args = parser.parse_args()
