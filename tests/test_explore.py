@@ -308,8 +308,9 @@ def test_a_body_without_its_length_and_garbage_requests_do_not_stop_the_server(s
 
 
 def explore_command(run: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a SIGABRT prints every thread's stack
     return subprocess.Popen([sys.executable, "-m", "jaxcnn", "explore", str(run), *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -325,7 +326,12 @@ def test_the_command_prints_its_url_serves_and_stops_cleanly_on_ctrl_c(explore_r
         connection.request("GET", "/api/network")
         assert connection.getresponse().status == 200
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # say where it hung
+            process.send_signal(signal.SIGABRT)
+            out, err = process.communicate(timeout=30)
+            pytest.fail(f"explore did not stop within 30 s of Ctrl-C; its output:\n{out}\n{err}")
     finally:
         process.kill()
     assert process.returncode == 0, err
