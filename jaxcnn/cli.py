@@ -263,6 +263,7 @@ class ExploreStartError(JaxcnnError):
 
 def _cmd_explore(args: argparse.Namespace) -> int:
     import ipaddress
+    import signal
 
     from jaxcnn.explore_server import ExploreServer
     from jaxcnn.explorer import Explorer
@@ -282,10 +283,14 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         if not loopback:
             print(f"warning: listening on {args.host}: other machines on the network can open the page")
         print(f"jaxcnn explore: {server.url}  (open it in a browser; Ctrl-C stops the server)", flush=True)
+        # Ctrl-C (SIGINT) stops it even where it was started with SIGINT ignored (a background job), as in train
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             print("jaxcnn explore: stopped")
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return 0
 
 
