@@ -196,15 +196,17 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path, folder_data):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "jaxcnn", *_train_args(spec, images, "--epochs", "50", "--out",
                              str(out))], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 240
-    held = False
-    while time.time() < deadline and not held and proc.poll() is None:
-        try:
-            RunLock(out).acquire().release()
-            time.sleep(0.02)
-        except RunBusyError:
-            held = True
-    assert held, "the trainer never took the lock"
+    # Watch the lock file for the trainer's name rather than probing with acquire: a probe that holds the
+    # lock at the moment the trainer asks for it makes the trainer stop as busy (this test failed that way).
+    holder, deadline = f"process {proc.pid} on ", time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if lock_path(out).exists() and holder in lock_path(out).read_text(errors="replace"):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the trainer stopped before it was killed"
+    assert lock_path(out).exists() and holder in lock_path(out).read_text(errors="replace"), "it never took the lock"
+    with pytest.raises(RunBusyError):
+        RunLock(out).acquire()
     proc.kill()
     proc.wait(timeout=60)
     RunLock(out).acquire().release()  # free at once: the OS released it with the process
