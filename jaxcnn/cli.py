@@ -185,11 +185,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     run = load_run(args.run, args.which)
     if args.format == "onnx":
-        path = export_onnx(run, args.out, DEFAULT_OPSET if args.opset is None else args.opset)
+        path = export_onnx(run, args.out, DEFAULT_OPSET if args.opset is None else args.opset,
+                           overwrite=args.overwrite)  # fmt: skip
     else:
         if args.opset is not None:
             raise UsageError("--opset applies to --format onnx only")
-        path = export_stablehlo(run, args.out)
+        path = export_stablehlo(run, args.out, overwrite=args.overwrite)
     h, w, c = run.model.input_shape
     print(f"exported {args.run} ({args.which} checkpoint, epoch {run.epoch}) as {args.format}: {path} "
           f"(uint8 images N x {h} x {w} x {c} -> {run.model.output_shape[-1]} class probabilities)")  # fmt: skip
@@ -388,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="a run directory")
     export.add_argument("--format", required=True, choices=FORMATS, help="onnx (onnxruntime, Netron) or stablehlo "
                         "(jax.export; load with jaxcnn.load_exported)")  # fmt: skip
-    export.add_argument("--out", required=True, help="the file to write (replaced whole, never half-written)")
+    export.add_argument("--out", required=True, help="the file to write, outside any run folder (written whole, "
+                        "never half-written)")  # fmt: skip
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export of the same format "
+                        "(nothing else)")  # fmt: skip
     export.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
     _add_which(export)
     export.set_defaults(handler=_cmd_export)

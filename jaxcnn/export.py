@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,27 +203,81 @@ class _Prefixed:
         return self._graph.opset
 
 
-@contextlib.contextmanager
-def _written_whole(path: Path) -> Iterator[Path]:
-    """:func:`jaxcnn.files.written_whole`, with ``--out``'s mistakes as one-line errors."""
+def is_export(path: Path, format: str) -> bool:
+    """Whether the regular file ``path`` is a network exported as ``format``: a valid ONNX model with a graph,
+    or serialized StableHLO that ``jax.export`` reads back. Only such a file may be replaced (``--overwrite``)."""
+    if format == "onnx":
+        _check_onnx_installed()
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # protobuf's DecodeError and friends: not ONNX
+            return False
+        return model.ir_version > 0 and len(model.graph.node) > 0
+    import jax
+
+    try:
+        jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception:  # flatbuffers raises whatever a bad offset leads to: not an export
+        return False
+    return True
+
+
+def check_target(path: Path, format: str, overwrite: bool) -> None:
+    """Refuse an ``--out`` whose writing could destroy something: a path inside a run folder (its config,
+    checkpoints or metrics), anything that exists and is not a regular file (a folder, a device such as
+    /dev/null, a FIFO, a symbolic link), an existing file without ``overwrite``, and even with it a file that
+    is not a previous export of the same format (a spec, an image, an export of the other format)."""
+    from jaxcnn.run_folder import enclosing_run
+
+    run = enclosing_run(path)
+    if run is not None:
+        raise ExportError(f"{path}: is inside the run folder {run}; export never writes into a run, so it "
+                          "cannot replace the run's own files. Choose an --out outside it")  # fmt: skip
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ExportError(f"{path}: the folder {folder} does not exist; create it first")
-    if path.is_dir():
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ExportError(f"{path}: cannot be checked ({err.strerror}); choose another --out") from None
+    if stat.S_ISDIR(info.st_mode):
         raise ExportError(f"{path}: is a folder; --out names the file to write")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise ExportError(f"{path}: exists and is {kind}; export writes only new files or replaces a previous "
+                          "export. Choose another --out")  # fmt: skip
+    if not overwrite:
+        raise ExportError(f"{path}: already exists; pass --overwrite to replace a previous {format} export, or "
+                          "choose another --out")  # fmt: skip
+    if not is_export(path, format):
+        raise ExportError(f"{path}: is not a {format} export, and --overwrite replaces only a previous export of "
+                          "the same format; nothing was changed. Choose another --out")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _written_whole(path: Path) -> Iterator[Path]:
+    """:func:`jaxcnn.files.written_whole`, with ``--out``'s mistakes as one-line errors (call
+    :func:`check_target` first)."""
     try:
         with written_whole(path) as temporary:
             yield temporary
     except OSError as err:
+        folder = path.parent if str(path.parent) else Path(".")
         raise ExportError(f"{path}: cannot write in {folder} ({err.strerror}); choose another --out") from None
 
 
-def export_onnx(run: Run, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``run``'s network as an ONNX file at ``out``; returns the path."""
+def export_onnx(run: Run, out: str | Path, opset: int = DEFAULT_OPSET, *, overwrite: bool = False) -> Path:
+    """Write ``run``'s network as an ONNX file at ``out``; returns the path. An existing ``out`` is replaced
+    only with ``overwrite`` and only if it is an ONNX export (:func:`check_target`)."""
     import onnx
 
-    model = onnx_model(run.model.spec, run.params, run.state, run.preprocess, tta=run.tta, opset=opset)
     path = Path(out)
+    check_target(path, "onnx", overwrite)  # before the work: a refusal is quick and writes nothing
+    model = onnx_model(run.model.spec, run.params, run.state, run.preprocess, tta=run.tta, opset=opset)
     with _written_whole(path) as temporary:
         onnx.save(model, str(temporary))
     return path
@@ -244,15 +300,17 @@ def stablehlo_function(run: Run) -> Callable[[jax.Array], jax.Array]:
     return probabilities
 
 
-def export_stablehlo(run: Run, out: str | Path) -> Path:
-    """Write ``run``'s network as serialized StableHLO (``jax.export``, symbolic batch size) at ``out``."""
+def export_stablehlo(run: Run, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``run``'s network as serialized StableHLO (``jax.export``, symbolic batch size) at ``out``. An
+    existing ``out`` is replaced only with ``overwrite`` and only if it is a StableHLO export."""
     import jax
     import numpy as np
 
+    path = Path(out)
+    check_target(path, "stablehlo", overwrite)
     h, w, c = run.model.spec.input_shape
     (batch,) = jax.export.symbolic_shape("batch")
     exported = jax.export.export(jax.jit(stablehlo_function(run)))(jax.ShapeDtypeStruct((batch, h, w, c), np.uint8))
-    path = Path(out)
     with _written_whole(path) as temporary:
         temporary.write_bytes(exported.serialize())
     return path

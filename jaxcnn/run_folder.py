@@ -12,6 +12,7 @@ is taken.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import socket
@@ -25,6 +26,10 @@ try:  # POSIX; on Windows the msvcrt branch below takes the same lock
     import fcntl
 except ImportError:  # pragma: no cover - exercised only on Windows
     fcntl = None  # type: ignore[assignment]
+
+
+RUN_FORMAT = "jaxcnn.run/1"
+"""The format key of a run's ``config.json``."""
 
 
 class RunError(JaxcnnError):
@@ -143,6 +148,23 @@ def finish_interrupted_writes(run_dir: Path) -> list[str]:
 def _beside(run_dir: Path, prefix: str) -> list[Path]:
     """Entries next to ``run_dir`` whose names start with ``prefix`` (compared as text: a run may be named ``[a]``)."""
     return sorted(p for p in run_dir.parent.iterdir() if p.name.startswith(prefix))
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a jaxcnn run (or a run's staging folder): its ``config.json`` has the run format."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == RUN_FORMAT
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run folder that ``path`` is inside of (at any depth), or None."""
+    for folder in absolute(path).parents:
+        if is_run_folder(folder):
+            return folder
+    return None
 
 
 def is_empty_folder(path: Path) -> bool:

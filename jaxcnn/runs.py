@@ -34,14 +34,13 @@ from jaxcnn.files import written_whole
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import InputShapeError, Model, Params, State
 from jaxcnn.parallel import fetch
-from jaxcnn.run_folder import RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
+from jaxcnn.run_folder import RUN_FORMAT, RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params
 
 if TYPE_CHECKING:
     from jaxcnn.checkpoint import Checkpoints
 
-RUN_FORMAT = "jaxcnn.run/1"
 PREDICT_BATCH = 1000
 
 

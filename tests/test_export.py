@@ -240,3 +240,53 @@ def test_a_trained_lenet_exported_to_onnx_agrees_on_every_mnist_test_image(tmp_p
     np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
     assert np.array_equal(theirs.argmax(axis=1), ours.argmax(axis=1))
     assert (ours.argmax(axis=1) == data.test_labels).mean() > 0.95
+
+
+@pytest.mark.slow
+def test_export_never_replaces_what_it_must_not(graph_run, tmp_path):
+    """Issue 27 (1, 2): before, --out RUN/config.json, a spec or /dev/null were replaced by the export."""
+    import shutil
+    import stat
+
+    from jaxcnn.export import export_onnx, export_stablehlo
+
+    writers = {"onnx": export_onnx, "stablehlo": export_stablehlo}
+    run_copy = tmp_path / "run"
+    shutil.copytree(graph_run, run_copy)
+    run = jaxcnn.load_run(run_copy)
+    spec = tmp_path / "my_spec.json"
+    spec.write_text(json.dumps(GRAPH_SPEC))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    before = {p: p.read_bytes() for p in [*run_copy.rglob("*"), spec] if p.is_file()}
+    for fmt, write in writers.items():
+        for target in (run_copy / "config.json", run_copy / "checkpoints" / "net.onnx", run_copy / "new.onnx"):
+            for overwrite in (False, True):
+                with pytest.raises(ExportError, match="is inside the run folder"):
+                    write(run, target, overwrite=overwrite)
+        with pytest.raises(ExportError, match="already exists; pass --overwrite"):
+            write(run, spec)
+        with pytest.raises(ExportError, match=f"is not a {fmt} export, and --overwrite replaces only"):
+            write(run, spec, overwrite=True)
+        for device in (Path("/dev/null"), fifo):
+            with pytest.raises(ExportError, match="exists and is not a regular file"):
+                write(run, device, overwrite=True)
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (run_copy / "new.onnx").exists() and not (run_copy / "checkpoints" / "net.onnx").exists()
+
+    # A previous export is replaced with --overwrite only, and only by the same format.
+    for fmt, write in writers.items():
+        write(run, tmp_path / f"net.{fmt}")
+        with pytest.raises(ExportError, match="already exists"):
+            write(run, tmp_path / f"net.{fmt}")
+        write(run, tmp_path / f"net.{fmt}", overwrite=True)
+    with pytest.raises(ExportError, match="is not a onnx export"):
+        export_onnx(run, tmp_path / "net.stablehlo", overwrite=True)
+    with pytest.raises(ExportError, match="is not a stablehlo export"):
+        export_stablehlo(run, tmp_path / "net.onnx", overwrite=True)
+
+    result = jaxcnn_cli("export", str(run_copy), "--format", "stablehlo", "--out", str(run_copy / "config.json"),
+                        "--overwrite")  # fmt: skip
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "inside the run folder" in result.stderr
+    assert (run_copy / "config.json").read_bytes() == before[run_copy / "config.json"]
