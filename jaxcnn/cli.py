@@ -16,6 +16,7 @@ from typing import Any
 from jaxcnn.config import TrainConfig
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.export import DEFAULT_OPSET, FORMATS
+from jaxcnn.numbers import parse_int
 from jaxcnn.spec import NetworkSpec, SpecError, load_spec
 
 # jaxcnn.data's name for it, repeated so the command starts without importing NumPy (a test checks them).
@@ -204,6 +205,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from jaxcnn.runs import load_run
 
     run = load_run(args.run, args.which)
+    top_k = min(args.top, len(run.class_names))
+    if top_k < args.top:
+        print(f"note: --top {args.top}: the run tells {top_k} classes apart, so all {top_k} are shown",
+              file=sys.stderr)  # fmt: skip
     failures = 0
     for path in args.images:
         try:
@@ -213,7 +218,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             continue
         probs = run.predict(image[None])[0]
-        top = np.argsort(probs)[::-1][: args.top]
+        top = np.argsort(probs)[::-1][:top_k]
         ranked = ", ".join(f"{run.class_names[j]} ({100 * probs[j]:.1f}%)" for j in top)
         print(f"{path}: {ranked}")
     return 1 if failures else 0
@@ -273,7 +278,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     explorer = Explorer(args.run, args.data_dir, args.which)
     explorer.warm_up()
     try:
-        server = ExploreServer(explorer, args.host, args.port, verbose=args.verbose)
+        server = ExploreServer(explorer, args.host, args.port, verbose=args.verbose,
+                               allowed_hosts=tuple(args.allow_host))  # fmt: skip
     except OSError as err:
         raise ExploreStartError(f"cannot listen on {args.host} port {args.port}: {err.strerror or err}") from None
     with server:
@@ -304,6 +310,27 @@ def _cmd_draw(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(Path(args.spec).stem + ".png")
     print(network_diagram(spec, out))
     return 0
+
+
+def _port(text: str) -> int:
+    """``--port``: checked here, before the run is loaded and compiled."""
+    try:
+        port = parse_int(text, "the port")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: choose 1 to 65535 (or 0 for a free one)")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = parse_int(text, "the value")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
+    return value
 
 
 def _flag(name: str) -> str:
@@ -400,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify PNG/JPEG images with a trained run")
     predict.add_argument("run", help="a run directory")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, resized and converted as needed")
-    predict.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    predict.add_argument("--top", type=_positive, default=3, metavar="K",
+                         help="how many classes to show, 1 or more (default 3; at most the run's classes)")  # fmt: skip
     _add_which(predict)
     predict.set_defaults(handler=_cmd_predict)
 
@@ -420,7 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("run", help="a run directory")
     explore.add_argument("--host", default=EXPLORE_HOST, help=f"address to listen on (default {EXPLORE_HOST}: this "
                          "machine only)")  # fmt: skip
-    explore.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    explore.add_argument("--port", type=_port, default=0, help="port to listen on, 1 to 65535 (default: a free one)")
+    explore.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="also answer requests "
+                         "that name this host (repeatable); the page answers only its own address, localhost and "
+                         "loopback addresses otherwise, against DNS rebinding")  # fmt: skip
     _add_data_dir(explore)
     _add_which(explore)
     explore.add_argument("--verbose", action="store_true", help="log every request")

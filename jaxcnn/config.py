@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from jaxcnn.errors import JaxcnnError
+from jaxcnn.numbers import parse_int
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOOPS = ("auto", "scan", "step")
@@ -55,9 +56,13 @@ class Augmentation:
                     raise ConfigError("augment: flip takes no value (it mirrors half the images)")
                 values[name] = True
                 continue
-            if not number.isdigit() or not 1 <= int(number) <= 64:
+            try:
+                pixels = parse_int(number, f"augment: {name}")
+            except ValueError:
+                pixels = 0
+            if not 1 <= pixels <= 64:
                 raise ConfigError(f"augment: {name} needs a whole number of pixels from 1 to 64, as {name}=2")
-            values[name] = int(number)
+            values[name] = pixels
         return cls(**values) if values else None
 
     def __str__(self) -> str:

@@ -15,6 +15,7 @@ on serving. The API (all JSON; images as base64, see :mod:`jaxcnn.explorer`):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import sys
@@ -27,11 +28,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from jaxcnn.explorer import Explorer, ExploreRequestError
+from jaxcnn.numbers import parse_int
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 4 * 2**20
 """The largest request body accepted: a 1024x1024x3 image in base64 fits."""
 REQUEST_TIMEOUT_SECONDS = 30
+LISTEN_BACKLOG = 128
+"""Connections the OS queues while every thread is busy (the standard library's 5 reset a page's bursts)."""
 PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -54,11 +58,62 @@ def _int_field(source: dict[str, Any], name: str) -> int:
     value = source.get(name)
     if isinstance(value, list):  # from a query string
         value = value[0] if len(value) == 1 else None
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = parse_int(value, f"'{name}'", negative=True)
+        except ValueError as err:
+            raise ExploreRequestError(str(err)) from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ExploreRequestError(f"'{name}' must be an integer")
     return value
+
+
+def split_host(header: str) -> tuple[str, int | None] | None:
+    """A ``Host`` header's name (lower case, IPv6 without brackets) and port (None when it names none),
+    or None when it is malformed."""
+    if header.startswith("["):
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        name, colon, port_text_or_empty = header.rpartition(":") if header.count(":") == 1 else (header, "", "")
+        port_text = port_text_or_empty if colon else None
+    if not name:
+        return None
+    try:
+        port = None if port_text is None else parse_int(port_text, "port")
+    except ValueError:
+        return None
+    return name.lower().rstrip("."), port
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def host_allowed(header: str | None, bound: str, port: int, allowed_names: tuple[str, ...] = ()) -> bool:
+    """Whether a request's ``Host`` header names this server, which defeats DNS rebinding: a page from
+    another site that makes its name resolve to this machine still sends its own name, and is refused.
+
+    Accepted: ``localhost``, a loopback address, the bound address and ``allowed_names`` (``--allow-host``),
+    each with this server's port; on a non-loopback address (``--host 0.0.0.0``), any IP address too, since
+    a rebinding attack needs a name."""
+    parts = split_host(header) if header else None
+    if parts is None:
+        return False
+    name, asked_port = parts
+    if (asked_port if asked_port is not None else 80) != port:
+        return False
+    if name == "localhost" or name == bound.lower() or name in (n.lower().rstrip(".") for n in allowed_names):
+        return True
+    address, bound_address = _ip(name), _ip(bound)
+    if address is None:
+        return False
+    return address.is_loopback or bound_address is None or not bound_address.is_loopback
 
 
 class ExploreHandler(BaseHTTPRequestHandler):
@@ -73,7 +128,23 @@ class ExploreHandler(BaseHTTPRequestHandler):
         if self.server.verbose:
             super().log_message(format, *args)
 
+    def _foreign_host(self) -> bool:
+        """Answer 403 and log one line when the request names another host (DNS rebinding); True then."""
+        header = self.headers.get("Host")
+        server = self.server
+        if host_allowed(header, server.bound_host, server.server_port, server.allowed_hosts):
+            return False
+        shown = repr(header[:100]) if header else "none"
+        print(f"jaxcnn explore: refused a request from {self.client_address[0]} for Host {shown} (not this server; "
+              "--allow-host NAME allows a name)", file=sys.stderr, flush=True)  # fmt: skip
+        self.close_connection = True
+        self._error(HTTPStatus.FORBIDDEN, f"this server answers requests for {server.url} only, not for Host "
+                    f"{shown}; start it with --allow-host NAME to allow another name")  # fmt: skip
+        return True
+
     def do_GET(self) -> None:
+        if self._foreign_host():
+            return
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         explorer = self.server.explorer
@@ -94,6 +165,8 @@ class ExploreHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no such page: {url.path[:200]}")
 
     def do_POST(self) -> None:
+        if self._foreign_host():
+            return
         path = urlsplit(self.path).path
         explorer = self.server.explorer
         if path not in ("/api/predict", "/api/activations", "/api/explain"):
@@ -114,11 +187,12 @@ class ExploreHandler(BaseHTTPRequestHandler):
                                                   _int_field(body, "col"), _int_field(body, "channel")))  # fmt: skip
 
     def _read_json(self) -> dict[str, Any]:
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
+        try:
+            length = parse_int(self.headers.get("Content-Length", ""), "Content-Length")
+        except ValueError as err:
             self.close_connection = True
-            raise ExploreRequestError("a POST needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
-        length = int(length_text)
+            raise ExploreRequestError(f"a POST needs a Content-Length header: {err}",
+                                      HTTPStatus.LENGTH_REQUIRED) from None  # fmt: skip
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the body is not read
             raise ExploreRequestError(f"the request body has {length:,} bytes; at most {MAX_BODY_BYTES:,} are "
@@ -164,13 +238,33 @@ class ExploreServer(ThreadingHTTPServer):
     """A threading HTTP server that holds the explorer its handlers answer from."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, explorer: Explorer, host: str = DEFAULT_HOST, port: int = 0, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        explorer: Explorer,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        verbose: bool = False,
+        allowed_hosts: tuple[str, ...] = (),
+    ) -> None:
         self.explorer = explorer
         self.verbose = verbose
+        self.bound_host = host
+        self.allowed_hosts = tuple(allowed_hosts)
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), ExploreHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request is normal for a page (a closed tab, a newer stroke): one
+        line with --verbose, nothing otherwise. Anything else is a bug: its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            if self.verbose:
+                print(f"jaxcnn explore: {client_address[0]} disconnected mid-request", file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

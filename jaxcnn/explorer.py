@@ -62,7 +62,10 @@ class Explorer:
         self.image_shape: tuple[int, int, int] = tuple(self.run.image_shape)
         self.metrics = read_metrics(self.run_dir)
         self._data_dir = run_data_dir(self.run.config, data_dir)
-        self._lock = threading.Lock()
+        self._data_lock = threading.Lock()
+        """Held while the test set loads and its predictions are computed (once); predictions and feature
+        maps of the page's image take no lock, so a slow request does not hold up the others."""
+        self._cache_lock = threading.Lock()
         self._data: Dataset | None = None
         self._data_error: str | None = None
         self._predictions: np.ndarray | None = None
@@ -102,8 +105,7 @@ class Explorer:
 
     def predict(self, pixels: np.ndarray) -> dict[str, Any]:
         """Class probabilities for one image, as ``jaxcnn.load_run(RUN).predict`` gives them."""
-        with self._lock:
-            probabilities = self.run.predict(pixels[None])[0]
+        probabilities = self.run.predict(pixels[None])[0]
         return {"probabilities": [float(p) for p in probabilities]}
 
     def activations(self, pixels: np.ndarray) -> dict[str, Any]:
@@ -179,18 +181,20 @@ class Explorer:
 
     def _layer_outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         key = pixels.tobytes()
-        with self._lock:
-            if self._last_outputs is not None and self._last_outputs[0] == key:
-                return self._last_outputs[1]
-            fitted = self.run.preprocess.fit(pixels[None])
-            maps = self._maps(self.run.params, self.run.state, fitted)
-            outputs = {"input": np.asarray(self.run.preprocess.to_float(fitted))[0]}
-            outputs |= {name: np.asarray(maps[name][0]) for name in self.layers}  # in the spec's order
+        with self._cache_lock:
+            last = self._last_outputs
+        if last is not None and last[0] == key:
+            return last[1]
+        fitted = self.run.preprocess.fit(pixels[None])
+        maps = self._maps(self.run.params, self.run.state, fitted)
+        outputs = {"input": np.asarray(self.run.preprocess.to_float(fitted))[0]}
+        outputs |= {name: np.asarray(maps[name][0]) for name in self.layers}  # in the spec's order
+        with self._cache_lock:
             self._last_outputs = (key, outputs)
-            return outputs
+        return outputs
 
     def _dataset(self) -> Dataset:
-        with self._lock:
+        with self._data_lock:
             if self._data is None and self._data_error is None:
                 try:
                     self._data = load_dataset(self.run.config["dataset"]["name"], self._data_dir)
@@ -202,7 +206,7 @@ class Explorer:
 
     def _test_predictions(self) -> np.ndarray:
         data = self._dataset()
-        with self._lock:
+        with self._data_lock:
             if self._predictions is None:  # checked under the lock: two requests compute it once
                 self._predictions = self.run.predict(data.test_images).argmax(axis=1)
             return self._predictions

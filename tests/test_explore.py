@@ -282,7 +282,8 @@ def test_query_errors_get_a_4xx(server):
 def test_an_oversized_body_is_refused_unread(server):
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=30) as sock:
-        sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
+        sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n"
+                     "\r\n".encode())  # fmt: skip
         received = b""  # answered at once, without the body: the server does not wait for it, and closes
         while chunk := sock.recv(65536):
             received += chunk
@@ -305,6 +306,139 @@ def test_a_body_without_its_length_and_garbage_requests_do_not_stop_the_server(s
     assert replies[1].startswith(b"HTTP/1.1 414")
     response, _ = request(server, "GET", "/api/network")
     assert response.status == 200
+
+
+def raw_exchange(server, request_bytes: bytes) -> bytes:
+    """Send ``request_bytes`` as they are (no client library adds a Host) and return the whole reply."""
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        sock.sendall(request_bytes)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_only_requests_that_name_this_server_are_answered(server, capfd):
+    """Issue 27 (3): before, any Host was answered, so a page on another site could read the run by DNS
+    rebinding (its name made to resolve to 127.0.0.1)."""
+    port = server.server_address[1]
+    body = json.dumps({"pixels": pixels_of(np.zeros(64, np.uint8))})
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost.:{port}"):
+        for method, path, extra in (("GET", "/api/network", ""), ("POST", "/api/predict", body)):
+            headers = f"Host: {host}\r\nConnection: close\r\nContent-Length: {len(extra)}\r\n"
+            reply = raw_exchange(server, f"{method} {path} HTTP/1.1\r\n{headers}\r\n{extra}".encode())
+            assert reply.startswith(b"HTTP/1.1 200"), (host, reply[:200])
+    capfd.readouterr()
+    foreign = [f"rebind.example:{port}", "rebind.example", f"127.0.0.1:{port + 1}", "localhost", f"[::1:{port}",
+               f"127.0.0.1.rebind.example:{port}", f"localhost:{port}:{port}", f"localhost:²{port}", None]  # fmt: skip
+    for named in foreign:
+        for method, path, extra in (("GET", "/", ""), ("GET", "/api/network", ""), ("POST", "/api/predict", body)):
+            header = "" if named is None else f"Host: {named}\r\n"
+            request_text = f"{method} {path} HTTP/1.1\r\n{header}Content-Length: {len(extra)}\r\n\r\n{extra}"
+            reply = raw_exchange(server, request_text.encode())
+            assert reply.startswith(b"HTTP/1.1 403"), (named, reply[:200])
+            assert b"--allow-host" in reply and b"class_names" not in reply and b"probabilities" not in reply
+    logged = capfd.readouterr().err.splitlines()
+    assert len(logged) == 3 * len(foreign) and all("refused a request from 127.0.0.1 for Host" in x for x in logged)
+
+
+def test_the_host_rule_allows_the_bound_address_named_hosts_and_addresses_off_loopback():
+    from jaxcnn.explore_server import host_allowed
+
+    assert host_allowed("127.0.0.1:80", "127.0.0.1", 80) and host_allowed("127.0.0.1", "127.0.0.1", 80)
+    assert host_allowed("[::1]:8000", "::1", 8000) and host_allowed("localhost:8000", "::1", 8000)
+    assert not host_allowed("192.168.1.5:8000", "127.0.0.1", 8000)  # another address, server on loopback only
+    assert host_allowed("192.168.1.5:8000", "0.0.0.0", 8000)  # listening everywhere: any address, no name
+    assert host_allowed("192.168.1.5:8000", "192.168.1.5", 8000) and not host_allowed("box:8000", "0.0.0.0", 8000)
+    assert host_allowed("Box.lan:8000", "0.0.0.0", 8000, ("box.lan",)) and not host_allowed("", "0.0.0.0", 8000)
+    assert not host_allowed("box.lan:8001", "0.0.0.0", 8000, ("box.lan",))
+
+
+def test_two_hundred_requests_at_once_are_all_answered(server):
+    """Issue 27 (6): with the standard library's listen backlog of 5, most of such a burst was reset."""
+    import concurrent.futures
+
+    body = {"pixels": pixels_of(np.full(64, 7, np.uint8))}
+
+    def one(k: int) -> int:
+        try:
+            response, _ = post(server, "/api/predict", body) if k % 2 else request(server, "GET", "/api/network")
+        except OSError as err:
+            return -err.errno if err.errno else -1
+        return response.status
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        statuses = list(pool.map(one, range(200)))
+    assert statuses == [200] * 200, sorted(set(statuses))
+
+
+def test_a_slow_request_does_not_hold_up_the_others(explorer, server, monkeypatch):
+    """Issue 27 (6): one lock served every request, so a large network's feature maps held up predictions."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    maps = explorer._maps
+
+    def slow_maps(*args):
+        entered.set()
+        release.wait(60)
+        return maps(*args)
+
+    monkeypatch.setattr(explorer, "_maps", slow_maps)
+    slow_image = pixels_of(np.full(64, 201, np.uint8))  # not the cached image
+    slow = threading.Thread(target=post, args=(server, "/api/activations", {"pixels": slow_image}))
+    slow.start()
+    try:
+        assert entered.wait(30)
+        response, answer = post(server, "/api/predict", {"pixels": pixels_of(np.full(64, 3, np.uint8))})
+        assert response.status == 200 and len(json.loads(answer)["probabilities"]) == 4
+        response, _ = request(server, "GET", "/api/network")
+        assert response.status == 200 and slow.is_alive()  # both answered while the slow one still runs
+    finally:
+        release.set()
+        slow.join(60)
+
+
+def test_numbers_in_headers_and_queries_are_ascii_digits_only(server):
+    """Issue 27 (13): '²' passed str.isdigit and then broke int(); 5,000 digits broke int() too (500s)."""
+    host, port = server.server_address[:2]
+    reply = raw_exchange(server, f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: ²\r\n"
+                                 "\r\n".encode())  # fmt: skip
+    assert reply.startswith(b"HTTP/1.1 411") and b"digits 0-9" in reply
+    for query in ("index=%C2%B2", "index=" + "9" * 5000, "index=%D9%A3"):
+        response, body = request(server, "GET", f"/api/test-image?{query}")
+        assert response.status == 400 and "'index' must be an integer written with the digits 0-9" in json.loads(
+            body)["error"]  # fmt: skip
+    response, _ = request(server, "GET", "/api/network")
+    assert response.status == 200
+
+
+def test_a_client_gone_mid_request_is_not_a_traceback(server, capfd):
+    """Issue 27 (15): a disconnect printed a two-part traceback on the user's console."""
+    for error in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe")):
+        try:
+            raise error
+        except OSError:
+            server.handle_error(None, ("127.0.0.1", 5555))
+    host, port = server.server_address[:2]
+    for _ in range(20):  # and for real: ask for every feature map, then reset the connection at once
+        sock = socket.create_connection((host, port), timeout=30)
+        body = json.dumps({"pixels": pixels_of(np.full(64, 9, np.uint8))})
+        sock.sendall(f"POST /api/activations HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+                     f"\r\n{body}".encode())  # fmt: skip
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    response, _ = request(server, "GET", "/api/network")
+    assert response.status == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_bad_port_is_refused_before_the_run_is_loaded(explore_run):
+    for port in ("99999", "-1", "²"):
+        result = subprocess.run([sys.executable, "-m", "jaxcnn", "explore", str(explore_run), "--port", port],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+        assert result.returncode == 2 and "argument --port" in result.stderr, result.stderr
+        assert "loading" not in result.stdout and "Traceback" not in result.stderr
 
 
 def explore_command(run: Path, *args: str) -> subprocess.Popen:

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = ("install them with `apt-get install chromium` and `pip install playwright` (or set JAXCNN_CHROMIUM "
                 "to a Chrome or Chromium binary)")  # fmt: skip
 PHONE = {"width": 390, "height": 844}
+REBOUND_NAME = "rebind.example"
 latencies_ms: list[float] = []
 
 
@@ -65,8 +66,10 @@ def browser():
                         f"{INSTALL_HINT}")  # fmt: skip
         pytest.skip(f"{missing} is missing, so the browser tests cannot run: {INSTALL_HINT}")
     with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
-        launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start. The resolver rule makes a
+        # name of another site resolve to this machine, as DNS rebinding does.
+        launched = playwright.chromium.launch(executable_path=path, args=["--no-sandbox",
+                                              f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1"])  # fmt: skip
         yield launched
         launched.close()
 
@@ -337,3 +340,22 @@ def test_an_rgb_run_shows_colour_filters_and_takes_colour_uploads_and_drawings(b
         )
         top, _ = shown_prediction(page)
         assert top == int(np.argmax(explorer.run.predict(drawn[None])[0]))
+
+
+def test_a_page_that_reaches_the_server_under_another_name_gets_nothing(browser, url):
+    """Issue 27 (3): DNS rebinding. A site whose name now resolves to 127.0.0.1 loads, and its script asks
+    for the run; before, both were answered."""
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        response = page.goto(f"http://{REBOUND_NAME}:{port}/")
+        assert response is not None and response.status == 403
+        assert "--allow-host" in page.content() and "draw-canvas" not in page.content()
+        statuses = page.evaluate("""async () => [
+            (await fetch('/api/network')).status,
+            (await fetch('/api/predict', {method: 'POST', body: '{}'})).status]""")
+        assert statuses == [403, 403]
+        assert page.goto(f"http://localhost:{port}/").status == 200  # the same server under its own name
+    finally:
+        context.close()
