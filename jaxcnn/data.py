@@ -23,9 +23,7 @@ import contextlib
 import gzip
 import hashlib
 import importlib.util
-import io
 import os
-import stat
 import sys
 import tarfile
 import tempfile
@@ -37,15 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.errors import JaxcnnError
+from jaxcnn.errors import DataError as DataError  # raised here, and imported from here by users
+from jaxcnn.images import IMAGE_SUFFIXES, check_image_file, check_image_size, decode_image
+from jaxcnn.images import read_image_file as read_image_file  # the public name it had here
 
 DATA_DIR_ENV = "JAXCNN_DATA_DIR"
 CACHE_DIR_ENV = "JAXCNN_CACHE_DIR"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DOWNLOAD_PROBE_SECONDS = 5.0
 """How long a download waits to reach the data's host before saying that it cannot."""
-MAX_IMAGE_BYTES = 64 * 2**20
-"""The largest image file read (folder data sets, ``predict``): far above any photo, far below a mistake."""
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = (
@@ -61,10 +58,6 @@ IDX_FILES = {
 CIFAR10_BINARY = "cifar-10-binary.tar.gz"
 CIFAR10_JPEG = "cifar10_jpeg.tar.gz"
 BUILTIN = ("mnist", "fashion_mnist", "cifar10")
-
-
-class DataError(JaxcnnError):
-    """A data set that cannot be loaded; the message names the file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -294,84 +287,6 @@ def read_cifar10_binary(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _eight_bit(image: Any, where: str) -> Any:
-    """``image`` with 8-bit samples: 16-bit grey (PNG) is scaled by 255/65535, never clipped to 0/255.
-
-    Samples with no fixed range (32-bit integers or floats, outside PNG) are refused.
-    """
-    from PIL import Image
-
-    sixteen = image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
-    if sixteen:
-        values = np.asarray(image).astype(np.int64)
-        if values.min() < 0 or values.max() > 65535:
-            raise DataError(f"{where}: 16-bit image with samples outside 0-65535")
-        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
-    if image.mode in ("I", "F"):
-        kind = "32-bit integer" if image.mode == "I" else "floating-point"
-        raise DataError(
-            f"{where}: {kind} samples have no fixed range to scale to 0-255; save the image as an 8- or 16-bit "
-            "PNG or a JPEG"
-        )
-    return image
-
-
-def _open_image(source: Path | bytes, where: str) -> Any:
-    """Decode a PNG or JPEG (a file or its bytes) to a loaded PIL image of 8-bit samples, or a DataError.
-
-    Regular files of at most MAX_IMAGE_BYTES only, and at most PIL's MAX_IMAGE_PIXELS: a folder, FIFO,
-    device or decompression bomb among the images is a clear error, not a hang or a memory blow-up.
-    """
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, Path):
-        check_image_file(source)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
-                image.load()
-                return _eight_bit(image, where)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(
-            f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, the limit PIL sets against decompression "
-            "bombs; shrink the image first"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{where}: not a readable PNG or JPEG image ({err})") from None
-
-
-def check_image_file(path: Path) -> None:
-    """A DataError unless ``path`` is a regular file (after symbolic links) of at most MAX_IMAGE_BYTES."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        kind = "a symbolic link to nothing; remove it or point it at an image" if path.is_symlink() else "no such file"
-        raise DataError(f"{path}: {kind}") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
-        raise DataError(f"{path}: is {kind}, not an image file; move it out of the way")
-    check_image_size(str(path), info.st_size)
-
-
-def check_image_size(where: str, size: int) -> None:
-    """A DataError when an image file (or archive member) of ``size`` bytes is over MAX_IMAGE_BYTES."""
-    if size > MAX_IMAGE_BYTES:
-        raise DataError(
-            f"{where}: {size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image may have; shrink it first"
-        )
-
-
-def _decode_image(data: bytes, where: str) -> np.ndarray:
-    image = _open_image(data, where)
-    array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), np.uint8)
-    return array[..., None] if array.ndim == 2 else array
-
-
 def _folder_entries(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
     """(split, class, where, bytes) for every image under root/{train,test}/<class>/, dir or tar."""
     if root.is_dir():
@@ -404,7 +319,7 @@ def read_class_folders(root: Path) -> tuple[dict[str, np.ndarray], tuple[str, ..
     labels: dict[str, list[str]] = {"train": [], "test": []}
     first_shape: tuple[tuple[int, ...], str] | None = None
     for split, label, where, data in _folder_entries(root):
-        image = _decode_image(data, where)
+        image = decode_image(data, where)
         if first_shape is None:
             first_shape = (image.shape, where)
         elif image.shape != first_shape[0]:
@@ -671,21 +586,6 @@ def channel_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Python integers for count * squares - sums**2: exact, no overflow.
     variance = [(count * int(q) - int(t) ** 2) / count**2 for q, t in zip(squares, sums, strict=True)]
     return sums / count / 255, np.sqrt(np.array(variance, np.float64)) / 255
-
-
-def read_image_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A PNG or JPEG file as uint8 HxWxC of ``shape``: converted to grey or RGB and resized if needed."""
-    from PIL import Image
-
-    height, width, channels = shape
-    image = _open_image(Path(path), str(path))
-    try:
-        converted = image.convert("L" if channels == 1 else "RGB")
-        if converted.size != (width, height):
-            converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable PNG or JPEG image ({err})") from None
-    return np.asarray(converted, np.uint8).reshape(height, width, channels)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The one base class of every error a user should see as a single line, not a traceback."""
+"""The base class of every error a user should see as a single line, not a traceback, and the errors that
+modules on different sides of the import graph share."""
 
 from __future__ import annotations
 
@@ -8,3 +9,7 @@ class JaxcnnError(Exception):
 
     The ``jaxcnn`` command prints these as one ``error:`` line; any other exception is a bug in jaxcnn.
     """
+
+
+class DataError(JaxcnnError):
+    """A data set or image that cannot be loaded; the message names the file and what to do."""

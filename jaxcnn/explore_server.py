@@ -10,6 +10,7 @@ on serving. The API (all JSON; images as base64, see :mod:`jaxcnn.explorer`):
 - ``POST /api/predict`` ``{"pixels"}``: class probabilities;
 - ``POST /api/activations`` ``{"pixels"}``: every layer's feature maps;
 - ``POST /api/explain`` ``{"pixels", "layer", "row", "col", "channel"}``: one pixel's arithmetic;
+- ``POST /api/decode`` ``{"file", "name"}``: an uploaded image file's pixels, read as ``jaxcnn predict`` reads it;
 - ``GET /api/test-image?index=N``, ``GET /api/confusion``, ``GET /api/confusion-cell?true=T&predicted=P``.
 """
 
@@ -31,8 +32,8 @@ from jaxcnn.explorer import Explorer, ExploreRequestError
 from jaxcnn.numbers import parse_int
 
 DEFAULT_HOST = "127.0.0.1"
-MAX_BODY_BYTES = 4 * 2**20
-"""The largest request body accepted: a 1024x1024x3 image in base64 fits."""
+MAX_BODY_BYTES = 32 * 2**20
+"""The largest request body accepted: an uploaded photo of 24 MB, in base64, fits."""
 REQUEST_TIMEOUT_SECONDS = 30
 LISTEN_BACKLOG = 128
 """Connections the OS queues while every thread is busy (the standard library's 5 reset a page's bursts)."""
@@ -169,11 +170,14 @@ class ExploreHandler(BaseHTTPRequestHandler):
             return
         path = urlsplit(self.path).path
         explorer = self.server.explorer
-        if path not in ("/api/predict", "/api/activations", "/api/explain"):
+        if path not in ("/api/predict", "/api/activations", "/api/explain", "/api/decode"):
             self._error(HTTPStatus.NOT_FOUND, f"no such API: {path[:200]}")
             return
         try:
             body = self._read_json()
+            if path == "/api/decode":
+                self._answer(lambda: explorer.decode_upload(body.get("file"), body.get("name")))
+                return
             pixels = explorer.decode_pixels(body.get("pixels"))
         except ExploreRequestError as error:
             self._error(error.status, str(error))

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from jaxcnn.data import Dataset, confusion_matrix, load_dataset
-from jaxcnn.errors import JaxcnnError
+from jaxcnn.errors import DataError, JaxcnnError
+from jaxcnn.images import fitted_image
 from jaxcnn.layer_types import Layer
 from jaxcnn.runs import load_run, read_metrics, run_data_dir
 
@@ -43,6 +44,16 @@ def encode_array(values: np.ndarray) -> dict[str, Any]:
 def encode_pixels(image: np.ndarray) -> str:
     """uint8 pixels (H x W x C) as base64."""
     return base64.b64encode(np.ascontiguousarray(image, np.uint8).tobytes()).decode("ascii")
+
+
+def _base64_field(value: object, field: str, what: str) -> bytes:
+    """A request field that holds base64 of ``what``, decoded, or a clear error naming the field."""
+    if not isinstance(value, str):
+        raise ExploreRequestError(f"'{field}' must be a base64 string of {what}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ExploreRequestError(f"'{field}' is not valid base64") from None
 
 
 def explains(layer: Layer) -> bool:
@@ -165,17 +176,23 @@ class Explorer:
 
     def decode_pixels(self, text: object) -> np.ndarray:
         """The request's base64 pixels as a uint8 image of the data set's shape, or a clear error."""
-        if not isinstance(text, str):
-            raise ExploreRequestError("'pixels' must be a base64 string of uint8 pixels (H x W x C, row-major)")
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ExploreRequestError("'pixels' is not valid base64") from None
+        raw = _base64_field(text, "pixels", "uint8 pixels (H x W x C, row-major)")
         size = int(np.prod(self.image_shape))
         if len(raw) != size:
             shape = "x".join(map(str, self.image_shape))
             raise ExploreRequestError(f"'pixels' holds {len(raw):,} bytes; a {shape} image has {size:,}")
         return np.frombuffer(raw, np.uint8).reshape(self.image_shape)
+
+    def decode_upload(self, text: object, name: object = "the uploaded file") -> dict[str, Any]:
+        """An uploaded image file (base64 of its bytes) as the page's pixels: read by
+        :func:`jaxcnn.images.fitted_image`, as ``jaxcnn predict`` reads a file."""
+        raw = _base64_field(text, "file", "an image file's bytes")
+        where = name[:200] if isinstance(name, str) and name else "the uploaded file"
+        try:
+            pixels = fitted_image(raw, where, self.image_shape)
+        except DataError as err:
+            raise ExploreRequestError(str(err)) from None
+        return {"pixels": encode_pixels(pixels)}
 
     # ------------------------------------------------------------------ helpers
 

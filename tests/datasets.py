@@ -178,3 +178,27 @@ def train_folder_run(
     config = TrainConfig(epochs=epochs, batch_size=32, lr=3e-3)
     train_run(parse_spec(spec, "spec.json"), data, config, root / "run", progress=False, verbose=False)
     return root / "run"
+
+
+def awkward_image_files(folder: Path, height: int, width: int) -> list[Path]:
+    """Image files that the decoders of browsers and libraries read differently: an RGB JPEG stored on its side
+    with an EXIF orientation, white ink drawn only in an alpha channel (RGBA and grey+alpha), a paletted PNG
+    and a grey PNG with a transparent colour, and 16-bit grey. Each shows a light stroke on black."""
+    ink = np.zeros((height, width), np.uint8)
+    ink[height // 5 : -height // 5, width // 2 - 1 : width // 2 + 2] = 255
+    ink[height // 5, width // 4 : width // 2] = 160  # a serif: the stroke is not symmetric
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: stored turned the other way
+    sideways = Image.fromarray(np.stack([ink, ink // 2, ink], -1)).transpose(Image.Transpose.ROTATE_90)
+    sideways.save(folder / "sideways.jpg", quality=95, exif=exif.tobytes())
+    rgba = np.full((height, width, 4), 255, np.uint8)
+    rgba[..., 3] = ink
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha_ink.png")
+    Image.fromarray(np.stack([np.full_like(ink, 255), ink], -1), "LA").save(folder / "grey_alpha.png")
+    palette = Image.fromarray((ink > 0).astype(np.uint8), "P")
+    palette.putpalette([255, 255, 255, 255, 255, 255] + [0] * 762)
+    palette.save(folder / "palette.png", transparency=0)
+    Image.fromarray(np.where(ink > 0, ink, 17).astype(np.uint8), "L").save(folder / "grey_trns.png", transparency=17)
+    Image.fromarray(ink.astype(np.uint16) * 257).save(folder / "sixteen.png")
+    names = ("sideways.jpg", "alpha_ink.png", "grey_alpha.png", "palette.png", "grey_trns.png", "sixteen.png")
+    return [folder / name for name in names]

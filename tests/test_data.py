@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import data as D
+from jaxcnn import images
 from jaxcnn.data import DataError, confusion_matrix, load_dataset, plan_preprocess, read_idx
 
 from datasets import quadrant_dataset, write_cifar_binary, write_class_folders, write_idx, write_mnist_files
@@ -299,7 +300,7 @@ def test_odd_entries_in_a_folder_data_set_are_clear_errors(tmp_path, make, fragm
 
 def test_oversized_image_files_are_refused_before_reading(tmp_path, monkeypatch):
     _class_folder_set(tmp_path / "set", lambda f: (f / "big.png").write_bytes(b"\0" * 2048))
-    monkeypatch.setattr(D, "MAX_IMAGE_BYTES", 1024)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1024)
     with pytest.raises(DataError, match=r"big\.png: 2,048 bytes, more than the 1,024"):
         load_dataset(f"folder:{tmp_path / 'set'}")
 

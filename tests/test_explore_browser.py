@@ -35,7 +35,7 @@ from jaxcnn.data import confusion_matrix, load_dataset
 from jaxcnn.explorer import Explorer
 
 from conftest import serving
-from datasets import train_folder_run
+from datasets import awkward_image_files, train_folder_run
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = ("install them with `apt-get install chromium` and `pip install playwright` (or set JAXCNN_CHROMIUM "
@@ -359,3 +359,22 @@ def test_a_page_that_reaches_the_server_under_another_name_gets_nothing(browser,
         assert page.goto(f"http://localhost:{port}/").status == 200  # the same server under its own name
     finally:
         context.close()
+
+
+def test_an_uploaded_file_means_what_it_means_to_predict(page, explorer, tmp_path):
+    """Issue 27 (4): the page decoded uploads in the browser and `jaxcnn predict` with PIL, and four of five
+    such files disagreed (EXIF orientation, ink in the alpha channel, a paletted PNG's transparent colour).
+    Now the server decodes both: the same pixels and the same prediction for each file."""
+    from jaxcnn.images import read_image_file
+
+    shape = explorer.image_shape
+    for path in awkward_image_files(tmp_path, 2 * shape[0], 2 * shape[1]):  # resized on the way too
+        page.get_by_test_id("upload").set_input_files(str(path))
+        wait_until(page, f"window.jaxcnnExplore.state.source === 'upload' && document.querySelector("
+                   f"'[data-testid=input-note]').textContent.includes('{path.name}')")  # fmt: skip
+        wait_idle(page)
+        want = read_image_file(path, shape)
+        assert want.max() > 100 and want[0, 0].max() == 0  # a light stroke on black
+        np.testing.assert_array_equal(page_pixels(page, explorer), want, err_msg=path.name)
+        top, _ = shown_prediction(page)
+        assert top == int(np.argmax(explorer.run.predict(want[None])[0])), path.name

@@ -258,24 +258,22 @@ byId("random-test").addEventListener("click", async () => {
   if (state.testCount === null) await showTestImage(0);
   if (state.testCount) showTestImage(Math.floor(Math.random() * state.testCount));
 });
-byId("upload").addEventListener("change", (event) => {
+// An upload is decoded by the server, with the decoder `jaxcnn predict` uses (EXIF orientation, transparency
+// on black, the run's size and channels), so a file means the same on the page and on the command line.
+byId("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
-  const url = URL.createObjectURL(file);
-  const image = new Image();
-  image.onload = () => {
+  try {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const answer = await api("/api/decode", { file: toBase64(bytes), name: file.name });
     const [h, w, c] = state.net.image_shape;
-    const small = el("canvas", { width: w, height: h });
-    const ctx = small.getContext("2d");
-    ctx.imageSmoothingQuality = "high";
-    ctx.drawImage(image, 0, 0, w, h);
-    URL.revokeObjectURL(url);
     byId("input-note").textContent = `uploaded ${file.name}, resized to ${h}x${w}${c === 1 ? " grey" : ""}`;
-    setPixels(pixelsOf(ctx, h, w, c), "upload");
-    update();
-  };
-  image.onerror = () => showError(`${file.name}: the browser cannot read it as an image`);
-  image.src = url;
+    setPixels(fromBase64(answer.pixels), "upload");
+    showError("");
+    await update();
+  } catch (error) {
+    showError(error.message);
+  }
 });
 
 // ------------------------------------------------------------------ prediction and feature maps
