@@ -318,9 +318,12 @@ def export_stablehlo(run: Run, out: str | Path, *, overwrite: bool = False) -> P
 
 def load_exported(path: str | Path) -> Callable[[Any], np.ndarray]:
     """A function from uint8 images (N, H, W, C) to class probabilities, from a file written by
-    ``jaxcnn export --format stablehlo``; needs JAX, not the spec or the run."""
+    ``jaxcnn export --format stablehlo``; needs JAX, not the spec or the run. It refuses what
+    ``load_run(RUN).predict`` refuses (another dtype, another image shape), with the same message."""
     import jax
     import numpy as np
+
+    from jaxcnn.model import check_uint8_images
 
     try:
         exported = jax.export.deserialize(bytearray(Path(path).read_bytes()))
@@ -328,8 +331,13 @@ def load_exported(path: str | Path) -> Callable[[Any], np.ndarray]:
         raise ExportError(f"{path}: no such file") from None
     except Exception as err:
         raise ExportError(f"{path}: not a jaxcnn StableHLO export ({type(err).__name__}: {str(err)[:120]})") from None
+    (images_aval,), (output_aval,) = exported.in_avals, exported.out_avals
+    input_shape, output_shape = tuple(images_aval.shape[1:]), tuple(output_aval.shape[1:])
 
     def probabilities(images: Any) -> np.ndarray:
-        return np.asarray(exported.call(np.asarray(images, np.uint8)))
+        images = check_uint8_images(images, str(path), input_shape)
+        if len(images) == 0:  # the symbolic batch size is at least 1; the ONNX file answers (0, classes) too
+            return np.zeros((0, *output_shape), np.float32)
+        return np.asarray(exported.call(images))
 
     return probabilities

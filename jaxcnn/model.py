@@ -35,6 +35,21 @@ class InputShapeError(JaxcnnError, ValueError):
     """An input batch whose shape or dtype does not match the spec's input."""
 
 
+def check_uint8_images(images: Any, where: str, input_shape: Shape, data_shape: Shape | None = None) -> Any:
+    """``images`` as a NumPy uint8 batch (N, H, W, C) of ``input_shape`` (or ``data_shape``, the training data's,
+    which the run pads or converts), else an InputShapeError: what a trained network's ``predict`` takes,
+    whether from the run or from an exported file."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise InputShapeError(f"predict takes uint8 images (0-255); got dtype {images.dtype}")
+    shapes = {tuple(input_shape), *([tuple(data_shape)] if data_shape is not None else [])}
+    if images.ndim != 4 or images.shape[1:] not in shapes:
+        also = f" (or the training data's {'x'.join(map(str, data_shape))})" if data_shape is not None else ""
+        raise InputShapeError(f"{where}: predict takes a batch of uint8 images of shape "
+                              f"(N, {', '.join(map(str, input_shape))}){also}; got {images.shape}")  # fmt: skip
+    return images
+
+
 def param_shapes(layer: Layer) -> dict[str, Shape]:
     """The shapes of one layer's weights: HWIO conv kernels, (in, out) dense kernels, biases, scales."""
     return layer.param_shapes()

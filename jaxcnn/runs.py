@@ -32,7 +32,7 @@ import numpy as np
 from jaxcnn.data import DATA_DIR_ENV, Dataset, Preprocess, load_dataset, plan_preprocess, resolve_data_dir
 from jaxcnn.files import written_whole
 from jaxcnn.memory import check_fits, element_count
-from jaxcnn.model import InputShapeError, Model, Params, State
+from jaxcnn.model import Model, Params, State, check_uint8_images
 from jaxcnn.parallel import fetch
 from jaxcnn.run_folder import RUN_FORMAT, RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
@@ -706,17 +706,9 @@ class Run:
         converted them (for example 28x28x1 digits for a 32x32x3 spec). Any N: large batches are
         computed in slices of PREDICT_BATCH images.
         """
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise InputShapeError(f"predict takes uint8 images (0-255); got dtype {images.dtype}")
-        if images.ndim == 4 and images.shape[1:] == self.image_shape:
+        images = check_uint8_images(images, str(self.run_dir), self.model.input_shape, self.image_shape)
+        if images.shape[1:] != self.model.input_shape:
             images = self.preprocess.fit(images)
-        if images.ndim != 4 or images.shape[1:] != self.model.input_shape:
-            raise InputShapeError(
-                f"{self.run_dir}: predict takes a batch of uint8 images of shape "
-                f"(N, {', '.join(map(str, self.model.input_shape))}) (or the training data's "
-                f"{'x'.join(map(str, self.image_shape))}); got {images.shape}"
-            )
         # In slices of PREDICT_BATCH: any number of images, bounded memory, at most two compilations.
         parts = [
             self._predict(self.params, self.state, images[i : i + PREDICT_BATCH])

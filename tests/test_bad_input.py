@@ -239,3 +239,16 @@ def test_a_fifo_among_the_images_does_not_hang_the_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jaxcnn", *argv], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "pipe.png: is not a regular file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_top_below_one_is_refused_and_above_the_classes_is_clipped(capsys, run_copy, tmp_path):
+    """Issue 27 (11): before, --top 0 printed nothing and --top -2 all but two classes, both with exit 0."""
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+    for top in ("0", "-2", "²"):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["predict", str(run_copy), str(tmp_path / "x.png"), "--top", top])
+        assert stopped.value.code == 2 and "argument --top" in capsys.readouterr().err
+    assert cli.main(["predict", str(run_copy), str(tmp_path / "x.png"), "--top", "9"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: --top 9: the run tells 4 classes apart, so all 4 are shown" in err
+    assert out.count("%)") == 4

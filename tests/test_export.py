@@ -290,3 +290,28 @@ def test_export_never_replaces_what_it_must_not(graph_run, tmp_path):
                         "--overwrite")  # fmt: skip
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "inside the run folder" in result.stderr
     assert (run_copy / "config.json").read_bytes() == before[run_copy / "config.json"]
+
+
+def test_load_exported_refuses_what_predict_refuses_with_the_same_message(tmp_path):
+    """Issue 27 (5): before, any dtype was cast to uint8 (float images in [0, 1] all became 0 or 1)."""
+    from jaxcnn.export import export_stablehlo
+    from jaxcnn.model import InputShapeError
+
+    model = Model(parse_spec(GRAPH_SPEC))
+    params, state = perturbed(model, 1)
+    run = type("TrainedRun", (), {"model": model, "params": params, "state": state, "tta": False,
+                                  "preprocess": Preprocess(mean=None, std=None)})()  # fmt: skip
+    export_stablehlo(run, tmp_path / "net.jax")
+    probabilities = jaxcnn.load_exported(tmp_path / "net.jax")
+    images = images_for(model, 3, 0)
+    assert probabilities(images).shape == (3, 4)
+    assert probabilities(images[:0]).shape == (0, 4) and probabilities(images[:0]).dtype == np.float32
+    for bad in (images / 255.0, images.astype(np.int64) + 250, images[..., 0], images[:, :4]):
+        with pytest.raises(InputShapeError) as caught:
+            probabilities(bad)
+        message = str(caught.value)
+        assert message.startswith("predict takes uint8 images (0-255); got dtype") or (
+            message.startswith(f"{tmp_path / 'net.jax'}: predict takes a batch of uint8 images of shape (N, 8, 8, 1)")
+        ), message
+    with pytest.raises(InputShapeError, match=r"predict takes uint8 images \(0-255\); got dtype float64"):
+        probabilities(images / 255.0)
