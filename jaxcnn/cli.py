@@ -121,7 +121,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from jaxcnn.compiling import enable_compilation_cache, use_xla_defaults
-    from jaxcnn.runs import resume_run, train_run
+    from jaxcnn.runs import NothingToResumeError, resume_run, train_run
 
     enable_compilation_cache()  # a second run of the same network skips XLA's code generation
     use_xla_defaults(args.xla_defaults)
@@ -134,7 +134,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise UsageError(f"--resume RUN continues with the run's recorded settings; only --epochs may change, "
                              f"not {', '.join(changed)}")  # fmt: skip
-        resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, progress=not args.no_progress)
+        try:
+            resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, progress=not args.no_progress)
+        except NothingToResumeError as done:  # not a failure: the run is as asked, and was not touched
+            print(f"jaxcnn train: {done}")
         return 0
     if not args.spec or not args.out or not args.dataset:
         raise UsageError("train needs SPEC, --dataset NAME and --out RUN (or --resume RUN)")

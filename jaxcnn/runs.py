@@ -290,9 +290,33 @@ def resume_run(
     """
     started = time.perf_counter()
     run_dir = Path(out)
-    read_config(run_dir)  # a clear error for a folder that is not a run, before anything is created
+    record = read_config(run_dir)  # a clear error for a folder that is not a run, before anything is created
+    _check_epochs_left(run_dir, epochs if epochs is not None else record["train"].get("epochs"))
     with _writing(run_dir):
         return _resume_locked(run_dir, started, epochs, data_dir, dataset, progress, verbose)
+
+
+class NothingToResumeError(RunError):
+    """``--resume`` asked for no more epochs than the run already has: nothing was loaded or changed."""
+
+
+def _check_epochs_left(run_dir: Path, total: object) -> None:
+    """Raise NothingToResumeError when the run's latest checkpoint already reaches ``total`` epochs; before
+    the data is loaded or anything compiled."""
+    if not isinstance(total, int) or total < 1 or not (run_dir / "checkpoints").is_dir():
+        return  # the resume itself reports these
+    checkpoints = _checkpoints(run_dir, create=False)
+    try:
+        done = checkpoints.latest_epoch()
+    finally:
+        checkpoints.close()
+    if done is None or done < total:
+        return
+    further = f"--epochs N with N above {done} trains further"
+    if done == total:
+        raise NothingToResumeError(f"{run_dir} already has its {done} epochs; nothing was done ({further})")
+    raise NothingToResumeError(f"{run_dir} already has {done} epochs; --epochs {total} is the total to reach, not a "
+                               f"number to add, so nothing was done ({further})")  # fmt: skip
 
 
 def _resume_locked(

@@ -127,6 +127,8 @@ NAME_PREFIX = {kind: cls.PREFIX for kind, cls in LAYER_TYPES.items()}
 MAX_NESTING = 32
 """How deeply a spec's lists and objects may nest (a layer's padding pairs sit at depth 5)."""
 
+# Matched whole (fullmatch: ``$`` alone would match before a final newline, letting "conv1\n" beside "conv1");
+# the anchors are for JSON Schema, which reads the same patterns.
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PARAM_PATTERN = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]{0,63})$")
 
@@ -205,7 +207,7 @@ def _layer_type(at: Where, raw: dict[str, Any], blocks: dict[str, Any]) -> str:
 def _substitute(at: Where, value: Any, params: dict[str, Any] | None, block: str | None) -> Any:
     """Replace every "$name" string in ``value`` (nested lists and objects too) by the parameter's value."""
     if isinstance(value, str):
-        match = _PARAM_PATTERN.match(value)
+        match = _PARAM_PATTERN.fullmatch(value)
         if match is None:
             return value
         key = match.group(1)
@@ -261,7 +263,7 @@ class _Expander:
             else:
                 kind = _layer_type(at, raw, self.blocks)
                 self.pending.append(_Pending(raw, kind, prefix + name, inputs, at))
-                if len(self.pending) > MAX_LAYERS:
+                if len(self.pending) > MAX_LAYERS:  # a repeat given by a block parameter, which counting cannot see
                     raise at.error(f"the spec expands to more than {MAX_LAYERS} layers; use fewer repeats")
                 previous = prefix + name
             local[name] = previous
@@ -279,7 +281,9 @@ class _Expander:
             if "block" in raw and "type" in raw:
                 raise at.error('a block use names its block and no type: {"block": "basic", ...}', "type")
             if "block" in raw:
-                stem = raw["block"] if isinstance(raw["block"], str) and _NAME_PATTERN.match(raw["block"]) else "block"
+                stem = (
+                    raw["block"] if isinstance(raw["block"], str) and _NAME_PATTERN.fullmatch(raw["block"]) else "block"
+                )
                 at.layer_type = f"block {stem}"
             else:
                 kind = _layer_type(at, raw, self.blocks)
@@ -288,7 +292,7 @@ class _Expander:
             counts[stem] = counts.get(stem, 0) + 1
             name = raw.get("name", f"{stem}{counts[stem]}")
             at.name = name if isinstance(name, str) else None
-            if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
                 raise at.error(
                     f"must be a letter or _ followed by up to 63 letters, digits or _, got {C.describe(name)}", "name"
                 )
@@ -329,19 +333,19 @@ class _Expander:
             elif word in local:
                 refs.append(local[word])
             elif word == name:
-                raise at.error(f"the layer reads its own output ({word!r}), which would make a cycle", "inputs")
+                raise at.error(f"the layer reads its own output ({C.clip(word)!r}), which would make a cycle", "inputs")
             elif word in names:
                 later = names.index(word)
                 raise at.error(
-                    f"reads {word!r}, which comes later ({at.list_name}[{later}]); a layer reads only the input "
-                    "and layers listed before it, which keeps the network free of cycles. Move it, or read an "
+                    f"reads {C.clip(word)!r}, which comes later ({at.list_name}[{later}]); a layer reads only the "
+                    "input and layers listed before it, which keeps the network free of cycles. Move it, or read an "
                     "earlier layer",
                     "inputs",
                 )
             else:
                 known = [INPUT, *names[:index]]
                 raise at.error(
-                    f"no layer named {word!r} comes before this one; it can read: {', '.join(known)}."
+                    f"no layer named {C.clip(word)!r} comes before this one; it can read: {', '.join(known)}."
                     f"{C.suggest(word, known)}",
                     "inputs",
                 )
@@ -382,7 +386,56 @@ class _Expander:
             local = self.expand(definition["layers"], f"blocks.{block_name}.layers", trail, copy_prefix, current,
                                 values, (*stack, block_name))  # fmt: skip
             current = local[definition["output"]] if "output" in definition else list(local.values())[-1]
+        # After the expansion, whose errors (a "$name" the block does not declare) are the more precise.
+        read = _parameters_read(definition["layers"])
+        for key in raw:
+            if key in declared and key not in read:
+                raise at.error(
+                    f"block {block_name!r} declares the parameter {key!r}, but none of its layers reads "
+                    f'"${key}", so the value given here would change nothing. Use "${key}" in a layer of '
+                    f"blocks.{block_name}.layers, or leave it out here",
+                    key,
+                )
         return current
+
+
+def _parameters_read(value: Any) -> set[str]:
+    """The block parameters that ``value`` (a block's layers) reads as "$name", at any depth."""
+    if isinstance(value, str):
+        match = _PARAM_PATTERN.fullmatch(value)
+        return {match.group(1)} if match else set()
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return set().union(*(_parameters_read(child) for child in children))
+
+
+def _expanded_count(entries: list[Any], blocks: dict[str, Any], counted: dict[str, int], stack: tuple[str, ...]) -> int:
+    """How many layers ``entries`` expand to, counted before anything is built or copied: a block use counts
+    its repeats times its block's layers. What the expander will refuse anyway (an unknown block, a
+    recursion, a bad repeat) counts as one layer here."""
+    total = 0
+    for raw in entries:
+        name = raw.get("block") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or name not in blocks or name in stack:
+            total += 1
+            continue
+        if name not in counted:
+            layers = blocks[name].get("layers")
+            counted[name] = _expanded_count(layers, blocks, counted, (*stack, name)) if isinstance(layers, list) else 1
+        repeat = raw.get("repeat", 1)
+        total += counted[name] * (int(repeat) if C.is_int(repeat) and 1 <= repeat <= MAX_REPEAT else 1)
+    return total
+
+
+def _check_size(at: Where, raw_layers: list[Any], blocks: dict[str, Any]) -> None:
+    """Refuse a spec of more than MAX_LAYERS layers before expanding it, saying what makes it that large."""
+    count = _expanded_count(raw_layers, blocks, {}, ())
+    if count <= MAX_LAYERS:
+        return
+    if count == len(raw_layers):
+        raise at.error(f"the spec has more than {MAX_LAYERS} layers: it lists {count:,}", "layers")
+    raise at.error(f"the spec expands to more than {MAX_LAYERS} layers: its {len(raw_layers):,} entries make "
+                   f"{count:,} (block uses times their repeats); use fewer repeats or smaller blocks",
+                   "layers")  # fmt: skip
 
 
 def _check_blocks(at: Where, value: Any) -> dict[str, Any]:
@@ -392,8 +445,9 @@ def _check_blocks(at: Where, value: Any) -> dict[str, Any]:
                        "blocks")  # fmt: skip
     for name, block in value.items():
         place = Where(at.source, f"blocks.{name}")
-        if not _NAME_PATTERN.match(name):
-            raise at.error(f"block name {name!r} must be a letter or _ followed by letters, digits or _", "blocks")
+        if not _NAME_PATTERN.fullmatch(name):
+            raise at.error(f"block name {C.clip(name)!r} must be a letter or _ followed by letters, digits or _",
+                           "blocks")  # fmt: skip
         if name in LAYER_TYPES:
             raise at.error(f"block name {name!r} is a layer type; choose another name", "blocks")
         if not isinstance(block, dict):
@@ -405,9 +459,10 @@ def _check_blocks(at: Where, value: Any) -> dict[str, Any]:
         if not isinstance(params, dict):
             raise place.error(f"must be an object of parameter names and defaults, got {C.describe(params)}", "params")
         for key in params:
-            if not _NAME_PATTERN.match(key) or key in BLOCK_USE_FIELDS:
+            if not _NAME_PATTERN.fullmatch(key) or key in BLOCK_USE_FIELDS:
                 raise place.error(
-                    f"parameter {key!r} must be a name (letters, digits, _) other than {', '.join(BLOCK_USE_FIELDS)}",
+                    f"parameter {C.clip(key)!r} must be a name (letters, digits, _) other than "
+                    f"{', '.join(BLOCK_USE_FIELDS)}",
                     "params",
                 )
         if "output" in block:
@@ -500,6 +555,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> NetworkSpec:
     if not isinstance(raw_layers, list) or not raw_layers:
         raise at.error(f"must be a non-empty list of layer objects, got {C.describe(raw_layers)}", "layers")
     blocks = _check_blocks(at, data.get("blocks", {}))
+    _check_size(at, raw_layers, blocks)
 
     expander = _Expander(source, blocks)
     outputs = expander.expand(raw_layers, "layers", (), "", INPUT, None, ())

@@ -58,22 +58,36 @@ class SpecError(JaxcnnError, ValueError):
 
     def _render(self) -> str:
         where = [self.source]
-        place = list(self.trail)
+        place = [clip(step, 300) for step in self.trail]
         if self.index is not None:
             layer = f"{self.list_name}[{self.index}]"
-            described = " ".join(part for part in (self.layer_type, repr(self.name) if self.name else None) if part)
+            shown = repr(clip(self.name)) if self.name else None
+            described = " ".join(part for part in (self.layer_type, shown) if part)
             place.append(f"{layer} ({described})" if described else layer)
         elif self.list_name != "layers":
             place.append(self.list_name)
         if place:
             where.append(" > ".join(place))
         if self.field is not None:
-            where.append(f"field '{self.field}'")
+            where.append(f"field '{clip(self.field)}'")
         return ": ".join([", ".join(where), self.message])
+
+
+MAX_SHOWN = 80
+"""The most characters of a name or key that an error message quotes (a spec may hold a 100,000-character one)."""
+
+
+def clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` shortened for a message: its start and its end, and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 30]}...{text[-15:]} ({len(text):,} characters)"
 
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """ " Did you mean 'x'?" for the closest choice, or nothing."""
+    if len(word) > 2 * MAX_SHOWN:  # nothing valid is that long, and difflib's time grows with the square
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 
@@ -158,12 +172,17 @@ def bool_value(at: Where, value: Any, field: str) -> bool:
 
 def number(at: Where, value: Any, field: str, low: float, high: float, *, high_open: bool = False) -> float:
     """A finite JSON number in [low, high] (or [low, high) with ``high_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # An int is finite however long (math.isfinite(10**400) would overflow); comparing it with a float is exact.
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or (isinstance(value, float) and not math.isfinite(value)):
         raise at.error(f"must be a number, got {describe(value)}", field)
     if not (low <= value < high if high_open else low <= value <= high):
         interval = f"[{low:g}, {high:g})" if high_open else f"[{low:g}, {high:g}]"
         raise at.error(f"must be in {interval}, got {describe(value)}", field)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise at.error(f"is too large to be a number here, got {describe(value)}", field) from None
 
 
 def activation(at: Where, value: Any, is_last: bool) -> str:
@@ -267,7 +286,7 @@ def check_keys(
     for key in obj:
         if key not in allowed:
             raise at.error(
-                f"unknown field {key!r} for {what}; allowed: {', '.join(allowed)}.{suggest(key, allowed)}", key
+                f"unknown field {clip(key)!r} for {what}; allowed: {', '.join(allowed)}.{suggest(key, allowed)}", key
             )
     for key in required:
         if key not in obj:

@@ -13,6 +13,7 @@ which is what lets ``--resume`` reproduce an uninterrupted run exactly.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
 from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import DataParallel, fetch
+from jaxcnn.spec import BatchNormLayer, NetworkSpec
 
 SHUFFLE_STREAM = 0x5348_5546
 """Leading word of the NumPy seed of each epoch's shuffle, apart from the parameters' streams."""
@@ -464,6 +466,35 @@ def resolve_loop(loop: str) -> str:
     return "step" if jax.default_backend() == "cpu" else "scan"
 
 
+def check_batch_statistics(spec: NetworkSpec, images_per_device: int) -> None:
+    """Refuse batch norm whose batch statistics would be over one value per channel (a dense layer's output at
+    one image per device): the variance is 0, every output is the offset, and nothing trains (PyTorch refuses
+    it too)."""
+    for layer in spec.layers:
+        if not isinstance(layer, BatchNormLayer):
+            continue
+        per_image = math.prod(layer.input_shape[:-1])
+        if images_per_device * per_image <= 1:
+            raise ConfigError(
+                f"{spec.source}: layer {layer.index} (batch_norm {layer.name!r}) would compute its batch statistics "
+                f"over 1 value per channel ({images_per_device} image per device, each giving one value), whose "
+                "variance is 0, so it would train nothing; use --batch-size 2 or more per device"
+            )
+
+
+def check_augmentation(augmentation: Augmentation | None, input_shape: tuple[int, ...]) -> None:
+    """Refuse a translation or an erase square as large as the image: they would blank whole images."""
+    if augmentation is None:
+        return
+    height, width = input_shape[0], input_shape[1]
+    side = min(height, width)
+    for word, value, effect in (("translate", augmentation.translate, "shift images entirely out of view"),
+                                ("erase", augmentation.erase, "erase whole images")):  # fmt: skip
+        if value >= side:
+            raise ConfigError(f"augment: {word}={value} would {effect} ({height}x{width} images, as the network "
+                              f"takes them); use {word} below {side}")  # fmt: skip
+
+
 class Trainer:
     """Compiled training and evaluation for one model, data set and configuration.
 
@@ -491,6 +522,8 @@ class Trainer:
         check_fits(model.spec, eval_images, data_bytes, training=False, flag="--eval-batch-size")
         self.parallel = DataParallel.over(config.devices)
         self.parallel.check_divides(config.batch_size, "batch size")
+        check_batch_statistics(model.spec, config.batch_size // self.parallel.size)
+        check_augmentation(config.augmentation, model.input_shape)
         self.model, self.config, self.preprocess = model, config, preprocess
         self.steps_per_epoch = n // config.batch_size
         self.loop = resolve_loop(config.loop)

@@ -110,6 +110,8 @@ def test_batches_differ_across_steps_and_repeat_per_seed():
         ("rotate=5", "unknown 'rotate'"),
         ("translate", "translate needs a whole number of pixels from 1 to 64"),
         ("translate=0", "from 1 to 64"),
+        ("translate=²", "from 1 to 64"),  # issue 27 (13): "²".isdigit() is true, int("²") fails
+        ("erase=٣", "from 1 to 64"),
         ("flip=2", "flip takes no value"),
         ("flip,flip", "'flip' is given twice"),
     ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -252,3 +253,57 @@ def test_predict_top_below_one_is_refused_and_above_the_classes_is_clipped(capsy
     out, err = capsys.readouterr()
     assert "note: --top 9: the run tells 4 classes apart, so all 4 are shown" in err
     assert out.count("%)") == 4
+
+
+def test_batch_norm_over_one_value_per_channel_is_refused():
+    """Issue 27 (9): batch norm after a dense layer at batch size 1 trained nothing (6.7%), without a word."""
+    from jaxcnn.spec import parse_spec
+    from jaxcnn.train import ConfigError
+
+    layers = [{"type": "flatten"}, {"type": "dense", "units": 6}, {"type": "batch_norm", "name": "norm"},
+              {"type": "dense", "units": 4}]  # fmt: skip
+    spec = parse_spec({"format": "jaxcnn.spec/1", "input": [8, 8, 1], "layers": layers}, "bn.json")
+    with pytest.raises(ConfigError) as caught:
+        train_run(spec, quadrant_dataset(8, 8), TrainConfig(epochs=1, batch_size=1), None, progress=False,
+                  verbose=False)  # fmt: skip
+    for fragment in ("bn.json: layer 2 (batch_norm 'norm')", "over 1 value per channel", "--batch-size 2 or more"):
+        assert fragment in str(caught.value)
+    # After a conv layer one image gives 8x8 values per channel: allowed at batch size 1.
+    conv = [{"type": "conv", "filters": 2, "size": 3, "padding": "same"}, {"type": "batch_norm"}, *layers[:2]]
+    conv[-1] = {"type": "dense", "units": 4}
+    spec = parse_spec({"format": "jaxcnn.spec/1", "input": [8, 8, 1], "layers": conv}, "conv_bn.json")
+    result = train_run(spec, quadrant_dataset(8, 8), TrainConfig(epochs=1, batch_size=1), None, progress=False,
+                       verbose=False)  # fmt: skip
+    assert len(result.metrics) == 1
+
+
+@pytest.mark.parametrize(
+    ("augment", "fragment"),
+    [
+        ("translate=8", "translate=8 would shift images entirely out"),
+        ("erase=64", "erase=64 would erase whole images (8x8 images"),
+    ],
+)
+def test_augmentation_as_large_as_the_image_is_refused(augment, fragment):
+    """Issue 27 (10): translate=64,erase=64 on 28x28 images blanked every image and trained to chance."""
+    from jaxcnn.spec import parse_spec
+    from jaxcnn.train import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        train_run(parse_spec(TINY_SPEC), quadrant_dataset(64, 8), TrainConfig(epochs=1, batch_size=32, augment=augment),
+                  None, progress=False, verbose=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(("epochs", "fragment"), [("1", "already has its 1 epochs; nothing was done")])
+def test_resume_to_no_more_epochs_says_so_before_loading_anything(capsys, run_copy, monkeypatch, epochs, fragment):
+    """Issue 27 (18): `--resume RUN --epochs 2` on a 3-epoch run loaded the data, compiled and exited 0 silently."""
+    from jaxcnn import runs
+
+    monkeypatch.setattr(runs, "load_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
+    before = sorted((p.relative_to(run_copy), p.stat().st_mtime_ns) for p in run_copy.rglob("*"))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run_copy), "--epochs", epochs, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert fragment in out and str(run_copy) in out and "--epochs N with N above 1 trains further" in out
+    assert sorted((p.relative_to(run_copy), p.stat().st_mtime_ns) for p in run_copy.rglob("*")) == before
+    _error_line(capsys, ["train", "--resume", str(run_copy), "--epochs", "0"], "epochs must be a positive integer")

@@ -264,3 +264,98 @@ def test_error_fields_are_available_to_programs():
         loads_spec(json.dumps(with_layer(0, stride=0)), "x.json")
     err = info.value
     assert (err.source, err.index, err.name, err.layer_type, err.field) == ("x.json", 0, "conv1", "conv", "stride")
+
+
+# ---------------------------------------------------------------- issue 27: names, block parameters, size, numbers
+
+CONV = {"type": "conv", "filters": "$filters", "size": 3, "padding": "same", "activation": "relu"}
+BLOCK = {"params": {"filters": None, "stride": 1}, "layers": [CONV]}
+
+
+def with_block_use(use: dict[str, Any], block: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"format": "jaxcnn.spec/1", "input": [8, 8, 1], "blocks": {"basic": block or BLOCK},
+            "layers": [{"block": "basic", "name": "stage", **use}, {"type": "flatten"},
+                       {"type": "dense", "units": 2}]}  # fmt: skip
+
+
+def test_a_block_parameter_no_layer_reads_is_refused_where_it_is_given():
+    """Issue 27 (7): before, `stride: 2` was accepted and changed nothing."""
+    parse_spec(with_block_use({"filters": 4}))  # declared, unread and not given: nothing to refuse
+    with pytest.raises(SpecError) as caught:
+        parse_spec(with_block_use({"filters": 4, "stride": 2}), "net.json")
+    message = str(caught.value)
+    for fragment in ("net.json, layers[0] (block basic 'stage'), field 'stride'", "declares the parameter 'stride'",
+                     'none of its layers reads "$stride"', "would change nothing"):  # fmt: skip
+        assert fragment in message, message
+    nested = {"params": {"filters": None, "stride": 1},
+              "layers": [{"block": "inner", "width": "$filters", "step": "$stride"}]}  # fmt: skip
+    inner = {"params": {"width": None, "step": 1},
+             "layers": [{"type": "conv", "filters": "$width", "size": 3, "stride": "$step"}]}  # fmt: skip
+    spec = with_block_use({"filters": 4, "stride": 2}, nested)
+    spec["blocks"]["inner"] = inner
+    assert parse_spec(spec).layers[0].stride == (2, 2)  # type: ignore[attr-defined]  # read through an inner block's use: not refused
+
+
+@pytest.mark.parametrize("where", ["layer name", "block name", "block use name", "parameter name", "output"])
+def test_a_name_ending_in_a_newline_is_refused(where):
+    """Issue 27 (8): the name pattern's `$` matched before a final newline, so "conv1\\n" stood beside "conv1"."""
+    spec = with_block_use({"filters": 4})
+    if where == "layer name":
+        spec["layers"][1]["name"] = "flat\n"
+    elif where == "block name":
+        spec["blocks"] = {"basic\n": BLOCK}
+        spec["layers"][0]["block"] = "basic\n"
+    elif where == "block use name":
+        spec["layers"][0]["name"] = "stage\n"
+    elif where == "parameter name":
+        spec["blocks"]["basic"] = {**BLOCK, "params": {"filters": None, "stride\n": 1}}
+    else:
+        spec["layers"][0]["filters"] = "$filters\n"  # not a parameter reference: a plain (bad) value
+    with pytest.raises(SpecError):
+        parse_spec(spec)
+
+
+def test_an_oversized_expansion_is_refused_before_anything_is_built(monkeypatch):
+    """Issue 27 (12): a large block-parameter default was copied into every expanded layer before the
+    10,000-layer error (50 s and 1.6 GB for a 129 KB spec; MemoryError at 690 KB)."""
+    from jaxcnn import spec as S
+
+    big = {"params": {"filters": None, "stride": 1, "pad": [[1, 1]] * 2000},
+           "layers": [{"type": "conv", "filters": "$filters", "size": 3, "padding": "same"},
+                      {"type": "activation", "activation": "relu"}] * 3}  # fmt: skip
+    spec = with_block_use({"filters": 4, "repeat": 1000}, big)
+    spec["layers"][1:1] = [{"block": "basic", "filters": 4, "repeat": 1000}]
+    monkeypatch.setattr(S._Expander, "expand", lambda *a: pytest.fail("the expansion started"))
+    with pytest.raises(SpecError, match=r"expands to more than 10000 layers: its 4 entries make 12,002 \(block uses"):
+        parse_spec(spec, "big.json")
+    plain = {"format": "jaxcnn.spec/1", "input": [4, 4, 1], "layers": [{"type": "flatten"}] * 10001}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(plain)
+    assert "more than 10000 layers: it lists 10,001" in str(caught.value) and "repeat" not in str(caught.value)
+
+
+def test_a_huge_integer_is_an_error_and_validate_goes_on(tmp_path, capsys):
+    """Issue 27 (13): a 401-digit epsilon raised OverflowError and stopped validate before the next file."""
+    from jaxcnn import cli
+
+    spec = tiny({"type": "conv", "filters": 2, "size": 3}, {"type": "batch_norm", "epsilon": 10**400},
+                {"type": "flatten"}, {"type": "dense", "units": 2})  # fmt: skip
+    (tmp_path / "huge.json").write_text(json.dumps(spec))
+    (tmp_path / "fine.json").write_text(json.dumps(base()))
+    assert cli.main(["validate", str(tmp_path / "huge.json"), str(tmp_path / "fine.json")]) == 1
+    out, err = capsys.readouterr()
+    assert "field 'epsilon': must be in [0, 1], got 1000000" in err and "Traceback" not in err
+    assert out.startswith(f"ok: {tmp_path / 'fine.json'}")
+
+
+def test_long_names_are_clipped_in_messages_keeping_both_ends():
+    """Issue 27 (17): a 100,000-character layer name made a 100 KB error line."""
+    name = "start_" + "x" * 100_000 + "_end"
+    for spec in (tiny({"type": "flatten", "name": name}, {"type": "dense", "units": 2}),
+                 tiny({"type": "flatten"}, {"type": "dense", "units": 2, "inputs": name}),
+                 tiny({"type": "flatten", name: 1}, {"type": "dense", "units": 2})):  # fmt: skip
+        with pytest.raises(SpecError) as caught:
+            parse_spec(spec)
+        message = str(caught.value)
+        assert len(message) < 600 and "start_xxx" in message and "x_end" in message, message[:1000]
+        assert "(100,010 characters)" in message
