@@ -240,17 +240,36 @@ def global_max_pool(x: Array) -> Array:
     return jnp.max(x, axis=(1, 2))
 
 
+@jax.custom_jvp
 def batch_moments(x: Array) -> tuple[Array, Array]:
     """The float32 mean and (biased) variance of each channel, over every axis but the last.
 
-    One pass, E[x^2] - E[x]^2 (clipped at 0), as Flax computes it by default: cheaper to run and to
-    differentiate than the two-pass form, and as accurate for activations of moderate mean.
+    One pass over shifted values: with ``d = x - s``, where the shift ``s`` is the first example's mean
+    per channel, mean = s + E[d] and variance = E[d^2] - E[d]^2 (clipped at 0). As cheap as Flax's
+    unshifted E[x^2] - E[x]^2, but without its cancellation when a channel's mean is large against its
+    spread (mean 1e3, spread 1: relative error 1e-3 unshifted, 1e-7 shifted). The derivative is the
+    moments' own, written out (E[t] and 2 E[(x - mean) t]), so it is the same whatever the shift and
+    as cheap as the unshifted form's.
     """
     x32 = x.astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x32, axis=axes)
-    mean_of_squares = jnp.mean(jnp.square(x32), axis=axes)
-    return mean, jnp.maximum(mean_of_squares - jnp.square(mean), 0.0)
+    shift = jnp.mean(x32[0], axis=tuple(range(x.ndim - 2))) if x.ndim > 2 else x32[0]
+    shifted = x32 - shift
+    mean_shifted = jnp.mean(shifted, axis=axes)
+    variance = jnp.mean(jnp.square(shifted), axis=axes) - jnp.square(mean_shifted)
+    return shift + mean_shifted, jnp.maximum(variance, 0.0)
+
+
+@batch_moments.defjvp
+def _batch_moments_jvp(
+    primals: tuple[Array], tangents: tuple[Array]
+) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    (x,), (t,) = primals, tangents
+    mean, variance = batch_moments(x)
+    axes = tuple(range(x.ndim - 1))
+    t32 = t.astype(jnp.float32)
+    centred = x.astype(jnp.float32) - mean
+    return (mean, variance), (jnp.mean(t32, axis=axes), 2.0 * jnp.mean(centred * t32, axis=axes))
 
 
 def batch_norm(
