@@ -229,3 +229,53 @@ def test_batch_statistics_gradient_equals_the_two_pass_forms():
         return jnp.sum((x - mean) / jnp.sqrt(var + 1e-3) * weights)
 
     np.testing.assert_allclose(np.asarray(jax.grad(ours)(x)), np.asarray(jax.grad(two_pass)(x)), atol=2e-5)
+
+
+DEAD_CHANNEL_SPEC = {
+    "format": "jaxcnn.spec/1", "name": "dead-channel-bn", "input": [9, 8, 2],
+    "layers": [
+        {"type": "conv", "name": "stem", "filters": 4, "size": 3, "padding": [[1, 1], [1, 1]], "use_bias": False,
+         "activation": "relu"},
+        {"type": "batch_norm", "epsilon": 0.1}, {"type": "activation", "activation": "relu"},
+        {"type": "batch_norm", "momentum": 0.5, "epsilon": 1e-05, "center": False},
+        {"type": "global_avg_pool", "name": "h_1_avg", "inputs": "bn2"},
+        {"type": "global_max_pool", "name": "h_1_max", "inputs": "bn2"},
+        {"type": "concat", "name": "h_1_cat", "inputs": ["h_1_max", "h_1_avg"]},
+        {"type": "dense", "name": "head", "units": 2, "activation": "softmax"}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_a_dead_channel_before_batch_norm_gives_the_textbook_input_gradient(batch):
+    """Issue 27 (20): a channel that ReLU leaves all zero feeds batch norm (zero variance) and global pooling.
+    In training mode the input gradient equals a float64 reference written directly (two-pass variance,
+    jnp.max), for every implementation: the points where the functions are not differentiable (the
+    variance's clamp at 0, ties in the max, ReLU at 0) do not reach the input, since ReLU'(0) = 0 stops the
+    dead channel's gradient in both."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(batch)
+        x = jnp.asarray(rng.uniform(0, 1, (batch, 9, 8, 2)))
+        weights = jnp.asarray(rng.normal(size=(batch, 2)))
+        for impl in ("lax", "auto"):
+            model = Model(parse_spec(DEAD_CHANNEL_SPEC), impl=impl)
+            params = jax.tree.map(lambda a: np.asarray(a, np.float64), model.init(0))
+            params["stem"]["kernel"][..., 3] = -np.abs(params["stem"]["kernel"][..., 3])  # inputs >= 0: dead
+            state = jax.tree.map(lambda a: np.asarray(a, np.float64), model.init_state())
+
+            def ours(x, model=model, params=params, state=state):
+                return jnp.sum(model.apply_with_state(params, state, x, training=True)[0] * weights)
+
+            def reference(x, params=params):
+                def norm(y, p, epsilon):
+                    mean = jnp.mean(y, axis=(0, 1, 2))
+                    var = jnp.mean(jnp.square(y - mean), axis=(0, 1, 2))
+                    return (y - mean) / jnp.sqrt(var + epsilon) * p["scale"] + p.get("bias", 0.0)
+
+                y = lax.conv_general_dilated(x, params["stem"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+                y = norm(jax.nn.relu(norm(jax.nn.relu(y), params["bn1"], 0.1)), params["bn2"], 1e-5)
+                pooled = jnp.concatenate([jnp.max(y, axis=(1, 2)), jnp.mean(y, axis=(1, 2))], axis=1)
+                return jnp.sum((pooled @ params["head"]["kernel"] + params["head"]["bias"]) * weights)
+
+            assert float(jnp.abs(jax.grad(reference)(x)).max()) > 0.05  # a gradient to compare
+            np.testing.assert_allclose(np.asarray(jax.grad(ours)(x)), np.asarray(jax.grad(reference)(x)),
+                                       atol=2e-5, err_msg=impl)  # fmt: skip
