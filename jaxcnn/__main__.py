@@ -1,7 +1,5 @@
 """``python -m jaxcnn`` runs the ``jaxcnn`` command."""
 
-import sys
+from jaxcnn.cli import run
 
-from jaxcnn.cli import main
-
-sys.exit(main())
+run()

@@ -476,12 +476,54 @@ def _quiet_closed_event_loops(unraisable: object) -> None:
     sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]  # an UnraisableHookArgs
 
 
+HEAVY_MODULES: dict[str, tuple[str, ...]] = {
+    "summary": ("jaxcnn.model",),
+    "train": ("jaxcnn.runs",),
+    "evaluate": ("jaxcnn.runs",),
+    "export": ("jaxcnn.runs", "onnx"),
+    "predict": ("jaxcnn.runs", "PIL.Image"),
+    "demo": ("jaxcnn.pictures",),
+    "show": ("jaxcnn.pictures", "jaxcnn.runs"),
+    "explore": ("jaxcnn.explorer",),
+    "draw": ("jaxcnn.pictures",),
+}
+"""What each command imports before its work, with Ctrl-C held back (:func:`_load_heavy_modules`)."""
+
+
+def _load_heavy_modules(command: str) -> None:
+    """Import what ``command`` needs (JAX, orbax, onnx, matplotlib) and start JAX's backend, with Ctrl-C held
+    until they are done, then honoured (KeyboardInterrupt): an import stopped half-way leaves modules half
+    made, whose errors (an ImportError traceback, once a crash) would follow the interruption. A few seconds
+    at most; off the main thread (a command run inside a test's thread) the imports simply run."""
+    import contextlib
+    import importlib
+    import signal
+    import threading
+
+    held: list[int] = []
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if on_main_thread else None
+    try:
+        for name in HEAVY_MODULES.get(command, ()):
+            with contextlib.suppress(ImportError):  # an optional package (onnx): the command says so when needed
+                importlib.import_module(name)
+        if "jax" in sys.modules:  # start the backend too (multi-process training must initialise before this)
+            sys.modules["jax"].devices()
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jaxcnn`` command; returns the exit status."""
+    """Entry point of the ``jaxcnn`` command; returns the exit status. Ctrl-C at any moment ends it with one
+    line and status 130 (training first finishes its step and says what was kept)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     sys.unraisablehook = _quiet_closed_event_loops  # for the rest of the process: they come at exit too
     try:
+        _load_heavy_modules(args.command)
         return int(args.handler(args))
     except UsageError as err:
         parser.error(str(err))
@@ -493,5 +535,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``jaxcnn`` program (console script and ``python -m jaxcnn``): :func:`main`, then exit.
+
+    Ctrl-C is caught here too. Native libraries run some Python code of their own (an ``exec`` from C++);
+    a KeyboardInterrupt that passes through it marks the interpreter, which then kills itself with SIGINT
+    at exit even after the command printed its line and chose its status, and a library may swallow the
+    interrupt so that the command finishes. So once Ctrl-C has come, the process ends here with status 130
+    and the one ``interrupted`` line, skipping the interpreter's shutdown (files are whole or absent
+    already: every write renames a finished temporary file into place). After a command that finished,
+    Ctrl-C is ignored while the interpreter shuts down."""
+    import os
+    import signal
+
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored (a background job)
+        signal.signal(signal.SIGINT, interrupt)
+    code = main()
+    if received:
+        if code != 130:  # finished anyway: a library swallowed the interrupt
+            print("interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    # The command is done; the interpreter's shutdown (JAX's backend, orbax's threads) takes a moment in which
+    # Python has already given SIGINT back to the system, so Ctrl-C would kill the process mid-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

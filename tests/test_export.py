@@ -315,3 +315,33 @@ def test_load_exported_refuses_what_predict_refuses_with_the_same_message(tmp_pa
         ), message
     with pytest.raises(InputShapeError, match=r"predict takes uint8 images \(0-255\); got dtype float64"):
         probabilities(images / 255.0)
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_of_export_is_one_line_and_writes_nothing(graph_run, tmp_path):
+    """Issue 27 (16): Ctrl-C while JAX loaded printed an ImportError traceback, was swallowed, or (once)
+    crashed. Now: exit 130 and one line, or, if it came too late to stop anything, a complete export."""
+    import signal
+    import time
+
+    outcomes = []
+    for delay in (0.3, 0.6, 1.0, 1.5, 2.0, 3.0, 4.5):
+        out = tmp_path / f"net{delay}.onnx"
+        process = subprocess.Popen([sys.executable, "-m", "jaxcnn", "export", str(graph_run), "--format", "onnx",
+                                    "--out", str(out)], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+        if process.returncode == 0:  # it had finished: the file is whole
+            assert out.exists() and "exported" in stdout
+            onnx.checker.check_model(onnx.load(str(out)))
+            outcomes.append("done")
+            continue
+        assert process.returncode == 130, (delay, process.returncode, stderr)
+        assert stderr.strip().splitlines() == ["interrupted"], (delay, stderr)
+        if out.exists():  # the export had finished when Ctrl-C came (a library held it back): whole
+            onnx.checker.check_model(onnx.load(str(out)))
+        outcomes.append("interrupted")
+    assert outcomes[:3] == ["interrupted"] * 3  # the early ones really were interrupted
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
