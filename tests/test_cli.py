@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 from conftest import ROOT, SPECS_DIR
 
@@ -108,16 +109,29 @@ def test_validate_does_not_import_jax_or_numpy():
     assert result.stdout.strip().endswith("False False"), result.stdout + result.stderr
 
 
-def test_readme_documents_every_train_option_with_its_default():
-    """The README's table of `jaxcnn train` options names every option the parser has, with TrainConfig's defaults."""
+def _reference_tables() -> Any:
+    """docs/hooks/reference_tables.py, the mkdocs hook that writes the manual's generated tables."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_tables", ROOT / "docs" / "hooks" / "reference_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_manual_documents_every_train_option_with_its_default():
+    """The generated table of `jaxcnn train` options (docs/training.md) names every option the parser has, with
+    TrainConfig's defaults."""
     import re
     from dataclasses import fields
 
     from jaxcnn import cli
     from jaxcnn.config import TrainConfig
 
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("Options of `jaxcnn train`:") :].split("\n\n")[1]
+    tables = _reference_tables()
+    assert tables.TRAIN_OPTIONS_MARKER in (ROOT / "docs" / "training.md").read_text()
+    table = tables.train_options_table()
     rows = dict(re.findall(r"^\| `(--[a-z-]+)[^|]*\| ([^|]+) \|", table, re.M))
     commands = next(a for a in cli.build_parser()._actions if a.dest == "command")
     train = commands.choices["train"]  # type: ignore[index]
@@ -131,17 +145,17 @@ def test_readme_documents_every_train_option_with_its_default():
         assert shown == default, item.name
 
 
-def test_readme_documents_every_layer_type_and_field():
+def test_the_manual_documents_every_layer_type_and_field():
     from jaxcnn.layer_types import LAYER_TYPES
 
-    readme = (ROOT / "README.md").read_text()
-    rows = {line.split("|")[1] for line in readme.splitlines() if line.startswith("| `")}
+    tables = _reference_tables()
+    assert tables.LAYER_TYPES_MARKER in (ROOT / "docs" / "specs.md").read_text()
+    lines = tables.layer_types_table().splitlines()
     for kind, cls in LAYER_TYPES.items():
-        row = next((r for r in rows if f"`{kind}`" in r), None)
-        assert row is not None, f"README's layer table has no row for {kind}"
-        line = next(line for line in readme.splitlines() if line.startswith("|") and row in line)
+        line = next((line for line in lines if line.startswith(f"| `{kind}` |")), None)
+        assert line is not None, f"the layer table has no row for {kind}"
         for field in cls.FIELDS:
-            assert f"`{field}`" in line, f"README's {kind} row does not document {field}"
+            assert f"`{field}`" in line, f"the {kind} row does not document {field}"
 
 
 def test_summary_draw_and_validate_work_on_the_resnets(tmp_path):
