@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jaxcnn.errors import JaxcnnError
+from jaxcnn.layer_types import register_layer
 from jaxcnn.spec import FORMAT, NetworkSpec, SpecError, load_spec, loads_spec, parse_spec
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "load_spec",
     "loads_spec",
     "parse_spec",
+    "register_layer",
 ]
 
 _LAZY = {"Model": "jaxcnn.model", "Run": "jaxcnn.runs", "load_run": "jaxcnn.runs", "load_exported": "jaxcnn.export"}

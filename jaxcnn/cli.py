@@ -16,8 +16,9 @@ from typing import Any
 from jaxcnn.config import TrainConfig
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.export import DEFAULT_OPSET, FORMATS
+from jaxcnn.layer_types import LAYER_TYPES
 from jaxcnn.numbers import parse_int
-from jaxcnn.spec import NetworkSpec, SpecError, load_spec
+from jaxcnn.spec import LAYER_MODULES_ENV, NetworkSpec, SpecError, load_spec
 
 # jaxcnn.data's name for it, repeated so the command starts without importing NumPy (a test checks them).
 DATA_DIR_ENV = "JAXCNN_DATA_DIR"
@@ -51,7 +52,7 @@ def summary_dict(spec: NetworkSpec) -> dict[str, object]:
 def _settings_with_inputs(row: dict[str, Any]) -> str:
     """The settings, led by where the layer reads from when that is not the layer before (graphs)."""
     reads = row.get("inputs")
-    if not reads or row["type"] in ("add", "concat"):  # a merge's settings name its inputs already
+    if not reads or LAYER_TYPES[row["type"]].MERGES:  # a merge's settings name its inputs already
         return str(row["settings"])
     return f"from {', '.join(reads)}; {row['settings']}".rstrip("; ")
 
@@ -490,6 +491,22 @@ HEAVY_MODULES: dict[str, tuple[str, ...]] = {
 """What each command imports before its work, with Ctrl-C held back (:func:`_load_heavy_modules`)."""
 
 
+def import_layer_modules() -> list[str]:
+    """Import the modules named in ``$JAXCNN_LAYER_MODULES`` (comma-separated), which register layer types of
+    the user's own (:func:`jaxcnn.register_layer`); returns their names."""
+    import importlib
+    import os
+
+    names = [name.strip() for name in os.environ.get(LAYER_MODULES_ENV, "").split(",") if name.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise JaxcnnError(f"{LAYER_MODULES_ENV} names {name!r}, which cannot be imported ({err}); put it on "
+                              "PYTHONPATH or install it") from None  # fmt: skip
+    return names
+
+
 def _load_heavy_modules(command: str) -> None:
     """Import what ``command`` needs (JAX, orbax, onnx, matplotlib) and start JAX's backend, with Ctrl-C held
     until they are done, then honoured (KeyboardInterrupt): an import stopped half-way leaves modules half
@@ -521,6 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     line and status 130 (training first finishes its step and says what was kept)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        import_layer_modules()
+    except JaxcnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     sys.unraisablehook = _quiet_closed_event_loops  # for the rest of the process: they come at exit too
     try:
         _load_heavy_modules(args.command)

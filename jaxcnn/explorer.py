@@ -96,7 +96,8 @@ class Explorer:
 
     def network(self) -> dict[str, Any]:
         """Everything the page draws once: the layer table, classes, shapes, curves and first filters."""
-        rows = [row.to_dict() | {"explains": explains(self.layers[row.name])} for row in self.model.summary()]
+        rows = [row.to_dict() | {"explains": explains(self.layers[row.name]), "merges": self.layers[row.name].MERGES}
+                for row in self.model.summary()]  # fmt: skip
         first = self.model.spec.layers[0]
         filters = None
         if first.type == "conv" and first.name in self.run.params:

@@ -179,7 +179,7 @@ def _network(g: OnnxGraph, spec: NetworkSpec, params: Any, state: Any, x: str, p
             y = layer.to_onnx(_Prefixed(g, prefix), inputs, weights, layer_state)
         except NotImplementedError as err:
             raise ExportError(f"layer {layer.index} ({layer.type} {layer.name!r}): {err}") from None
-        values[layer.name] = _Prefixed(g, prefix).activation(getattr(layer, "activation", "linear"), y, layer.name)
+        values[layer.name] = _Prefixed(g, prefix).activation(layer.activation, y, layer.name)
     return values[spec.output_layer.name]
 
 

@@ -7,7 +7,8 @@ state shapes, the initial values, the FLOPs, the settings text of ``jaxcnn summa
 ``draw``, how it applies, its ONNX form, and for windowed types how one output pixel is computed
 (``explain``, shown by ``jaxcnn explore``). :mod:`jaxcnn.spec`, :mod:`jaxcnn.model`, the summary, the diagram
 and ``specs/schema.json`` (:mod:`jaxcnn.schema`) are all driven by :data:`LAYER_TYPES`, so adding
-a layer type is one new class plus its tests.
+a layer type is one new class plus its tests. :func:`register_layer` enters a class in the registry,
+for the built-in types below and for a user's own (``jaxcnn.register_layer``).
 
 Importing this module imports neither JAX nor NumPy: ``apply`` imports :mod:`jaxcnn.layers` and the
 initialisers import NumPy when first called, so specs load without them.
@@ -16,10 +17,12 @@ initialisers import NumPy when first called, so specs load without them.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from jaxcnn import spec_checks as C
+from jaxcnn.errors import JaxcnnError
 from jaxcnn.spec_checks import IntPair, PaddingPairs, Shape, Where
 
 if TYPE_CHECKING:
@@ -70,11 +73,17 @@ class Layer:
     """
 
     TYPE: ClassVar[str] = ""
+    """The word a spec's ``type`` names the layer type by."""
     PREFIX: ClassVar[str] = ""
+    """The start of the default names of its layers (``conv`` gives ``conv1``, ``conv2``, ...)."""
     DOC: ClassVar[str] = ""
+    """What the layer type does, in a line (summary docs, the schema)."""
     FIELDS: ClassVar[dict[str, FieldInfo]] = {}
+    """The fields a spec may give it besides ``type``, ``name`` and ``inputs``, each with its schema and default."""
     MERGES: ClassVar[bool] = False
     """Whether the layer reads two or more inputs (add, concat) rather than exactly one."""
+    INPUT_RANKS: ClassVar[tuple[int, ...]] = (1, 3)
+    """The inputs it takes: 3 for H x W x C images, 1 for flat vectors."""
 
     index: int
     name: str
@@ -83,6 +92,13 @@ class Layer:
     output_shape: Shape
     inputs: tuple[str, ...] = ("input",)
     input_shapes: tuple[Shape, ...] = ()
+    activation: str = "linear"
+    """The activation the model applies to the layer's output (types with an ``activation`` field set it)."""
+
+    @classmethod
+    def field_value(cls, raw: dict[str, Any], name: str) -> Any:
+        """The spec's value of field ``name``, or its default as FIELDS states it (the one place it is written)."""
+        return raw[name] if name in raw else cls.FIELDS[name].schema["default"]
 
     @classmethod
     def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
@@ -215,6 +231,7 @@ class ConvLayer(Layer):
 
     TYPE = "conv"
     PREFIX = "conv"
+    INPUT_RANKS = (3,)
     DOC = "a 2-D convolution (cross-correlation) with learned filters"
     FIELDS: ClassVar[dict[str, FieldInfo]] = {
         "filters": FieldInfo(_ref("width"), "number of filters (output channels)", required=True),
@@ -242,15 +259,15 @@ class ConvLayer(Layer):
         hw = (shape[0], shape[1])
         size = C.pair(at, raw["size"], "size", 1, C.MAX_WINDOW)
         filters = C.int_value(at, raw["filters"], "filters", 1, MAX_WIDTH)
-        stride = C.pair(at, raw.get("stride", 1), "stride", 1, C.MAX_WINDOW)
-        dilation = C.pair(at, raw.get("dilation", 1), "dilation", 1, C.MAX_WINDOW)
-        groups = C.int_value(at, raw.get("groups", 1), "groups", 1, MAX_WIDTH)
+        stride = C.pair(at, cls.field_value(raw, "stride"), "stride", 1, C.MAX_WINDOW)
+        dilation = C.pair(at, cls.field_value(raw, "dilation"), "dilation", 1, C.MAX_WINDOW)
+        groups = C.int_value(at, cls.field_value(raw, "groups"), "groups", 1, MAX_WIDTH)
         if shape[2] % groups or filters % groups:
             raise at.error(
                 f"groups={groups} must divide both the input channels ({shape[2]}) and the filters ({filters})",
                 "groups",
             )
-        pads = C.padding(at, raw.get("padding", "valid"), size, stride, dilation, hw)
+        pads = C.padding(at, cls.field_value(raw, "padding"), size, stride, dilation, hw)
         out_hw = C.window_output(at, hw, size, stride, pads, dilation, "filter")
         return cls(
             **common,
@@ -261,8 +278,8 @@ class ConvLayer(Layer):
             padding=pads,
             dilation=dilation,
             groups=groups,
-            activation=C.activation(at, raw.get("activation", "linear"), is_output),
-            use_bias=C.bool_value(at, raw.get("use_bias", True), "use_bias"),
+            activation=C.activation(at, cls.field_value(raw, "activation"), is_output),
+            use_bias=C.bool_value(at, cls.field_value(raw, "use_bias"), "use_bias"),
         )
 
     def param_shapes(self) -> dict[str, Shape]:
@@ -330,6 +347,7 @@ class PoolLayer(Layer):
     """Max or average pooling (``type`` is ``max_pool`` or ``avg_pool``)."""
 
     PREFIX = "pool"
+    INPUT_RANKS = (3,)
 
     size: IntPair
     stride: IntPair
@@ -342,7 +360,7 @@ class PoolLayer(Layer):
         hw = (shape[0], shape[1])
         size = C.pair(at, raw["size"], "size", 1, C.MAX_WINDOW)
         stride = C.pair(at, raw["stride"], "stride", 1, C.MAX_WINDOW) if "stride" in raw else size
-        pads = C.padding(at, raw.get("padding", "valid"), size, stride, (1, 1), hw)
+        pads = C.padding(at, cls.field_value(raw, "padding"), size, stride, (1, 1), hw)
         count_include_pad = cls._count_include_pad(at, raw, pads)
         out_hw = C.window_output(at, hw, size, stride, pads, (1, 1), "pooling window")
         C.check_windows_see_input(at, hw, size, stride, pads, out_hw)
@@ -437,6 +455,7 @@ class GlobalPoolLayer(Layer):
     """Pooling over the whole height and width: H x W x C -> C (``global_avg_pool``, ``global_max_pool``)."""
 
     PREFIX = "gpool"
+    INPUT_RANKS = (3,)
     FIELDS: ClassVar[dict[str, FieldInfo]] = {}
 
     @classmethod
@@ -474,6 +493,7 @@ class FlattenLayer(Layer):
 
     TYPE = "flatten"
     PREFIX = "flatten"
+    INPUT_RANKS = (3,)
     DOC = "H x W x C -> one vector of H*W*C features (row-major HWC order)"
     FIELDS: ClassVar[dict[str, FieldInfo]] = {}
 
@@ -496,6 +516,7 @@ class DenseLayer(Layer):
 
     TYPE = "dense"
     PREFIX = "dense"
+    INPUT_RANKS = (1,)
     DOC = "a fully connected layer"
     FIELDS: ClassVar[dict[str, FieldInfo]] = {
         "units": FieldInfo(_ref("width"), "number of outputs", required=True),
@@ -520,8 +541,8 @@ class DenseLayer(Layer):
             **common,
             output_shape=(units,),
             units=units,
-            activation=C.activation(at, raw.get("activation", "linear"), is_output),
-            use_bias=C.bool_value(at, raw.get("use_bias", True), "use_bias"),
+            activation=C.activation(at, cls.field_value(raw, "activation"), is_output),
+            use_bias=C.bool_value(at, cls.field_value(raw, "use_bias"), "use_bias"),
         )
 
     def param_shapes(self) -> dict[str, Shape]:
@@ -607,16 +628,16 @@ class BatchNormLayer(Layer):
 
     @classmethod
     def resolve(cls, at: Where, raw: dict[str, Any], common: dict[str, Any], is_output: bool) -> Layer:
-        epsilon = C.number(at, raw.get("epsilon", 1e-5), "epsilon", 0, 1)
+        epsilon = C.number(at, cls.field_value(raw, "epsilon"), "epsilon", 0, 1)
         if epsilon <= 0:
             raise at.error(f"must be greater than 0 (it keeps the division finite), got {epsilon!r}", "epsilon")
         return cls(
             **common,
             output_shape=common["input_shape"],
-            momentum=C.number(at, raw.get("momentum", 0.9), "momentum", 0, 1, high_open=True),
+            momentum=C.number(at, cls.field_value(raw, "momentum"), "momentum", 0, 1, high_open=True),
             epsilon=epsilon,
-            scale=C.bool_value(at, raw.get("scale", True), "scale"),
-            center=C.bool_value(at, raw.get("center", True), "center"),
+            scale=C.bool_value(at, cls.field_value(raw, "scale"), "scale"),
+            center=C.bool_value(at, cls.field_value(raw, "center"), "center"),
         )
 
     @property
@@ -779,24 +800,58 @@ def _branches(at: Where, names: tuple[str, ...], shapes: tuple[Shape, ...]) -> s
     return "; ".join(f"'{n}' gives {C.shape_text(s)}{at.origin(n)}" for n, s in zip(names, shapes, strict=True))
 
 
-LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.TYPE: cls
-    for cls in (
-        ConvLayer,
-        MaxPoolLayer,
-        AvgPoolLayer,
-        FlattenLayer,
-        DenseLayer,
-        BatchNormLayer,
-        DropoutLayer,
-        GlobalAvgPoolLayer,
-        GlobalMaxPoolLayer,
-        ActivationLayer,
-        AddLayer,
-        ConcatLayer,
-    )
-}
-"""Every layer type a spec may use, by its ``type`` word, in the order the docs list them."""
+LAYER_TYPES: dict[str, type[Layer]] = {}
+"""Every layer type a spec may use, by its ``type`` word, in the order they were registered (the docs' order)."""
+
+PROVIDERS: dict[str, str] = {}
+"""The module that registered each layer type (``jaxcnn.layer_types`` for the built-in ones)."""
+
+_TYPE_WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+L = TypeVar("L", bound=type[Layer])
+
+
+class RegistryError(JaxcnnError, TypeError):
+    """A layer type that cannot be registered; the message says what it lacks."""
+
+
+def register_layer(cls: L) -> L:
+    """Register a layer type so that specs can use it: ``@jaxcnn.register_layer`` above a frozen, keyword-only
+    dataclass that subclasses :class:`Layer` and sets ``TYPE``, ``PREFIX``, ``DOC`` and ``FIELDS`` and
+    defines ``resolve`` and ``apply`` (and, as needed, ``param_shapes``, ``state_shapes``, ``flops``,
+    ``settings_text``, ``to_onnx``). Loading, validation, the schema, summaries, diagrams, training, the
+    explorer and export then know it. Returns the class, so it works as a decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, Layer)) or cls is Layer:
+        raise RegistryError(f"register_layer takes a subclass of jaxcnn.layer_types.Layer, got {cls!r}")
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not isinstance(cls.TYPE, str) or not _TYPE_WORD.fullmatch(cls.TYPE):
+        raise RegistryError(f"{where}: TYPE must be a lower-case word (letters, digits, _), got {cls.TYPE!r}")
+    known = LAYER_TYPES.get(cls.TYPE)
+    if known is not None and f"{known.__module__}.{known.__qualname__}" != where:
+        raise RegistryError(f"{where}: the layer type {cls.TYPE!r} is already registered by "
+                            f"{known.__module__}.{known.__qualname__}; choose another TYPE")  # fmt: skip
+    if not isinstance(cls.PREFIX, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", cls.PREFIX):
+        raise RegistryError(f"{where}: PREFIX must be a name (letters, digits, _), got {cls.PREFIX!r}")
+    reserved = {"type", "name", "inputs"} & set(cls.FIELDS)
+    if reserved or not all(isinstance(info, FieldInfo) for info in cls.FIELDS.values()):
+        raise RegistryError(f"{where}: FIELDS maps field names other than type, name and inputs to FieldInfo")
+    if cls.resolve.__func__ is Layer.resolve.__func__ or cls.apply is Layer.apply:  # type: ignore[attr-defined]
+        raise RegistryError(f"{where}: a layer type defines resolve (check the spec's fields, build the layer) "
+                            "and apply (compute its output)")  # fmt: skip
+    LAYER_TYPES[cls.TYPE] = cls
+    PROVIDERS[cls.TYPE] = cls.__module__
+    return cls
+
+
+def unregister_layer(kind: str) -> None:
+    """Forget a registered layer type (for tests that register one of their own)."""
+    LAYER_TYPES.pop(kind, None)
+    PROVIDERS.pop(kind, None)
+
+
+for _builtin in (ConvLayer, MaxPoolLayer, AvgPoolLayer, FlattenLayer, DenseLayer, BatchNormLayer, DropoutLayer,
+                 GlobalAvgPoolLayer, GlobalMaxPoolLayer, ActivationLayer, AddLayer, ConcatLayer):  # fmt: skip
+    register_layer(_builtin)
 
 
 def allowed_fields(kind: str) -> tuple[str, ...]:

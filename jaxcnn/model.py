@@ -243,7 +243,7 @@ class Model:
             y, layer_state = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs, run)
             if layer_state:
                 new_state[layer.name] = layer_state
-            activation = getattr(layer, "activation", "linear")
+            activation = layer.activation
             if not (layer.name == output and activation == "softmax" and not final_activation):
                 y = L.activation(activation)(y)
             values[layer.name] = y

@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.files import written_whole
+from jaxcnn.layer_types import LAYER_TYPES
 
 
 def _pyplot() -> Any:
@@ -272,7 +273,7 @@ def draw_network(layers: Sequence[dict[str, Any]], input_shape: Sequence[int], t
         ax.text(x0 + 0.5, y0 - 0.35, label, ha="center", va="top", fontsize=10, fontweight="bold")
         ax.text(x0 + 0.5, y0 - 0.75, stage["name"].replace(".", ".\n"), ha="center", va="top", fontsize=8)
         settings = stage.get("settings", "").replace(" p=", "\np=").replace(" relu", "\nrelu").replace(" + ", " +\n")
-        if stage.get("inputs") and stage["type"] not in ("add", "concat"):
+        if stage.get("inputs") and not LAYER_TYPES[stage["type"]].MERGES:  # a merge's settings name its inputs
             settings = "from " + ", ".join(stage["inputs"]) + "\n" + settings
         ax.text(x0 + 0.5, y0 - 1.6, settings, ha="center", va="top", fontsize=6.5, color="#444444")
     ax.set_xlim(-0.5, 2.0 * per_row)

@@ -31,11 +31,12 @@ import numpy as np
 
 from jaxcnn.data import DATA_DIR_ENV, Dataset, Preprocess, load_dataset, plan_preprocess, resolve_data_dir
 from jaxcnn.files import written_whole
+from jaxcnn.layer_types import LAYER_TYPES, PROVIDERS
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import Model, Params, State, check_uint8_images
 from jaxcnn.parallel import fetch
 from jaxcnn.run_folder import RUN_FORMAT, RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
-from jaxcnn.spec import NetworkSpec, load_spec, parse_spec
+from jaxcnn.spec import LAYER_MODULES_ENV, NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params
 
 if TYPE_CHECKING:
@@ -153,8 +154,21 @@ def write_metrics(run_dir: Path, metrics: list[dict[str, float]]) -> None:
     write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
 
 
+def layer_modules(spec: NetworkSpec) -> dict[str, str]:
+    """The modules outside jaxcnn that registered the layer types ``spec`` uses (recorded in the run, so that
+    loading it can say what to import)."""
+    return {layer.type: PROVIDERS[layer.type] for layer in spec.layers
+            if not PROVIDERS[layer.type].startswith("jaxcnn.")}  # fmt: skip
+
+
 def spec_from_config(config: dict[str, Any], run_dir: Path) -> NetworkSpec:
     """The run's network, checked against the run's class names (one output per class)."""
+    providers = config.get("layer_modules", {})
+    missing = {kind: module for kind, module in providers.items() if kind not in LAYER_TYPES}
+    if missing:
+        kind, module = next(iter(missing.items()))
+        raise RunError(f"{run_dir}: the run's network uses the layer type {kind!r}, which the module {module!r} "
+                       f"registers; import {module} first (jaxcnn command: {LAYER_MODULES_ENV}={module})")  # fmt: skip
     spec = parse_spec(config["spec"], f"{run_dir / 'config.json'}: spec")
     classes = len(config["dataset"]["class_names"])
     if spec.output_shape != (classes,):
@@ -261,6 +275,7 @@ def train_run(
             "test_count": len(data.test_images),
         },
         "preprocess": preprocess.to_dict(),
+        "layer_modules": layer_modules(spec),
         "train": config.to_dict(),
         "versions": _versions(),
         "command": sys.argv,

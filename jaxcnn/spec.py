@@ -55,7 +55,6 @@ from jaxcnn.spec_checks import (
 __all__ = [
     "ACTIVATION_NAMES",
     "FORMAT",
-    "LAYER_FIELDS",
     "LAYER_TYPES",
     "MAX_WINDOW",
     "ActivationLayer",
@@ -78,6 +77,7 @@ __all__ = [
     "PoolLayer",
     "Shape",
     "SpecError",
+    "layer_fields",
     "load_spec",
     "loads_spec",
     "parse_spec",
@@ -95,6 +95,8 @@ MAX_LAYERS = 10000
 """The most layers a spec may expand to (blocks and repeats included)."""
 
 INPUT = "input"
+LAYER_MODULES_ENV = "JAXCNN_LAYER_MODULES"
+"""Environment variable: modules the ``jaxcnn`` command imports first, so the layer types they register work."""
 """The name by which a layer reads the network's input (inside a block: the block's input)."""
 
 TOP_LEVEL_FIELDS = {
@@ -117,12 +119,11 @@ BLOCK_FIELDS = {
 BLOCK_USE_FIELDS = ("block", "name", "repeat", "inputs")
 """The fields of a block use besides the block's own parameters."""
 
-LAYER_FIELDS: dict[str, tuple[str, ...]] = {kind: allowed_fields(kind) for kind in LAYER_TYPES}
-"""The closed set of layer types and the fields each accepts (from the registry)."""
 
-REQUIRED_LAYER_FIELDS: dict[str, tuple[str, ...]] = {kind: required_fields(kind) for kind in LAYER_TYPES}
+def layer_fields() -> dict[str, tuple[str, ...]]:
+    """Every registered layer type and the fields it accepts, as the registry holds them now."""
+    return {kind: allowed_fields(kind) for kind in LAYER_TYPES}
 
-NAME_PREFIX = {kind: cls.PREFIX for kind, cls in LAYER_TYPES.items()}
 
 MAX_NESTING = 32
 """How deeply a spec's lists and objects may nest (a layer's padding pairs sit at depth 5)."""
@@ -167,7 +168,7 @@ class NetworkSpec:
     @property
     def final_activation(self) -> str:
         """The output layer's activation ("linear" when it has none)."""
-        return getattr(self.output_layer, "activation", "linear") if self.layers else "linear"
+        return self.output_layer.activation if self.layers else "linear"
 
     @property
     def has_state(self) -> bool:
@@ -200,6 +201,11 @@ def _layer_type(at: Where, raw: dict[str, Any], blocks: dict[str, Any]) -> str:
         hint = C.suggest(kind, tuple(LAYER_TYPES)) if isinstance(kind, str) else ""
         if isinstance(kind, str) and kind in blocks:
             hint = f' {kind!r} is a block: use it as {{"block": "{kind}", ...}}'
+        elif not hint:
+            hint = (
+                " A layer type of your own must be registered before the spec is loaded: import the module "
+                f"that calls jaxcnn.register_layer (for the jaxcnn command, name it in ${LAYER_MODULES_ENV})"
+            )
         raise at.error(f"unknown layer type {C.describe(kind)}; allowed: {', '.join(LAYER_TYPES)}.{hint}", "type")
     return kind
 

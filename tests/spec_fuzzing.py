@@ -12,20 +12,21 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+from jaxcnn.layer_types import LAYER_TYPES, PROVIDERS
 from jaxcnn.model import Model
 from jaxcnn.spec import (
     BLOCK_FIELDS,
     BLOCK_USE_FIELDS,
-    LAYER_FIELDS,
     TOP_LEVEL_FIELDS,
     NetworkSpec,
     SpecError,
+    layer_fields,
     parse_spec,
 )
 
-KEYS = sorted({*TOP_LEVEL_FIELDS, *(f for fields in LAYER_FIELDS.values() for f in fields), *BLOCK_FIELDS,
+KEYS = sorted({*TOP_LEVEL_FIELDS, *(f for fields in layer_fields().values() for f in fields), *BLOCK_FIELDS,
                *BLOCK_USE_FIELDS, "kernel_size", "strides", "filters"})  # fmt: skip
-WORDS = [*LAYER_FIELDS, "relu", "softmax", "valid", "same", "jaxcnn.spec/1", "", "input", "$filters", "basic", "bn1"]
+WORDS = [*layer_fields(), "relu", "softmax", "valid", "same", "jaxcnn.spec/1", "", "input", "$filters", "basic", "bn1"]
 
 
 def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
@@ -90,15 +91,15 @@ def check_accepted(spec: NetworkSpec, value: Any, validator: Any, shapes: bool =
             assert produced[layer.name].shape == (2, *layer.output_shape), layer.name
 
 
-def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str]) -> dict:
-    """One random layer; merges read the layer before and a random earlier one (so every layer reaches the end)."""
-    if flat:
-        kind = str(rng.choice(["dense", "dense", "dropout", "batch_norm", "activation", "add", "concat"]))
-    else:
-        kind = str(rng.choice(["conv", "conv", "max_pool", "avg_pool", "flatten", "batch_norm", "dropout",
-                               "global_avg_pool", "global_max_pool", "activation", "add", "concat"]))  # fmt: skip
+def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str], kinds: list[str] | None = None) -> dict:
+    """One random layer of a registered type that takes this input (``kinds``: only these); merges read the layer
+    before and a random earlier one (so every layer reaches the end). Built-in types get fields drawn to
+    exercise them; any other registered type gets its required fields from their schemas."""
+    rank = 1 if flat else 3
+    choices = [k for k, cls in LAYER_TYPES.items() if rank in cls.INPUT_RANKS and (kinds is None or k in kinds)]
+    kind = str(rng.choice(choices))
     layer: dict = {"type": kind}
-    if kind in ("add", "concat"):
+    if LAYER_TYPES[kind].MERGES:
         layer["inputs"] = [earlier[-1], str(rng.choice(earlier))]
     elif kind == "dense":
         layer.update(units=int(rng.integers(1, 9)), activation=str(rng.choice(["relu", "tanh", "linear"])))
@@ -116,6 +117,8 @@ def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str]) -> di
         layer["padding"] = rng.choice(np.array(["valid", "same", 1, [1, 0], [[0, 1], [2, 0]]], dtype=object))
         if isinstance(layer["padding"], (np.integer, int)):
             layer["padding"] = int(layer["padding"])
+    elif kind not in BUILT_IN:
+        layer.update(_from_schemas(rng, LAYER_TYPES[kind].FIELDS))
     if kind == "conv":
         layer["filters"] = 2 * int(rng.integers(1, 3))
         layer["groups"] = int(rng.choice([1, 2]))
@@ -126,14 +129,36 @@ def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str]) -> di
     return layer
 
 
-def random_graph(rng: np.random.Generator, max_layers: int = 6) -> list[dict]:
-    """A random list of 1 to ``max_layers`` named layers, merges reading earlier ones (see :func:`random_layer`)."""
+BUILT_IN = {kind for kind, module in PROVIDERS.items() if module == "jaxcnn.layer_types"}
+
+
+def _from_schemas(rng: np.random.Generator, fields: dict[str, Any]) -> dict[str, Any]:
+    """Values for a layer type the fuzzer has no drawing of its own for: each field with a default, half the
+    time, and each required field, from its schema (an enum's member, a number in its range, a boolean)."""
+    values: dict[str, Any] = {}
+    for name, info in fields.items():
+        schema = info.schema
+        if "default" in schema and not info.required:
+            if rng.integers(2):
+                values[name] = schema["default"]
+        elif "enum" in schema:
+            values[name] = schema["enum"][int(rng.integers(len(schema["enum"])))]
+        elif schema.get("type") == "boolean":
+            values[name] = bool(rng.integers(2))
+        elif schema.get("type") in ("integer", "number"):
+            values[name] = int(schema.get("minimum", 1)) + int(rng.integers(3))
+    return values
+
+
+def random_graph(rng: np.random.Generator, max_layers: int = 6, kinds: list[str] | None = None) -> list[dict]:
+    """A random list of 1 to ``max_layers`` named layers of registered types (``kinds``: only these), merges
+    reading earlier ones (see :func:`random_layer`)."""
     layers: list[dict] = []
     names, flat = ["input"], False
     for k in range(int(rng.integers(1, max_layers + 1))):
-        layer = random_layer(rng, flat, names)
+        layer = random_layer(rng, flat, names, kinds)
         layer["name"] = f"l{k}"
-        flat = flat or layer["type"] in ("flatten", "global_avg_pool", "global_max_pool")
+        flat = flat or layer["type"] in ("flatten", "global_avg_pool", "global_max_pool")  # what makes a vector
         layers.append(layer)
         names.append(layer["name"])
     return layers

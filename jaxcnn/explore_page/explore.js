@@ -339,7 +339,7 @@ function renderNetwork(net) {
   const rows = [el("tr", { testid: "row-input" }, el("td"), el("td", { text: "input" }), el("td"),
     el("td", { text: net.input_shape.join("x") }), el("td"), el("td"))];
   for (const layer of net.layers) {
-    const reads = layer.inputs && !["add", "concat"].includes(layer.type) ? `from ${layer.inputs.join(", ")}; ` : "";
+    const reads = layer.inputs && !layer.merges ? `from ${layer.inputs.join(", ")}; ` : "";  // a merge's settings name them
     rows.push(el("tr", { testid: `row-${layer.name}` }, el("td", { text: layer.index }), el("td", { text: layer.name }),
       el("td", { text: layer.type }), el("td", { text: layer.output_shape.join("x") }),
       el("td", { text: reads + layer.settings }), el("td", { text: layer.params.toLocaleString("en") })));
