@@ -160,7 +160,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from jaxcnn.data import DataError, confusion_matrix, load_dataset
+    from jaxcnn.data import DataError, load_dataset
+    from jaxcnn.metrics import confusion_matrix
     from jaxcnn.runs import load_run, run_data_dir
 
     run = load_run(args.run, args.which)
@@ -205,7 +206,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from jaxcnn.data import DataError, read_image_file
+    from jaxcnn.errors import DataError
+    from jaxcnn.images import read_image_file
     from jaxcnn.runs import load_run
 
     run = load_run(args.run, args.which)

@@ -17,10 +17,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn.data import Dataset, confusion_matrix, load_dataset
+from jaxcnn.data import Dataset, load_dataset
 from jaxcnn.errors import DataError, JaxcnnError
 from jaxcnn.images import fitted_image
 from jaxcnn.layer_types import Layer
+from jaxcnn.metrics import confusion_matrix
 from jaxcnn.runs import load_run, read_metrics, run_data_dir
 
 MAX_CELL_IMAGES = 100

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import jax
     import numpy as np
 
-    from jaxcnn.data import Preprocess
+    from jaxcnn.preprocess import Preprocess
     from jaxcnn.runs import Run
 
 FORMATS = ("onnx", "stablehlo")

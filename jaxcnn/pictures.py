@@ -12,8 +12,10 @@ import numpy as np
 
 from jaxcnn import augment, demos, plots
 from jaxcnn.config import Augmentation
-from jaxcnn.data import DataError, Preprocess, confusion_matrix, load_dataset
+from jaxcnn.data import DataError, load_dataset
+from jaxcnn.metrics import confusion_matrix
 from jaxcnn.model import Model
+from jaxcnn.preprocess import Preprocess
 from jaxcnn.runs import load_run, run_data_dir
 from jaxcnn.spec import NetworkSpec
 

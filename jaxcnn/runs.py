@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxcnn.data import DATA_DIR_ENV, Dataset, Preprocess, load_dataset, plan_preprocess, resolve_data_dir
+from jaxcnn.data import DATA_DIR_ENV, Dataset, load_dataset, resolve_data_dir
 from jaxcnn.files import written_whole
 from jaxcnn.layer_types import LAYER_TYPES, PROVIDERS
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import Model, Params, State, check_uint8_images
 from jaxcnn.parallel import fetch
+from jaxcnn.preprocess import Preprocess, plan_preprocess
 from jaxcnn.run_folder import RUN_FORMAT, RunError, RunLock, StagedRun, absolute, finish_interrupted_writes
 from jaxcnn.spec import LAYER_MODULES_ENV, NetworkSpec, load_spec, parse_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params

@@ -31,11 +31,11 @@ from jaxcnn.compiling import jit
 from jaxcnn.config import Augmentation
 from jaxcnn.config import ConfigError as ConfigError  # re-exported: jaxcnn.train is where users look
 from jaxcnn.config import TrainConfig as TrainConfig
-from jaxcnn.data import Preprocess
 from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
 from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import DataParallel, fetch
+from jaxcnn.preprocess import Preprocess
 from jaxcnn.spec import BatchNormLayer, NetworkSpec
 
 SHUFFLE_STREAM = 0x5348_5546

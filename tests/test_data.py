@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import data as D
-from jaxcnn import images
+from jaxcnn import downloads, images
 from jaxcnn.data import DataError, confusion_matrix, load_dataset, plan_preprocess, read_idx
 
 from datasets import quadrant_dataset, write_cifar_binary, write_class_folders, write_idx, write_mnist_files
@@ -22,8 +22,8 @@ def offline_mnist(tmp_path, monkeypatch):
     monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
     folder = tmp_path / "data" / "mnist"
     arrays = write_mnist_files(folder, 20, 7)
-    records = {f: ("https://example.invalid/" + f, D.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
-    monkeypatch.setattr(D, "recorded_checksums", lambda name: records)
+    records = {f: ("https://example.invalid/" + f, downloads.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
+    monkeypatch.setattr(downloads, "recorded_checksums", lambda name: records)
     return tmp_path / "data", arrays
 
 
@@ -67,12 +67,12 @@ def test_env_var_is_the_offline_option(offline_mnist, monkeypatch):
 def test_corrupt_file_names_file_and_both_checksums(offline_mnist):
     folder, _ = offline_mnist
     target = folder / "mnist" / "t10k-labels-idx1-ubyte.gz"
-    expected = D.sha256_of(target)
+    expected = downloads.sha256_of(target)
     target.write_bytes(target.read_bytes()[:-3])
     with pytest.raises(DataError) as info:
         load_dataset("mnist", folder)
     message = str(info.value)
-    assert str(target) in message and expected in message and D.sha256_of(target) in message
+    assert str(target) in message and expected in message and downloads.sha256_of(target) in message
     assert "replace it with the original" in message
 
 
@@ -102,7 +102,9 @@ def test_cifar10_binary_decodes_chw_to_hwc(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     expected = write_cifar_binary(folder / D.CIFAR10_BINARY)
     monkeypatch.setattr(
-        D, "recorded_checksums", lambda name: {D.CIFAR10_BINARY: ("u", D.sha256_of(folder / D.CIFAR10_BINARY))}
+        downloads,
+        "recorded_checksums",
+        lambda name: {D.CIFAR10_BINARY: ("u", downloads.sha256_of(folder / D.CIFAR10_BINARY))},
     )
     data = load_dataset("cifar10", tmp_path / "data")
     assert data.train_images.shape == (15, 32, 32, 3) and data.test_images.shape == (3, 32, 32, 3)
@@ -211,9 +213,9 @@ def test_confusion_matrix_counts():
 def test_recorded_checksums_equal_tensorflow_datasets_own_parse(name):
     from tensorflow_datasets.core.download import checksums
 
-    infos = checksums.load_url_infos(D.checksum_record_path(name))
+    infos = checksums.load_url_infos(downloads.checksum_record_path(name))
     expected = {str(info.filename): (url, str(info.checksum)) for url, info in infos.items()}
-    assert D.recorded_checksums(name) == expected
+    assert downloads.recorded_checksums(name) == expected
     assert len(expected) >= 1
 
 
@@ -222,7 +224,7 @@ def test_reading_checksums_does_not_import_tensorflow_datasets():
     import sys
 
     code = (
-        "import sys; from jaxcnn.data import recorded_checksums; recorded_checksums('mnist'); "
+        "import sys; from jaxcnn.downloads import recorded_checksums; recorded_checksums('mnist'); "
         "print('tensorflow_datasets' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

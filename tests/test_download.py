@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import data as D
+from jaxcnn import downloads
 from jaxcnn.data import DataError, load_dataset
 
 from datasets import write_mnist_files
@@ -60,11 +61,12 @@ def served_mnist(
     record = tmp_path / "mnist.txt"
     record.write_text(
         "".join(
-            f"http://127.0.0.1:{server.port}/{f}\t{(served / f).stat().st_size}\t{D.sha256_of(served / f)}\t{f}\n"
+            f"http://127.0.0.1:{server.port}/{f}\t{(served / f).stat().st_size}\t"
+            f"{downloads.sha256_of(served / f)}\t{f}\n"
             for f in D.IDX_FILES.values()
         )
     )
-    monkeypatch.setattr(D, "checksum_record_path", lambda name: record)
+    monkeypatch.setattr(downloads, "checksum_record_path", lambda name: record)
     yield server, served, arrays
     server.stop()
 
@@ -84,16 +86,16 @@ def test_a_good_download_is_verified_cached_and_used_offline_next_time(served_mn
 def test_a_bad_download_is_refused_with_both_checksums_and_not_cached(served_mnist, damage):
     _, served, _ = served_mnist
     target = served / D.IDX_FILES["train_labels"]
-    expected = D.sha256_of(target)
+    expected = downloads.sha256_of(target)
     raw = target.read_bytes()
     target.write_bytes(raw[:-5] if damage == "truncated" else raw[:-1] + bytes([raw[-1] ^ 0xFF]))
     with pytest.raises(DataError) as info:
         load_dataset("mnist")
     message = str(info.value)
-    assert "could not download mnist" in message and expected in message and D.sha256_of(target) in message
-    bad = D.sha256_of(target)
+    assert "could not download mnist" in message and expected in message and downloads.sha256_of(target) in message
+    bad = downloads.sha256_of(target)
     kept = [p for p in (D.cache_dir() / "downloads").rglob("*") if p.is_file() and ".tmp." not in str(p)]
-    assert bad not in {D.sha256_of(p) for p in kept}, "the bad file was kept as a download"
+    assert bad not in {downloads.sha256_of(p) for p in kept}, "the bad file was kept as a download"
     target.write_bytes(raw)  # the host serves the right file again: it is fetched, not the bad one reused
     assert load_dataset("mnist").train_labels.shape == (12,)
 
@@ -104,4 +106,4 @@ def test_an_unreachable_host_fails_within_seconds(served_mnist):
     start = time.perf_counter()
     with pytest.raises(DataError, match=rf"cannot download mnist: 127\.0\.0\.1:{server.port} is unreachable"):
         load_dataset("mnist")
-    assert time.perf_counter() - start < D.DOWNLOAD_PROBE_SECONDS + 5
+    assert time.perf_counter() - start < downloads.DOWNLOAD_PROBE_SECONDS + 5

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import data as D
+from jaxcnn import downloads
 
 from conftest import ROOT
 from datasets import write_idx
@@ -29,8 +30,8 @@ def tiny_mnist_dir(tmp_path, monkeypatch):
         n = sizes[key.split("_")[0]]
         array = rng.integers(0, 256, (n, 28, 28)) if key.endswith("images") else rng.integers(0, 10, n)
         write_idx(folder / filename, array.astype(np.uint8))
-    records = {f: ("u", D.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
-    monkeypatch.setattr(D, "recorded_checksums", lambda name: records)
+    records = {f: ("u", downloads.sha256_of(folder / f)) for f in D.IDX_FILES.values()}
+    monkeypatch.setattr(downloads, "recorded_checksums", lambda name: records)
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     return tmp_path / "data"
 
@@ -195,7 +196,9 @@ def test_cifar10_minutes_smoke_draws_the_curve_and_times_the_step(tmp_path, monk
     folder.mkdir(parents=True)
     write_cifar_binary(folder / D.CIFAR10_BINARY, per_batch=52)  # 260 images: one batch of 256
     monkeypatch.setattr(
-        D, "recorded_checksums", lambda name: {D.CIFAR10_BINARY: ("u", D.sha256_of(folder / D.CIFAR10_BINARY))}
+        downloads,
+        "recorded_checksums",
+        lambda name: {D.CIFAR10_BINARY: ("u", downloads.sha256_of(folder / D.CIFAR10_BINARY))},
     )
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))
     module, results = experiment_smoke("cifar10_minutes", tmp_path / "data", tmp_path / "out", monkeypatch)
