@@ -321,13 +321,18 @@ def _check_epochs_left(run_dir: Path, total: object) -> None:
     the data is loaded or anything compiled."""
     if not isinstance(total, int) or total < 1 or not (run_dir / "checkpoints").is_dir():
         return  # the resume itself reports these
+    from jaxcnn.checkpoint import DamagedCheckpointError
+
     checkpoints = _checkpoints(run_dir, create=False)
     try:
         done = checkpoints.latest_epoch()
+        if done is None or done < total:
+            return
+        checkpoints.restore_params(done)  # a damaged one is not done: resuming falls back and trains it again
+    except DamagedCheckpointError:
+        return
     finally:
         checkpoints.close()
-    if done is None or done < total:
-        return
     further = f"--epochs N with N above {done} trains further"
     if done == total:
         raise NothingToResumeError(f"{run_dir} already has its {done} epochs; nothing was done ({further})")
