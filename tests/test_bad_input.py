@@ -220,9 +220,9 @@ def test_closed_event_loop_noise_is_dropped_and_other_unraisables_are_not(capsys
 
 
 def test_a_long_compilation_says_it_is_still_compiling(monkeypatch, capsys, tmp_path):
-    from jaxcnn import runs
+    from jaxcnn import console
 
-    monkeypatch.setattr(runs, "COMPILE_NOTICE_SECONDS", 0.0)
+    monkeypatch.setattr(console, "COMPILE_NOTICE_SECONDS", 0.0)
     train_run(write_spec(tmp_path / "tiny.json"), quadrant_dataset(64, 16), TrainConfig(epochs=1, batch_size=32),
               None, progress=False, verbose=True)  # fmt: skip
     assert "compiling tiny (4 layers):" in capsys.readouterr().err
@@ -297,9 +297,9 @@ def test_augmentation_as_large_as_the_image_is_refused(augment, fragment):
 @pytest.mark.parametrize(("epochs", "fragment"), [("1", "already has its 1 epochs; nothing was done")])
 def test_resume_to_no_more_epochs_says_so_before_loading_anything(capsys, run_copy, monkeypatch, epochs, fragment):
     """Issue 27 (18): `--resume RUN --epochs 2` on a 3-epoch run loaded the data, compiled and exited 0 silently."""
-    from jaxcnn import runs
+    from jaxcnn import session
 
-    monkeypatch.setattr(runs, "load_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(session, "load_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
     before = sorted((p.relative_to(run_copy), p.stat().st_mtime_ns) for p in run_copy.rglob("*"))
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(run_copy), "--epochs", epochs, "--no-progress"]) == 0
