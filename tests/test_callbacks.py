@@ -112,5 +112,5 @@ def test_the_manuals_tensorboard_callback_writes_the_runs_metrics(tmp_path):
     scalars = read_scalars(tmp_path / "board")
     for row in result.metrics:
         for name in ("train_loss", "test_accuracy", "images_per_second"):
-            assert scalars[name][row["epoch"]] == pytest.approx(row[name], rel=1e-6)
+            assert scalars[name][int(row["epoch"])] == pytest.approx(row[name], rel=1e-6)
     assert sorted(scalars["test_loss"]) == [1, 2, 3]
