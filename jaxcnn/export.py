@@ -286,16 +286,16 @@ def export_onnx(run: Run, out: str | Path, opset: int = DEFAULT_OPSET, *, overwr
 def stablehlo_function(run: Run) -> Callable[[jax.Array], jax.Array]:
     """uint8 images -> probabilities for ``run``, with its weights as constants (plain ``lax`` layers,
     which every backend compiles)."""
-    from jaxcnn.model import Model
+    from jaxcnn.model import Model, mirror_views
 
     model = Model(run.model.spec, impl="lax")
     params, state = run.params, run.state
 
+    def one_view(images: jax.Array) -> jax.Array:
+        return model.predict(params, run.preprocess.to_float(images), state)
+
     def probabilities(images: jax.Array) -> jax.Array:
-        out = model.predict(params, run.preprocess.to_float(images), state)
-        if run.tta:
-            out = (out + model.predict(params, run.preprocess.to_float(images[:, :, ::-1, :]), state)) / 2
-        return out
+        return mirror_views(one_view, images).mean(axis=0) if run.tta else one_view(images)
 
     return probabilities
 

@@ -35,6 +35,12 @@ class InputShapeError(JaxcnnError, ValueError):
     """An input batch whose shape or dtype does not match the spec's input."""
 
 
+def mirror_views(fn: Any, images: Any) -> jax.Array:
+    """``fn`` of a batch of NHWC images and of the same images mirrored left-right, stacked (2, ...): the two
+    views test-time augmentation averages (``--tta``), in evaluation, ``predict`` and export alike."""
+    return jnp.stack([fn(images), fn(images[:, :, ::-1, :])])
+
+
 def check_uint8_images(images: Any, where: str, input_shape: Shape, data_shape: Shape | None = None) -> Any:
     """``images`` as a NumPy uint8 batch (N, H, W, C) of ``input_shape`` (or ``data_shape``, the training data's,
     which the run pads or converts), else an InputShapeError: what a trained network's ``predict`` takes,

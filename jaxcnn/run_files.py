@@ -23,7 +23,7 @@ import numpy as np
 from jaxcnn.downloads import DATA_DIR_ENV
 from jaxcnn.files import written_whole
 from jaxcnn.layer_types import LAYER_TYPES, PROVIDERS
-from jaxcnn.model import Model, Params, State, check_uint8_images
+from jaxcnn.model import Model, Params, State, check_uint8_images, mirror_views
 from jaxcnn.preprocess import Preprocess
 from jaxcnn.run_folder import RUN_FORMAT, RunError
 from jaxcnn.spec import LAYER_MODULES_ENV, NetworkSpec, parse_spec
@@ -205,10 +205,11 @@ class Run:
 
     def _probabilities(self, params: Params, state: State, images: jax.Array) -> jax.Array:
         """The network's output for uint8 images; with the run's ``tta``, averaged with the mirror images'."""
-        out = self.model.predict(params, self.preprocess.to_float(images), state)
-        if self.tta:
-            out = (out + self.model.predict(params, self.preprocess.to_float(images[:, :, ::-1, :]), state)) / 2
-        return out
+
+        def probabilities(batch: jax.Array) -> jax.Array:
+            return self.model.predict(params, self.preprocess.to_float(batch), state)
+
+        return mirror_views(probabilities, images).mean(axis=0) if self.tta else probabilities(images)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for uint8 NHWC images of the spec's input shape.

@@ -33,7 +33,7 @@ from jaxcnn.config import ConfigError as ConfigError  # re-exported: jaxcnn.trai
 from jaxcnn.config import TrainConfig as TrainConfig
 from jaxcnn.layers import uses_fast_path
 from jaxcnn.memory import check_fits
-from jaxcnn.model import Model, Params, State
+from jaxcnn.model import Model, Params, State, mirror_views
 from jaxcnn.parallel import DataParallel, fetch
 from jaxcnn.preprocess import Preprocess
 from jaxcnn.spec import BatchNormLayer, NetworkSpec
@@ -146,6 +146,22 @@ class TrainState(NamedTuple):
         return tree
 
 
+class StepMetrics(NamedTuple):
+    """What a training step (or an evaluation batch) reports: the summed loss over its images and how many
+    it classified correctly. Chunks and devices add them up; the epoch divides by the images seen."""
+
+    loss_sum: jax.Array
+    correct: jax.Array
+
+    @staticmethod
+    def zero() -> StepMetrics:
+        return StepMetrics(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+
+    def plus(self, other: StepMetrics) -> StepMetrics:
+        """Both sums added (``+`` would join the tuples)."""
+        return StepMetrics(self.loss_sum + other.loss_sum, self.correct + other.correct)
+
+
 def training_loss(
     model: Model,
     params: Params,
@@ -209,40 +225,40 @@ def micro_batch_size(batch_size: int, impl_is_fast: bool, devices: int, has_stat
 
 def _sums_and_gradient(
     model: Model, compute_dtype: str, label_smoothing: float
-) -> Callable[..., tuple[jax.Array, Params, State]]:
-    """(params, state, x, labels, key) -> ([summed loss, correct count], gradient of the mean loss,
-    new state): a step's core."""
+) -> Callable[..., tuple[StepMetrics, Params, State]]:
+    """(params, state, x, labels, key) -> (the step's metrics, gradient of the mean loss, new state): a
+    step's core."""
     grad_fn = jax.value_and_grad(
         lambda p, s, x, y, k: training_loss(model, p, s, x, y, k, compute_dtype, label_smoothing), has_aux=True
     )
 
     def sums_and_gradient(
         params: Params, model_state: State, x: jax.Array, labels: jax.Array, key: jax.Array | None
-    ) -> tuple[jax.Array, Params, State]:
+    ) -> tuple[StepMetrics, Params, State]:
         (loss, (correct, new_state)), grads = grad_fn(params, model_state, x, labels, key)
-        return jnp.stack([loss * x.shape[0], correct.astype(jnp.float32)]), grads, new_state
+        return StepMetrics(loss * x.shape[0], correct.astype(jnp.float32)), grads, new_state
 
     return sums_and_gradient
 
 
-def step_key(plan: Any, i: jax.Array) -> jax.Array | None:
+EpochPlan = dict[str, Any]
+"""An epoch's plan on the devices: ``"index"``, the shuffled image indices; ``"key"``, the epoch's dropout
+key (networks with dropout); and each image's augmentation draws (runs with ``--augment``)."""
+
+
+def step_key(plan: EpochPlan, i: jax.Array) -> jax.Array | None:
     """The random key of step ``i`` of the epoch (for dropout): the epoch's key folded with ``i``, or None."""
-    if not isinstance(plan, dict) or "key" not in plan:
+    if "key" not in plan:
         return None
     return jax.random.fold_in(jax.random.wrap_key_data(plan["key"]), i)
 
 
 def gather_batch(
-    images: jax.Array, plan: Any, start: jax.Array, count: int, augmentation: Augmentation | None
+    images: jax.Array, plan: EpochPlan, start: jax.Array, count: int, augmentation: Augmentation | None
 ) -> tuple[jax.Array, jax.Array]:
-    """``count`` uint8 images from position ``start`` of the epoch's plan, and their indices.
-
-    The plan is the epoch's permutation, or a dict of it (``"index"``), the epoch's dropout ``"key"``
-    and with ``augmentation`` each image's augmentation draws (:func:`jaxcnn.augment.draw`), which the
-    batch is changed by.
-    """
-    index = plan["index"] if isinstance(plan, dict) else plan
-    idx = jax.lax.dynamic_slice_in_dim(index, start, count)
+    """``count`` uint8 images from position ``start`` of the epoch's plan, and their indices; with
+    ``augmentation``, changed by their draws in the plan (:func:`jaxcnn.augment.draw`)."""
+    idx = jax.lax.dynamic_slice_in_dim(plan["index"], start, count)
     if augmentation is None:
         return images[idx], idx
     draws = {k: jax.lax.dynamic_slice_in_dim(v, start, count) for k, v in plan.items() if k not in ("index", "key")}
@@ -258,7 +274,7 @@ def make_train_step(
     compute_dtype: str = "float32",
     label_smoothing: float = 0.0,
     augmentation: Augmentation | None = None,
-) -> Callable[..., tuple[TrainState, jax.Array]]:
+) -> Callable[..., tuple[TrainState, StepMetrics]]:
     """One optimizer step on batch ``i`` of the epoch's plan (not jitted).
 
     The batch is gathered (and augmented) on the device from the uint8 images; with ``parallel``
@@ -270,11 +286,11 @@ def make_train_step(
         sums_and_grads = parallel.local_gradients(sums_and_grads)
 
     def step(
-        state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, i: jax.Array
-    ) -> tuple[TrainState, jax.Array]:
-        batch, idx = gather_batch(images, perm, i * batch_size, batch_size, augmentation)
+        state: TrainState, images: jax.Array, labels: jax.Array, plan: EpochPlan, i: jax.Array
+    ) -> tuple[TrainState, StepMetrics]:
+        batch, idx = gather_batch(images, plan, i * batch_size, batch_size, augmentation)
         sums, grads, model_state = sums_and_grads(state.params, state.model_state, preprocess.to_float(batch),
-                                                  labels[idx], step_key(perm, i))  # fmt: skip
+                                                  labels[idx], step_key(plan, i))  # fmt: skip
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, model_state), sums
@@ -311,16 +327,16 @@ class AccumulatedStep:
         pieces = batch_size // micro_batch
         sums_and_grads = _sums_and_gradient(model, compute_dtype, label_smoothing)
 
-        def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, perm: jax.Array,
+        def accumulate(params: Params, totals: Any, images: jax.Array, labels: jax.Array, plan: EpochPlan,
                        i: jax.Array, piece: jax.Array) -> Any:  # fmt: skip
-            batch, idx = gather_batch(images, perm, i * batch_size + piece * micro_batch, micro_batch, augmentation)
-            key = step_key(perm, i)
+            batch, idx = gather_batch(images, plan, i * batch_size + piece * micro_batch, micro_batch, augmentation)
+            key = step_key(plan, i)
             key = None if key is None else jax.random.fold_in(key, piece)
             piece_sums, grads, _ = sums_and_grads(params, {}, preprocess.to_float(batch), labels[idx], key)
             grad_sum, sums = totals
-            return jax.tree.map(jnp.add, grad_sum, grads), sums + piece_sums
+            return jax.tree.map(jnp.add, grad_sum, grads), sums.plus(piece_sums)
 
-        def update(state: TrainState, totals: Any) -> tuple[TrainState, jax.Array, Any]:
+        def update(state: TrainState, totals: Any) -> tuple[TrainState, StepMetrics, Any]:
             grad_sum, sums = totals
             grads = jax.tree.map(lambda g: g / pieces, grad_sum)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -330,45 +346,45 @@ class AccumulatedStep:
 
         self._accumulate: Any = jit(accumulate, donate_argnums=1)
         self._update: Any = jit(update, donate_argnums=(0, 1))
-        self._empty = jit(lambda params: (jax.tree.map(jnp.zeros_like, params), jnp.zeros(2, jnp.float32)))
+        self._empty = jit(lambda params: (jax.tree.map(jnp.zeros_like, params), StepMetrics.zero()))
         self._pieces = jax.device_put([np.int32(k) for k in range(pieces)])
         self._totals: Any = None
 
-    def compile(self, state: TrainState, images: ArrayLike, labels: ArrayLike, perm: jax.Array) -> None:
+    def compile(self, state: TrainState, images: ArrayLike, labels: ArrayLike, plan: EpochPlan) -> None:
         """Compile the gradient call and the update ahead of time."""
         totals = jax.eval_shape(self._empty, state.params)
-        self._accumulate = self._accumulate.lower(state.params, totals, images, labels, perm, np.int32(0),
+        self._accumulate = self._accumulate.lower(state.params, totals, images, labels, plan, np.int32(0),
                                                   self._pieces[0]).compile()  # fmt: skip
         self._update = self._update.lower(state, totals).compile()
 
     def __call__(
-        self, state: TrainState, images: ArrayLike, labels: ArrayLike, perm: jax.Array, i: jax.Array
-    ) -> tuple[TrainState, jax.Array]:
+        self, state: TrainState, images: ArrayLike, labels: ArrayLike, plan: EpochPlan, i: jax.Array
+    ) -> tuple[TrainState, StepMetrics]:
         # Taken out first: if an interrupt lands between the calls, the donated sums are gone and
         # the next step starts from fresh zeros instead of deleted buffers.
         totals, self._totals = self._totals, None
         if totals is None:
             totals = self._empty(state.params)
         for piece in self._pieces:
-            totals = self._accumulate(state.params, totals, images, labels, perm, i, piece)
+            totals = self._accumulate(state.params, totals, images, labels, plan, i, piece)
         state, sums, self._totals = self._update(state, totals)
         return state, sums
 
 
 def scan_steps(
-    step: Callable[..., tuple[TrainState, jax.Array]], steps: int
-) -> Callable[..., tuple[TrainState, jax.Array]]:
+    step: Callable[..., tuple[TrainState, StepMetrics]], steps: int
+) -> Callable[..., tuple[TrainState, StepMetrics]]:
     """``steps`` consecutive calls of ``step`` in one ``lax.scan``, starting at batch ``start``."""
 
     def chunk(
-        state: TrainState, images: jax.Array, labels: jax.Array, perm: jax.Array, start: jax.Array
-    ) -> tuple[TrainState, jax.Array]:
-        def body(carry: tuple[TrainState, jax.Array], i: jax.Array) -> tuple[tuple[TrainState, jax.Array], None]:
+        state: TrainState, images: jax.Array, labels: jax.Array, plan: EpochPlan, start: jax.Array
+    ) -> tuple[TrainState, StepMetrics]:
+        def body(carry: tuple[TrainState, StepMetrics], i: jax.Array) -> tuple[tuple[TrainState, StepMetrics], None]:
             state, sums = carry
-            state, batch_sums = step(state, images, labels, perm, start + i)
-            return (state, sums + batch_sums), None
+            state, batch_sums = step(state, images, labels, plan, start + i)
+            return (state, sums.plus(batch_sums)), None
 
-        (state, sums), _ = jax.lax.scan(body, (state, jnp.zeros(2, jnp.float32)), jnp.arange(steps))
+        (state, sums), _ = jax.lax.scan(body, (state, StepMetrics.zero()), jnp.arange(steps))
         return state, sums
 
     return chunk
@@ -387,15 +403,18 @@ def make_eval_batch(
 
     def evaluate(
         params: Params, model_state: State, images: jax.Array, labels: jax.Array, mask: jax.Array
-    ) -> tuple[jax.Array, jax.Array]:
-        logits = model.apply(params, split_batch(preprocess.to_float(images)), model_state)
-        if tta:
-            mirrored = model.apply(params, split_batch(preprocess.to_float(images[:, :, ::-1, :])), model_state)
-            both = jnp.stack([jax.nn.log_softmax(logits), jax.nn.log_softmax(mirrored)])
-            logits = jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)  # log of the mean probability
+    ) -> tuple[StepMetrics, jax.Array]:
+        def logits_of(batch: jax.Array) -> jax.Array:
+            return model.apply(params, split_batch(preprocess.to_float(batch)), model_state)
+
+        if tta:  # the log of the mean probability of the two views
+            both = jax.nn.log_softmax(mirror_views(logits_of, images))
+            logits = jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)
+        else:
+            logits = logits_of(images)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         pred = jnp.argmax(logits, axis=-1)
-        return jnp.stack([(losses * mask).sum(), ((pred == labels) * mask).sum()]), pred
+        return StepMetrics((losses * mask).sum(), ((pred == labels) * mask).sum()), pred
 
     return jax.jit(evaluate)  # XLA's defaults: inference ran about 10% faster with them than with jaxcnn's
 
@@ -411,8 +430,10 @@ class EvalSet:
     count: int
 
     @classmethod
-    def build(cls, images: np.ndarray, labels: np.ndarray, batch_size: int, parallel: DataParallel) -> EvalSet:
+    def build(cls, images: np.ndarray, labels: np.ndarray, eval_batch_size: int, parallel: DataParallel) -> EvalSet:
+        """Batches of ``eval_batch_size`` (at most the test set), rounded up to split evenly over the devices."""
         count = len(images)
+        batch_size = -(-min(eval_batch_size, count) // parallel.size) * parallel.size
         padded = -(-count // batch_size) * batch_size
         extra = padded - count
         images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), images.dtype)])
@@ -495,6 +516,74 @@ def check_augmentation(augmentation: Augmentation | None, input_shape: tuple[int
                               f"takes them); use {word} below {side}")  # fmt: skip
 
 
+def check_data_fits(model: Model, config: TrainConfig, train_images: np.ndarray, test_images: np.ndarray) -> None:
+    """Refuse a batch larger than the training set, and a training or evaluation batch that would not fit in
+    memory: before any allocation, with the batches really used (the evaluation's is at most the test set)."""
+    n = len(train_images)
+    if n < config.batch_size:
+        raise ConfigError(f"batch size {config.batch_size} is larger than the {n} training images")
+    data_bytes = train_images.nbytes + test_images.nbytes
+    check_fits(model.spec, config.batch_size, data_bytes)
+    eval_images = min(config.eval_batch_size, len(test_images))
+    check_fits(model.spec, eval_images, data_bytes, training=False, flag="--eval-batch-size")
+
+
+def check_batches(model: Model, config: TrainConfig, parallel: DataParallel) -> None:
+    """Refuse a batch the devices cannot share evenly, batch statistics over one value, and augmentation
+    as large as the image."""
+    parallel.check_divides(config.batch_size, "batch size")
+    check_batch_statistics(model.spec, config.batch_size // parallel.size)
+    check_augmentation(config.augmentation, model.input_shape)
+
+
+class LoopPlan(NamedTuple):
+    """How an epoch runs: the loop (``scan`` or ``step``), its steps, and the chunks they are called in."""
+
+    loop: str
+    steps_per_epoch: int
+    chunks: int
+    steps_per_chunk: int
+
+
+def plan_loop(config: TrainConfig, train_count: int) -> LoopPlan:
+    """The epoch's steps (each epoch drops its last partial batch) and chunks: a few ``lax.scan`` chunks
+    that divide the epoch exactly, or one step per call."""
+    steps = train_count // config.batch_size
+    loop = resolve_loop(config.loop)
+    chunks, per_chunk = chunk_plan(steps) if loop == "scan" else (steps, 1)
+    return LoopPlan(loop, steps, chunks, per_chunk)
+
+
+def choose_step(
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    preprocess: Preprocess,
+    config: TrainConfig,
+    parallel: DataParallel,
+    plan: LoopPlan,
+) -> Any:
+    """What one call trains: a step in micro-batches (:class:`AccumulatedStep`, on the CPU fast path), one
+    jitted step, or a jitted ``lax.scan`` chunk of steps; each donates the state it is given."""
+    micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), parallel.size,
+                                   model.spec.has_state)  # fmt: skip
+    if plan.loop == "step" and micro_batch < config.batch_size:
+        return AccumulatedStep(model, optimizer, preprocess, config.batch_size, micro_batch, config.compute_dtype,
+                               config.label_smoothing, config.augmentation)  # fmt: skip
+    step = make_train_step(model, optimizer, preprocess, config.batch_size, parallel, config.compute_dtype,
+                           config.label_smoothing, config.augmentation)  # fmt: skip
+    return jit(step if plan.loop == "step" else scan_steps(step, plan.steps_per_chunk), donate_argnums=0)
+
+
+def waits_each_step(parallel: DataParallel) -> bool:
+    """Whether each step (and evaluation batch) must finish before the next is sent.
+
+    With steps queued back-to-back on several CPU devices of one process, XLA's in-process all-reduce
+    deadlocked (LeNet on 2 forced host devices of a 2-core CPU, in the first epoch; probably the devices'
+    shared thread pool). Finishing each step first avoids it (tests/test_parallel.py).
+    """
+    return len(parallel.mesh.local_devices) > 1 and jax.default_backend() == "cpu"
+
+
 class Trainer:
     """Compiled training and evaluation for one model, data set and configuration.
 
@@ -512,54 +601,25 @@ class Trainer:
         test_images: np.ndarray,
         test_labels: np.ndarray,
     ) -> None:
-        n = len(train_images)
-        if n < config.batch_size:
-            raise ConfigError(f"batch size {config.batch_size} is larger than the {n} training images")
-        data_bytes = train_images.nbytes + test_images.nbytes
-        # Before any allocation, with the batches really used (the evaluation's is at most the test set).
-        check_fits(model.spec, config.batch_size, data_bytes)
-        eval_images = min(config.eval_batch_size, len(test_images))
-        check_fits(model.spec, eval_images, data_bytes, training=False, flag="--eval-batch-size")
+        check_data_fits(model, config, train_images, test_images)
         self.parallel = DataParallel.over(config.devices)
-        self.parallel.check_divides(config.batch_size, "batch size")
-        check_batch_statistics(model.spec, config.batch_size // self.parallel.size)
-        check_augmentation(config.augmentation, model.input_shape)
+        check_batches(model, config, self.parallel)
         self.model, self.config, self.preprocess = model, config, preprocess
-        self.steps_per_epoch = n // config.batch_size
-        self.loop = resolve_loop(config.loop)
-        if self.loop == "scan":
-            self.chunks, self.steps_per_chunk = chunk_plan(self.steps_per_epoch)
-        else:
-            self.chunks, self.steps_per_chunk = self.steps_per_epoch, 1
+        self.plan = plan_loop(config, len(train_images))
+        self.loop, self.steps_per_epoch, self.chunks, self.steps_per_chunk = self.plan
         self.optimizer = make_optimizer(config, self.steps_per_epoch)
         self.train_images, self.train_labels = self.parallel.replicate(
             (np.asarray(train_images), np.asarray(train_labels, np.int32))
         )
-        devices = self.parallel.size  # evaluation batches split across devices too: round up
-        eval_batch = -(-min(config.eval_batch_size, len(test_images)) // devices) * devices
-        self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), eval_batch, self.parallel)
-        micro_batch = micro_batch_size(config.batch_size, uses_fast_path(model.impl), self.parallel.size,
-                                       model.spec.has_state)  # fmt: skip
-        self._chunk: Any
-        if self.loop == "step" and micro_batch < config.batch_size:
-            self._chunk = AccumulatedStep(model, self.optimizer, preprocess, config.batch_size, micro_batch,
-                                          config.compute_dtype, config.label_smoothing,
-                                          config.augmentation)  # fmt: skip
-        else:
-            step = make_train_step(model, self.optimizer, preprocess, config.batch_size, self.parallel,
-                                   config.compute_dtype, config.label_smoothing, config.augmentation)  # fmt: skip
-            self._chunk = jit(step if self.loop == "step" else scan_steps(step, self.steps_per_chunk), donate_argnums=0)
+        self.test = EvalSet.build(test_images, np.asarray(test_labels, np.int32), config.eval_batch_size, self.parallel)
+        self._chunk: Any = choose_step(model, self.optimizer, preprocess, config, self.parallel, self.plan)
         self._eval_batch: Any = make_eval_batch(model, preprocess, self.parallel.split_batch(), config.tta)
         # The first step of each chunk, on the device once (not converted anew at every step).
         self._chunk_starts = jax.device_put([np.int32(c * self.steps_per_chunk) for c in range(self.chunks)])
         self.compile_seconds = 0.0
         """Seconds :meth:`compile` took: the training step (``step_compile_seconds``) and the evaluation."""
         self.step_compile_seconds = 0.0
-        # With steps queued back-to-back on several CPU devices of one process, XLA's in-process
-        # all-reduce deadlocked (LeNet on 2 forced host devices of a 2-core CPU, in the first
-        # epoch; probably the devices' shared thread pool). Finishing each step (and evaluation
-        # batch) before sending the next avoids it (tests/test_parallel.py).
-        self._wait_each_step = len(self.parallel.mesh.local_devices) > 1 and jax.default_backend() == "cpu"
+        self._wait_each_step = waits_each_step(self.parallel)
 
     def init_state(self) -> TrainState:
         """Fresh parameters from the seed, and the optimizer's initial state."""
@@ -584,18 +644,18 @@ class Trainer:
         with ThreadPoolExecutor(1, thread_name_prefix="jaxcnn-compile") as pool:
             evaluation = pool.submit(lambda: self._eval_batch.lower(state.params, state.model_state, *batch).compile())
             # NumPy values: eager jnp calls would each compile a small program (tens of ms apiece).
-            perm = self._plan(np.arange(len(self.train_images), dtype=np.int32), 0)
+            plan = self._plan(np.arange(len(self.train_images), dtype=np.int32), 0)
             if isinstance(self._chunk, AccumulatedStep):
-                self._chunk.compile(state, self.train_images, self.train_labels, perm)
+                self._chunk.compile(state, self.train_images, self.train_labels, plan)
             else:
-                lowered = self._chunk.lower(state, self.train_images, self.train_labels, perm, np.int32(0))
+                lowered = self._chunk.lower(state, self.train_images, self.train_labels, plan, np.int32(0))
                 self._chunk = lowered.compile()
             self.step_compile_seconds = time.perf_counter() - start
             self._eval_batch = evaluation.result()
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
-    def epoch_plan(self, epoch: int) -> Any:
+    def epoch_plan(self, epoch: int) -> EpochPlan:
         """The shuffle of epoch ``epoch`` (1-based), with its augmentation draws if any: a function of
         the seed and the epoch only.
 
@@ -606,7 +666,7 @@ class Trainer:
         rng = np.random.default_rng([SHUFFLE_STREAM, self.config.seed % 2**64, epoch])
         return self._plan(rng.permutation(len(self.train_images)).astype(np.int32), epoch)
 
-    def _plan(self, permutation: np.ndarray, epoch: int) -> Any:
+    def _plan(self, permutation: np.ndarray, epoch: int) -> EpochPlan:
         """The epoch's plan on the devices: the permutation, with the dropout key and the augmentation
         draws when the run has any."""
         augmentation = self.config.augmentation
@@ -617,7 +677,7 @@ class Trainer:
         if augmentation is not None:
             _, h, w, _ = self.train_images.shape
             plan.update(augment.draw(augmentation, len(permutation), h, w, self.config.seed, epoch))
-        return self.parallel.replicate(plan if len(plan) > 1 else permutation)
+        return self.parallel.replicate(plan)
 
     def run_epoch(
         self,
@@ -631,19 +691,19 @@ class Trainer:
         ``should_stop`` is asked after every step (or scan chunk); when it answers True the
         epoch ends there and :class:`EpochInterruptedError` carries the step it stopped after.
         """
-        perm = self.epoch_plan(epoch)
+        plan = self.epoch_plan(epoch)
         chunk_sums = []
         report_every = max(1, self.chunks // 20)
         reported = 0
         for c, start in enumerate(self._chunk_starts):
-            state, sums = self._chunk(state, self.train_images, self.train_labels, perm, start)
+            state, sums = self._chunk(state, self.train_images, self.train_labels, plan, start)
             chunk_sums.append(sums)
             if self._wait_each_step:
-                sums.block_until_ready()
+                jax.block_until_ready(sums)
             if should_stop():
                 raise EpochInterruptedError(epoch, (c + 1) * self.steps_per_chunk, self.steps_per_epoch)
             if on_chunk is not None and ((c + 1) % report_every == 0 or c + 1 == self.chunks):
-                sums.block_until_ready()  # the bar shows finished steps, not merely dispatched ones
+                jax.block_until_ready(sums)  # the bar shows finished steps, not merely dispatched ones
                 on_chunk((c + 1) * self.steps_per_chunk - reported)
                 reported = (c + 1) * self.steps_per_chunk
         seen = self.steps_per_epoch * self.config.batch_size
@@ -664,7 +724,7 @@ class Trainer:
         return loss_sum / count, correct / count, np.concatenate(fetch(list(preds)))[:count]
 
 
-def _total(sums: list[jax.Array]) -> tuple[float, float]:
-    """The [loss sum, correct count] pairs of an epoch's steps or batches, added up in float64 on the host."""
-    loss_sum, correct = np.sum(np.asarray(fetch(sums), np.float64), axis=0)
+def _total(sums: list[StepMetrics]) -> tuple[float, float]:
+    """The metrics of an epoch's steps or batches, added up in float64 on the host."""
+    loss_sum, correct = np.sum(np.asarray([tuple(m) for m in fetch(sums)], np.float64), axis=0)
     return float(loss_sum), float(correct)

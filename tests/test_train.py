@@ -84,7 +84,7 @@ def test_accumulated_step_equals_the_whole_batch_step(spec_file):
     optimizer = optax.adam(1e-2)
     params = model.init(0)
     images, labels = DATA.train_images[:96], np.asarray(DATA.train_labels[:96], np.int32)
-    perm = jax.numpy.arange(96, dtype=jax.numpy.int32)
+    perm = {"index": jax.numpy.arange(96, dtype=jax.numpy.int32)}  # the epoch plan: no dropout, no augmentation
     whole = jax.jit(make_train_step(model, optimizer, Preprocess(), 48))
     accumulated = AccumulatedStep(model, optimizer, Preprocess(), 48, 16)
     states = [TrainState(params, optimizer.init(params)) for _ in range(2)]
@@ -112,7 +112,7 @@ def test_accumulated_step_interrupted_between_its_calls_starts_the_next_step_cle
     model = jaxcnn.Model.from_file(spec_file)
     optimizer = optax.adam(1e-2)
     images, labels = DATA.train_images[:96], np.asarray(DATA.train_labels[:96], np.int32)
-    perm = jax.numpy.arange(96, dtype=jax.numpy.int32)
+    perm = {"index": jax.numpy.arange(96, dtype=jax.numpy.int32)}  # the epoch plan: no dropout, no augmentation
 
     def fresh() -> TrainState:  # a step donates its state: each run starts from its own copy
         params = model.init(0)

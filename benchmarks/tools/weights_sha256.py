@@ -3,8 +3,9 @@ change left training bit for bit the same (or to see that it did not).
 
 Command:  python benchmarks/tools/weights_sha256.py [--out DIR]   (about a minute on 2 CPU cores)
 
-Three runs through ``train_run`` on the same random images (seed 0): LeNet (``lenet_mnist.json``) for two
-epochs, the batch-norm and dropout CNN (``bn_mnist.json``) for two epochs, and ResNet-20 for two steps.
+Runs through ``train_run`` on the same random images (seed 0): LeNet (``lenet_mnist.json``) for two
+epochs, the batch-norm and dropout CNN (``bn_mnist.json``) for two epochs, ResNet-20 for two steps, and
+LeNet with augmentation, test-time augmentation and micro-batches, and with the ``lax.scan`` loop.
 With ``--out``, each run also writes its run folder there (metrics, checkpoints), exercising the writer.
 """
 
@@ -32,6 +33,12 @@ RUNS = {
     "lenet_mnist": ("lenet_mnist.json", 512, TrainConfig(epochs=2, batch_size=64, lr=3e-3)),
     "bn_mnist": ("bn_mnist.json", 256, TrainConfig(epochs=2, batch_size=64, lr=3e-3, optimizer="adamw")),
     "resnet20_two_steps": ("resnet20_cifar10.json", 64, TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.1)),
+    "lenet_augment_tta_microbatch": (
+        "lenet_mnist.json",
+        512,
+        TrainConfig(epochs=1, batch_size=256, augment="translate=2,flip", tta=True),
+    ),
+    "lenet_scan_loop": ("lenet_mnist.json", 512, TrainConfig(epochs=1, batch_size=64, loop="scan")),
 }
 
 
