@@ -139,7 +139,7 @@ class Layer:
         """The layer's settings in the article's words, for ``summary`` and ``draw``."""
         return ""
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         """The layer's output (before its activation) and its new state."""
         raise NotImplementedError
 
@@ -300,10 +300,10 @@ class ConvLayer(Layer):
             parts.append(f"groups={self.groups}")
         return " ".join(parts + _activation_text(self.activation, self.use_bias))
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         y = _layers().conv2d(inputs[0], weights["kernel"], weights.get("bias"), stride=self.stride,
                              padding=self.padding, dilation=self.dilation, groups=self.groups,
-                             impl=run.impl)  # fmt: skip
+                             impl=mode.impl)  # fmt: skip
         return y, {}
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
@@ -414,8 +414,8 @@ class MaxPoolLayer(PoolLayer):
     DOC = "max pooling: the largest value of each window"
     FIELDS: ClassVar[dict[str, FieldInfo]] = POOL_FIELDS
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
-        return _layers().max_pool(inputs[0], self.size, self.stride, self.padding, impl=run.impl), {}
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
+        return _layers().max_pool(inputs[0], self.size, self.stride, self.padding, impl=mode.impl), {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -444,7 +444,7 @@ class AvgPoolLayer(PoolLayer):
             )
         return True
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         y = _layers().avg_pool(inputs[0], self.size, self.stride, self.padding,
                                count_include_pad=bool(self.count_include_pad))  # fmt: skip
         return y, {}
@@ -465,7 +465,7 @@ class GlobalPoolLayer(Layer):
 
     ONNX_OP: ClassVar[str] = ""
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         return getattr(_layers(), self.TYPE)(inputs[0]), {}  # jaxcnn.layers.global_avg_pool or global_max_pool
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
@@ -502,7 +502,7 @@ class FlattenLayer(Layer):
         shape = _image_input(at, cls.TYPE, common["input_shape"])
         return cls(**common, output_shape=(shape[0] * shape[1] * shape[2],))
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         return _layers().flatten(inputs[0]), {}
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
@@ -557,7 +557,7 @@ class DenseLayer(Layer):
     def settings_text(self) -> str:
         return " ".join(_activation_text(self.activation, self.use_bias))
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         return _layers().dense(inputs[0], weights["kernel"], weights.get("bias")), {}
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
@@ -589,7 +589,7 @@ class ActivationLayer(Layer):
     def settings_text(self) -> str:
         return self.activation
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         return inputs[0], {}  # the model applies every layer's activation
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
@@ -666,10 +666,10 @@ class BatchNormLayer(Layer):
         parts += [] if self.center else ["no center"]
         return " ".join(parts)
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         layers = _layers()
         x = inputs[0]
-        if run.training:
+        if mode.training:
             mean, var = layers.batch_moments(x)
             m = self.momentum
             new_state = {"mean": m * state["mean"] + (1 - m) * mean, "var": m * state["var"] + (1 - m) * var}
@@ -714,14 +714,14 @@ class DropoutLayer(Layer):
     def settings_text(self) -> str:
         return f"rate={self.rate:g}"
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
-        if not run.training or self.rate == 0:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
+        if not mode.training or self.rate == 0:
             return inputs[0], {}
-        if run.key is None:
+        if mode.key is None:
             raise ValueError(f"dropout layer {self.name!r} needs a random key in training (key=...)")
         import jax
 
-        return _layers().dropout(inputs[0], self.rate, jax.random.fold_in(run.key, self.index)), {}
+        return _layers().dropout(inputs[0], self.rate, jax.random.fold_in(mode.key, self.index)), {}
 
     def to_onnx(self, graph: Any, inputs: list[str], weights: Any, state: Any) -> str:
         return inputs[0]  # the identity in evaluation
@@ -756,7 +756,7 @@ class AddLayer(MergeLayer):
             raise at.error("needs inputs of equal shape: " + _branches(at, common["inputs"], shapes), "inputs")
         return cls(**common, output_shape=shapes[0])
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         total = inputs[0]
         for x in inputs[1:]:
             total = total + x
@@ -786,7 +786,7 @@ class ConcatLayer(MergeLayer):
             )
         return cls(**common, output_shape=(*shapes[0][:-1], sum(shape[-1] for shape in shapes)))
 
-    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], run: Pass) -> tuple[jax.Array, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[jax.Array], mode: Pass) -> tuple[jax.Array, Any]:
         import jax.numpy as jnp
 
         return jnp.concatenate(inputs, axis=-1), {}

@@ -215,13 +215,13 @@ class Model:
                     self.spec.name, StateError)  # fmt: skip
         return state
 
-    def _run(
+    def _forward(
         self,
         params: Params,
         state: State | None,
         x: jax.Array,
         *,
-        run: Pass,
+        mode: Pass,
         final_activation: bool,
         keep: dict[str, jax.Array] | None = None,
     ) -> tuple[jax.Array, State]:
@@ -246,7 +246,7 @@ class Model:
                                              relu_before_pool=layer.activation == "relu")  # fmt: skip
                 fused.add(pool.name)
                 continue
-            y, layer_state = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs, run)
+            y, layer_state = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs, mode)
             if layer_state:
                 new_state[layer.name] = layer_state
             activation = layer.activation
@@ -286,20 +286,20 @@ class Model:
         """The logits and the new state. ``training`` uses batch statistics (and updates the running ones)
         and dropout, which needs ``key`` (each dropout layer folds in its index); evaluation does neither
         and returns the state unchanged."""
-        return self._run(params, state, x, run=Pass(training, key, self.impl), final_activation=False)
+        return self._forward(params, state, x, mode=Pass(training, key, self.impl), final_activation=False)
 
     def apply(self, params: Params, x: jax.Array, state: State | None = None) -> jax.Array:
         """The network's output for a float NHWC batch in evaluation, without a final softmax (logits)."""
-        return self._run(params, state, x, run=Pass(impl=self.impl), final_activation=False)[0]
+        return self._forward(params, state, x, mode=Pass(impl=self.impl), final_activation=False)[0]
 
     def predict(self, params: Params, x: jax.Array, state: State | None = None) -> jax.Array:
         """The network's output with every activation the spec names, the final softmax included."""
-        return self._run(params, state, x, run=Pass(impl=self.impl), final_activation=True)[0]
+        return self._forward(params, state, x, mode=Pass(impl=self.impl), final_activation=True)[0]
 
     def intermediates(self, params: Params, x: jax.Array, state: State | None = None) -> dict[str, jax.Array]:
         """Every layer's output (after its activation), keyed by layer name, in order: feature maps."""
         keep: dict[str, jax.Array] = {}
-        self._run(params, state, x, run=Pass(impl=self.impl), final_activation=True, keep=keep)
+        self._forward(params, state, x, mode=Pass(impl=self.impl), final_activation=True, keep=keep)
         return keep
 
     def summary(self) -> list[SummaryRow]:

@@ -39,5 +39,5 @@ class ChannelScaleLayer(Layer):
     def settings_text(self) -> str:
         return f"offset={self.offset:g}"
 
-    def apply(self, weights: Any, state: Any, inputs: list[Any], run: Pass) -> tuple[Any, Any]:
+    def apply(self, weights: Any, state: Any, inputs: list[Any], mode: Pass) -> tuple[Any, Any]:
         return inputs[0] * weights["scale"] + self.offset, {}
