@@ -354,7 +354,7 @@ def test_label_smoothing_loss_equals_numpy_cross_entropy_on_smoothed_targets(spe
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_no_decay_biases_keeps_the_weight_decay_off_the_biases(optimizer):
     """With zero gradients the whole update is the weight decay's: on kernels always, on biases only by default."""
-    from jaxcnn.train import make_optimizer
+    from jaxcnn.optimizers import make_optimizer
 
     two = np.full((2,), 2.0, np.float32)
     params = {
@@ -372,7 +372,7 @@ def test_no_decay_biases_keeps_the_weight_decay_off_the_biases(optimizer):
 
 
 def test_the_moving_average_of_the_parameters_by_hand():
-    from jaxcnn.train import track_average
+    from jaxcnn.optimizers import track_average
 
     tx = track_average(0.9)
     params = {"dense1": {"kernel": np.array([1.0, 2.0], np.float32)}}
