@@ -470,11 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_closed_event_loops(unraisable: object) -> None:
-    """Drop the "Event loop is closed" RuntimeErrors that orbax's background threads leave behind after a
-    real error (a full disk, a truncated checkpoint), which was already reported in one line; pass on the rest."""
+def _quiet_unraisables(unraisable: object) -> None:
+    """Drop what is already reported in one line, pass on the rest: the "Event loop is closed"
+    RuntimeErrors that orbax's background threads leave behind after a real error (a full disk, a truncated
+    checkpoint), and a Ctrl-C that landed in a callback that cannot raise (JAX's garbage-collection hook),
+    which :func:`run` reports as ``interrupted`` when the command ends."""
     err = getattr(unraisable, "exc_value", None)
-    if isinstance(err, RuntimeError) and str(err) == "Event loop is closed":
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, RuntimeError) and str(err) == "Event loop is closed"):
         return
     sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]  # an UnraisableHookArgs
 
@@ -545,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JaxcnnError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    sys.unraisablehook = _quiet_closed_event_loops  # for the rest of the process: they come at exit too
+    sys.unraisablehook = _quiet_unraisables  # for the rest of the process: they come at exit too
     try:
         _load_heavy_modules(args.command)
         return int(args.handler(args))

@@ -204,16 +204,20 @@ def test_predict_goes_on_after_an_image_it_cannot_read(capsys, run_copy, tmp_pat
 # ---------------------------------------------------------------- noise after a real error, slow compiles
 
 
-def test_closed_event_loop_noise_is_dropped_and_other_unraisables_are_not(capsys, monkeypatch):
+def test_closed_event_loop_noise_and_swallowed_interrupts_are_dropped_and_other_unraisables_are_not(
+    capsys, monkeypatch
+):
     class Raises:
-        def __init__(self, err: Exception) -> None:
+        def __init__(self, err: BaseException) -> None:
             self.err = err
 
         def __del__(self) -> None:
             raise self.err
 
-    monkeypatch.setattr(sys, "unraisablehook", cli._quiet_closed_event_loops)
+    monkeypatch.setattr(sys, "unraisablehook", cli._quiet_unraisables)
     Raises(RuntimeError("Event loop is closed"))  # collected at once: an unraisable error, as orbax's threads leave
+    assert capsys.readouterr().err == ""
+    Raises(KeyboardInterrupt())  # Ctrl-C inside a callback that cannot raise (JAX's gc hook): run() reports it
     assert capsys.readouterr().err == ""
     Raises(ValueError("real"))
     assert "ValueError: real" in capsys.readouterr().err

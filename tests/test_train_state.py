@@ -111,7 +111,7 @@ TWO_DEVICES = textwrap.dedent(
     from jaxcnn.model import Model
     from jaxcnn.spec import parse_spec
     from jaxcnn.parallel import DataParallel
-    from jaxcnn.train import _sums_and_gradient
+    from jaxcnn.steps import _sums_and_gradient
 
     next(layer for layer in GRAPH_SPEC["layers"] if layer.get("type") == "dropout")["rate"] = 0.0  # no draws
     model = Model(parse_spec(GRAPH_SPEC))
