@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,10 @@ from jaxcnn.train import TrainConfig  # noqa: E402
 
 from common import random_training_data  # noqa: E402
 
-RUNS = (("lenet_mnist.json", 8192, 4, {}), ("resnet20_cifar10.json", 1024, 3, {"optimizer": "sgd", "lr": 0.1}))
+RUNS: tuple[tuple[str, int, int, dict[str, Any]], ...] = (
+    ("lenet_mnist.json", 8192, 4, {}),
+    ("resnet20_cifar10.json", 1024, 3, {"optimizer": "sgd", "lr": 0.1}),
+)
 
 
 def main() -> None:
