@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from conftest import ROOT, SPECS_DIR
 
 
@@ -158,6 +160,7 @@ def test_the_manual_documents_every_layer_type_and_field():
             assert f"`{field}`" in line, f"the {kind} row does not document {field}"
 
 
+@pytest.mark.slow
 def test_summary_draw_and_validate_work_on_the_resnets(tmp_path):
     for name in ("resnet20_cifar10", "resnet56_cifar10"):
         spec = f"specs/{name}.json"

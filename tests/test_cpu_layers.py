@@ -97,6 +97,7 @@ def test_conv_then_pool_in_one_step_equals_conv_and_pool(case):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c for c in CONV_CASES if c[-1] == 1])
 def test_stacked_conv_forms_equal_lax_conv_forward_and_input_gradient(case):
     """Both matmul forms of the convolution, and so their transposes (the input gradients), at

@@ -37,6 +37,7 @@ from jaxcnn.explorer import Explorer
 from conftest import serving
 from datasets import awkward_image_files, train_folder_run
 
+pytestmark = pytest.mark.slow  # each module starts Chromium
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = ("install them with `apt-get install chromium` and `pip install playwright` (or set JAXCNN_CHROMIUM "
                 "to a Chrome or Chromium binary)")  # fmt: skip

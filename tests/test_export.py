@@ -59,6 +59,7 @@ def images_for(model: Model, count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, *model.input_shape), dtype=np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NETWORK_SPECS, ids=[p.stem for p in NETWORK_SPECS])
 def test_onnx_of_every_shipped_spec_equals_predict(path: Path):
     model = Model(load_spec(path))

@@ -55,6 +55,7 @@ def test_an_unregistered_type_says_how_to_register_it():
     assert "JAXCNN_LAYER_MODULES" in message
 
 
+@pytest.mark.slow
 def test_an_outside_type_is_known_everywhere(custom, tmp_path):
     from jaxcnn.explorer import Explorer
     from jaxcnn.export import ExportError, export_onnx

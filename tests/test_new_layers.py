@@ -244,6 +244,7 @@ DEAD_CHANNEL_SPEC = {
         {"type": "dense", "name": "head", "units": 2, "activation": "softmax"}]}  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 6])
 def test_a_dead_channel_before_batch_norm_gives_the_textbook_input_gradient(batch):
     """Issue 27 (20): a channel that ReLU leaves all zero feeds batch norm (zero variance) and global pooling.
