@@ -1,4 +1,5 @@
-"""The ``jaxcnn`` command: ``summary`` and ``validate`` specs, ``train``, ``evaluate`` and ``predict``.
+"""The ``jaxcnn`` command: its parser (one option per ``TrainConfig`` field for ``train``), the program's
+entry and exit, and Ctrl-C; each command's work is in :mod:`jaxcnn.commands`.
 
 User errors (a bad spec, a missing file) print one readable message and exit non-zero; a
 Python traceback means a bug in jaxcnn.
@@ -7,315 +8,35 @@ Python traceback means a bug in jaxcnn.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
 
+from jaxcnn.commands import DATA_DIR_ENV as DATA_DIR_ENV
+from jaxcnn.commands import (
+    UsageError,
+    cmd_demo,
+    cmd_draw,
+    cmd_evaluate,
+    cmd_explore,
+    cmd_export,
+    cmd_predict,
+    cmd_show,
+    cmd_summary,
+    cmd_train,
+    cmd_validate,
+    option_flag,
+)
 from jaxcnn.config import TrainConfig
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.export import DEFAULT_OPSET, FORMATS
-from jaxcnn.layer_types import LAYER_TYPES
 from jaxcnn.numbers import parse_int
-from jaxcnn.spec import LAYER_MODULES_ENV, NetworkSpec, SpecError, load_spec
+from jaxcnn.spec import LAYER_MODULES_ENV
+from jaxcnn.summary import summary_dict as summary_dict  # its public home was here
+from jaxcnn.summary import summary_table as summary_table
 
-# jaxcnn.data's name for it, repeated so the command starts without importing NumPy (a test checks them).
-DATA_DIR_ENV = "JAXCNN_DATA_DIR"
 # jaxcnn.explore_server's default address, repeated for the same reason (a test checks them).
 EXPLORE_HOST = "127.0.0.1"
-
-
-class UsageError(Exception):
-    """Arguments that do not go together."""
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "x".join(str(n) for n in shape)
-
-
-def summary_dict(spec: NetworkSpec) -> dict[str, object]:
-    """The summary as JSON-ready data: one object per layer plus totals."""
-    from jaxcnn.model import Model
-
-    rows = Model(spec).summary()
-    return {
-        "name": spec.name,
-        "source": spec.source,
-        "description": spec.description,
-        "input_shape": list(spec.input_shape),
-        "layers": [row.to_dict() for row in rows],
-        "totals": {"params": sum(r.params for r in rows), "flops": sum(r.flops for r in rows)},
-    }
-
-
-def _settings_with_inputs(row: dict[str, Any]) -> str:
-    """The settings, led by where the layer reads from when that is not the layer before (graphs)."""
-    reads = row.get("inputs")
-    if not reads or LAYER_TYPES[row["type"]].MERGES:  # a merge's settings name its inputs already
-        return str(row["settings"])
-    return f"from {', '.join(reads)}; {row['settings']}".rstrip("; ")
-
-
-def summary_table(spec: NetworkSpec) -> str:
-    """The article-style table: layer, output H x W x C, settings, weights, FLOPs, and totals."""
-    data = summary_dict(spec)
-    header = ("#", "layer", "type", "output", "settings", "weights", "FLOPs")
-    body: list[tuple[str, ...]] = [("", "input", "", _shape(spec.input_shape), "", "", "")]
-    for row in data["layers"]:  # type: ignore[attr-defined]
-        body.append(
-            (
-                str(row["index"]),
-                row["name"],
-                row["type"],
-                _shape(row["output_shape"]),
-                _settings_with_inputs(row),
-                f"{row['params']:,}",
-                f"{row['flops']:,}",
-            )
-        )
-    totals = data["totals"]
-    body.append(("", "total", "", "", "", f"{totals['params']:,}", f"{totals['flops']:,}"))  # type: ignore[index]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    right = {0, 5, 6}
-
-    def fmt(line: tuple[str, ...]) -> str:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
-        return "  ".join(cells).rstrip()
-
-    rule = "-" * len(fmt(header))
-    lines = [f"{spec.name} ({spec.source})"]
-    if spec.description:
-        lines.append(spec.description)
-    lines += ["", fmt(header), rule, *(fmt(b) for b in body[:-1]), rule, fmt(body[-1])]
-    lines.append(
-        "settings: f = filter size, s = stride, p = (top,bottom),(left,right) padding; "
-        "FLOPs per image = 2 x multiply-adds"
-    )
-    return "\n".join(lines)
-
-
-def _cmd_summary(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec)
-    if args.json:
-        print(json.dumps(summary_dict(spec), indent=2))
-    else:
-        print(summary_table(spec))
-    return 0
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    failures = 0
-    for path in args.specs:
-        try:
-            spec = load_spec(path)
-        except SpecError as err:
-            failures += 1
-            print(f"error: {err}", file=sys.stderr)
-            continue
-        print(
-            f"ok: {path} ({spec.name}: {len(spec.layers)} layers, "
-            f"input {_shape(spec.input_shape)}, output {_shape(spec.output_shape)})"
-        )
-    return 1 if failures else 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from jaxcnn.compiling import enable_compilation_cache, use_xla_defaults
-    from jaxcnn.runs import NothingToResumeError, resume_run, train_run
-
-    enable_compilation_cache()  # a second run of the same network skips XLA's code generation
-    use_xla_defaults(args.xla_defaults)
-
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    if args.resume:
-        if args.spec or args.out:
-            raise UsageError("--resume RUN continues a run: give no SPEC and no --out")
-        changed = sorted(_flag(name) for name in given if name != "epochs")
-        if changed:
-            raise UsageError(f"--resume RUN continues with the run's recorded settings; only --epochs may change, "
-                             f"not {', '.join(changed)}")  # fmt: skip
-        try:
-            resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, progress=not args.no_progress)
-        except NothingToResumeError as done:  # not a failure: the run is as asked, and was not touched
-            print(f"jaxcnn train: {done}")
-        return 0
-    if not args.spec or not args.out or not args.dataset:
-        raise UsageError("train needs SPEC, --dataset NAME and --out RUN (or --resume RUN)")
-    config = TrainConfig(**given)
-    train_run(
-        args.spec,
-        args.dataset,
-        config,
-        args.out,
-        data_dir=args.data_dir,
-        pad=args.pad,
-        grey_to_rgb=args.grey_to_rgb,
-        normalize=args.normalize,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
-    print(f"run saved in {args.out} (config.json, metrics.jsonl, checkpoints/, curves.png)")
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from jaxcnn.data import DataError, load_dataset
-    from jaxcnn.metrics import confusion_matrix
-    from jaxcnn.runs import load_run, run_data_dir
-
-    run = load_run(args.run, args.which)
-    name = args.dataset or run.config["dataset"]["name"]
-    same_data = name == run.config["dataset"]["name"]
-    data = load_dataset(name, run_data_dir(run.config, args.data_dir) if same_data else args.data_dir)
-    k = run.model.output_shape[0]
-    if data.num_classes != k:
-        raise DataError(f"{name} has {data.num_classes} classes but the run {args.run} tells {k} apart")
-    predictions = run.predict(data.test_images).argmax(axis=1)
-    accuracy = float((predictions == data.test_labels).mean())
-    counts = confusion_matrix(data.test_labels, predictions, k)
-    print(f"run {args.run}, {args.which} checkpoint (epoch {run.epoch}); {name} test set, {len(predictions):,} images")
-    print(f"accuracy: {100 * accuracy:.2f}%")
-    print("confusion matrix (rows: true class, columns: predicted class):")
-    width = max(len(str(int(counts.max()))), len(str(k - 1))) + 1
-    print(" " * 4 + "".join(str(j).rjust(width) for j in range(k)))
-    for i in range(k):
-        name_i = run.class_names[i] if i < len(run.class_names) else str(i)
-        print(f"{i:>3} " + "".join(str(int(c)).rjust(width) for c in counts[i]) + f"   {name_i}")
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from jaxcnn.export import export_onnx, export_stablehlo
-    from jaxcnn.runs import load_run
-
-    run = load_run(args.run, args.which)
-    if args.format == "onnx":
-        path = export_onnx(run, args.out, DEFAULT_OPSET if args.opset is None else args.opset,
-                           overwrite=args.overwrite)  # fmt: skip
-    else:
-        if args.opset is not None:
-            raise UsageError("--opset applies to --format onnx only")
-        path = export_stablehlo(run, args.out, overwrite=args.overwrite)
-    h, w, c = run.model.input_shape
-    print(f"exported {args.run} ({args.which} checkpoint, epoch {run.epoch}) as {args.format}: {path} "
-          f"(uint8 images N x {h} x {w} x {c} -> {run.model.output_shape[-1]} class probabilities)")  # fmt: skip
-    return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from jaxcnn.errors import DataError
-    from jaxcnn.images import read_image_file
-    from jaxcnn.runs import load_run
-
-    run = load_run(args.run, args.which)
-    top_k = min(args.top, len(run.class_names))
-    if top_k < args.top:
-        print(f"note: --top {args.top}: the run tells {top_k} classes apart, so all {top_k} are shown",
-              file=sys.stderr)  # fmt: skip
-    failures = 0
-    for path in args.images:
-        try:
-            image = read_image_file(path, run.image_shape)
-        except DataError as err:
-            failures += 1
-            print(f"error: {err}", file=sys.stderr)
-            continue
-        probs = run.predict(image[None])[0]
-        top = np.argsort(probs)[::-1][:top_k]
-        ranked = ", ".join(f"{run.class_names[j]} ({100 * probs[j]:.1f}%)" for j in top)
-        print(f"{path}: {ranked}")
-    return 1 if failures else 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from jaxcnn import demos
-    from jaxcnn.data import DataError, load_dataset
-    from jaxcnn.pictures import article_demos
-
-    digit = None
-    try:
-        mnist = load_dataset("mnist", args.data_dir) if args.data_dir or _env_data_dir() else None
-        digit = None if mnist is None else mnist.test_images[0, :, :, 0]
-    except DataError as err:
-        print(f"note: no MNIST digit ({err}); the edge demo uses a drawn stroke", file=sys.stderr)
-    output = demos.convolve(demos.ARTICLE_IMAGE, demos.ARTICLE_FILTER)
-    print("the article's 5x5 image convolved with its 3x3 filter (valid padding, stride 1):")
-    for row in output:
-        print("  " + " ".join(f"{v:g}" for v in row))
-    for name, path in article_demos(Path(args.out), digit).items():
-        print(f"{name}: {path}")
-    return 0
-
-
-def _env_data_dir() -> str | None:
-    import os
-
-    return os.environ.get(DATA_DIR_ENV) or None
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from jaxcnn.pictures import run_pictures
-
-    out = Path(args.out) if args.out else Path(args.run) / "pictures"
-    for name, path in run_pictures(Path(args.run), out, args.data_dir, args.image).items():
-        print(f"{name}: {path}")
-    return 0
-
-
-class ExploreStartError(JaxcnnError):
-    """The explore server could not start (the port is taken, the host is not this machine's)."""
-
-
-def _cmd_explore(args: argparse.Namespace) -> int:
-    import ipaddress
-    import signal
-
-    from jaxcnn.explore_server import ExploreServer
-    from jaxcnn.explorer import Explorer
-
-    print(f"loading {args.run} and compiling its network ...", flush=True)
-    explorer = Explorer(args.run, args.data_dir, args.which)
-    explorer.warm_up()
-    try:
-        server = ExploreServer(explorer, args.host, args.port, verbose=args.verbose,
-                               allowed_hosts=tuple(args.allow_host))  # fmt: skip
-    except OSError as err:
-        raise ExploreStartError(f"cannot listen on {args.host} port {args.port}: {err.strerror or err}") from None
-    with server:
-        try:
-            loopback = ipaddress.ip_address(args.host).is_loopback
-        except ValueError:
-            loopback = args.host == "localhost"
-        if not loopback:
-            print(f"warning: listening on {args.host}: other machines on the network can open the page")
-        print(f"jaxcnn explore: {server.url}  (open it in a browser; Ctrl-C stops the server)", flush=True)
-        # Ctrl-C (SIGINT) stops it even where it was started with SIGINT ignored (a background job), as in train
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("jaxcnn explore: stopped")
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    return 0
-
-
-def _cmd_draw(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from jaxcnn.pictures import network_diagram
-
-    spec = load_spec(args.spec)
-    out = Path(args.out) if args.out else Path(Path(args.spec).stem + ".png")
-    print(network_diagram(spec, out))
-    return 0
 
 
 def _port(text: str) -> int:
@@ -339,10 +60,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, with the field's help, choices and default (written only there).
 
@@ -352,12 +69,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         meta, default = item.metadata, item.default
         if isinstance(default, bool):  # --name / --no-name
             on = "on" if default else "off"
-            parser.add_argument(_flag(item.name), dest=item.name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(option_flag(item.name), dest=item.name, action=argparse.BooleanOptionalAction,
                                 help=f"{meta['help']} (default {on})")  # fmt: skip
             continue
         shown = f"{default:g}" if isinstance(default, float) else str(default)
         parser.add_argument(
-            _flag(item.name),
+            option_flag(item.name),
             dest=item.name,
             type=type(default),
             choices=meta["choices"],
@@ -384,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="print a spec's layer table (shapes, settings, weights, FLOPs)")
     summary.add_argument("spec", help="path to a JSON network spec")
     summary.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    summary.set_defaults(handler=_cmd_summary)
+    summary.set_defaults(handler=cmd_summary)
 
     validate = commands.add_parser("validate", help="check specs; exit non-zero if any is invalid")
     validate.add_argument("specs", nargs="+", metavar="SPEC", help="paths to JSON network specs")
-    validate.set_defaults(handler=_cmd_validate)
+    validate.set_defaults(handler=cmd_validate)
 
     train = commands.add_parser("train", help="train a spec on a data set into a run directory")
     train.add_argument("spec", nargs="?", help="path to a JSON network spec")
@@ -409,14 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--xla-defaults", action="store_true",
                        help="compile training with XLA's defaults, not jaxcnn's options: slower on a CPU; faster on "
                             "a GPU, but runs with the same seed are no longer identical there")  # fmt: skip
-    train.set_defaults(handler=_cmd_train)
+    train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test accuracy and confusion matrix of a trained run")
     evaluate.add_argument("run", help="a run directory")
     evaluate.add_argument("--dataset", help="data set to evaluate on (default: the one it was trained on)")
     _add_data_dir(evaluate)
     _add_which(evaluate)
-    evaluate.set_defaults(handler=_cmd_evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     export = commands.add_parser("export", help="write a trained run's network as ONNX or serialized StableHLO")
     export.add_argument("run", help="a run directory")
@@ -428,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(nothing else)")  # fmt: skip
     export.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
     _add_which(export)
-    export.set_defaults(handler=_cmd_export)
+    export.set_defaults(handler=cmd_export)
 
     predict = commands.add_parser("predict", help="classify PNG/JPEG images with a trained run")
     predict.add_argument("run", help="a run directory")
@@ -436,19 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=_positive, default=3, metavar="K",
                          help="how many classes to show, 1 or more (default 3; at most the run's classes)")  # fmt: skip
     _add_which(predict)
-    predict.set_defaults(handler=_cmd_predict)
+    predict.set_defaults(handler=cmd_predict)
 
     demo = commands.add_parser("demo", help="the article's demos: convolution, edge filter, padding, pooling")
     demo.add_argument("--out", default="demos", help="folder for the PNGs (default ./demos)")
     _add_data_dir(demo, of_a_run=False, unset="a drawn stroke instead of a real digit")
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
 
     show = commands.add_parser("show", help="pictures of a trained run: filters, feature maps, confusion, mistakes")
     show.add_argument("run", help="a run directory")
     show.add_argument("--out", help="folder for the PNGs (default RUN/pictures)")
     _add_data_dir(show)
     show.add_argument("--image", type=int, default=0, help="test image for the feature maps (default 0)")
-    show.set_defaults(handler=_cmd_show)
+    show.set_defaults(handler=cmd_show)
 
     explore = commands.add_parser("explore", help="a local web page: draw an image and see inside the trained network")
     explore.add_argument("run", help="a run directory")
@@ -461,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(explore)
     _add_which(explore)
     explore.add_argument("--verbose", action="store_true", help="log every request")
-    explore.set_defaults(handler=_cmd_explore)
+    explore.set_defaults(handler=cmd_explore)
 
     draw = commands.add_parser("draw", help="draw a spec as a diagram in the article's style")
     draw.add_argument("spec", help="path to a JSON network spec")
     draw.add_argument("--out", help="PNG or SVG path (default: SPEC_NAME.png)")
-    draw.set_defaults(handler=_cmd_draw)
+    draw.set_defaults(handler=cmd_draw)
     return parser
 
 
