@@ -129,7 +129,7 @@ def random_layer(rng: np.random.Generator, flat: bool, earlier: list[str], kinds
     return layer
 
 
-BUILT_IN = {kind for kind, module in PROVIDERS.items() if module == "jaxcnn.layer_types"}
+BUILT_IN = {kind for kind, module in PROVIDERS.items() if module.startswith("jaxcnn.")}
 
 
 def _from_schemas(rng: np.random.Generator, fields: dict[str, Any]) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def test_the_registry_refuses_what_it_cannot_use(custom):
         return Made
 
     cases: list[tuple[dict[str, Any], str]] = [({"TYPE": "Made Up"}, "TYPE must be a lower-case word"),
-                                 ({"TYPE": "conv"}, "'conv' is already registered by jaxcnn.layer_types.ConvLayer"),
+                                 ({"TYPE": "conv"}, "'conv' is already registered by jaxcnn.window_layers.ConvLayer"),
                                  ({"PREFIX": "a-b"}, "PREFIX must be a name"),
                                  ({"FIELDS": {"name": FieldInfo({}, "")}}, "other than type, name and inputs"),
                                  ({"apply": Layer.apply}, "defines resolve")]  # fmt: skip
