@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SPECS_DIR = ROOT / "specs"
 NETWORK_SPECS = sorted(p for p in SPECS_DIR.glob("*.json") if p.name != "schema.json")
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # The command line and experiment scripts the tests run would otherwise write XLA's compilation
 # cache under the user's home; tests of the cache give it a temporary folder.

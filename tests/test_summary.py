@@ -1,7 +1,7 @@
 """Golden summaries (Haiku-style): shapes, weights and FLOPs of every shipped spec.
 
 An accidental change to a spec, the loader or the counting fails here. After a deliberate
-change, regenerate with ``JAXCNN_UPDATE_GOLDEN=1 pytest tests/test_golden.py`` and review the diff.
+change, regenerate with ``JAXCNN_UPDATE_GOLDEN=1 pytest tests/test_summary.py`` and review the diff.
 """
 
 from __future__ import annotations
