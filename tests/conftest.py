@@ -54,3 +54,12 @@ def serving(explorer: Any) -> Iterator[Any]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def graph_folder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run of the small graph spec (batch norm, dropout, a residual block) on class folders, made
+    once per test session and only read by the tests that use it (the explorer's, in Python and in Chromium)."""
+    from datasets import GRAPH_SPEC, train_folder_run
+
+    return train_folder_run(tmp_path_factory.mktemp("graph_run"), GRAPH_SPEC)

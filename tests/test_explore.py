@@ -485,10 +485,8 @@ def test_a_taken_port_is_one_error_line(explore_run):
     assert "Traceback" not in err
 
 
-def test_a_graph_with_batch_norm_and_a_residual_block_is_explored_layer_by_layer(tmp_path):
-    from datasets import GRAPH_SPEC
-
-    explorer = Explorer(train_folder_run(tmp_path, GRAPH_SPEC))
+def test_a_graph_with_batch_norm_and_a_residual_block_is_explored_layer_by_layer(graph_folder_run):
+    explorer = Explorer(graph_folder_run)
     names = [layer.name for layer in explorer.model.spec.layers]
     assert "res.conv" in names and "res.add" in names
     image = np.full((8, 8, 1), 90, np.uint8)

@@ -301,10 +301,8 @@ def test_the_page_fits_a_phone_screen(browser, url, explorer, tmp_path):
         screenshot(page, "phone", tmp_path, full_page=False)
 
 
-def test_a_graphs_branches_and_blocks_are_shown_and_explained(browser, tmp_path):
-    from datasets import GRAPH_SPEC
-
-    explorer = Explorer(train_folder_run(tmp_path, GRAPH_SPEC))
+def test_a_graphs_branches_and_blocks_are_shown_and_explained(browser, graph_folder_run):
+    explorer = Explorer(graph_folder_run)
     with serving(explorer) as server, open_page(browser, server.url, viewport={"width": 1000, "height": 800}) as page:
         for layer in explorer.model.spec.layers:
             assert page.get_by_test_id(f"layer-{layer.name}").count() == 1
