@@ -4,12 +4,11 @@ check everything that can fail before a run folder is touched and hold the run's
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,9 @@ from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import fetch
 from jaxcnn.preprocess import Preprocess, plan_preprocess
+from jaxcnn.run_checks import NothingToResumeError as NothingToResumeError
+from jaxcnn.run_checks import check_classes, check_epochs_left, writing
+from jaxcnn.run_checks import check_out as check_out
 from jaxcnn.run_files import (
     check_spec_matches,
     layer_modules,
@@ -33,7 +35,7 @@ from jaxcnn.run_files import (
     run_data_dir,
     spec_from_config,
 )
-from jaxcnn.run_folder import RUN_FORMAT, RunError, RunLock, absolute, finish_interrupted_writes
+from jaxcnn.run_folder import RUN_FORMAT, RunError
 from jaxcnn.spec import NetworkSpec, load_spec
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params
 
@@ -100,7 +102,7 @@ def train_run(
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
     offline = None if isinstance(dataset, Dataset) else resolve_data_dir(data_dir)
     preprocess = plan_preprocess(data, spec.input_shape, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
-    _check_classes(spec, data)
+    check_classes(spec, data)
     data_seconds = time.perf_counter() - started
     record = {
         "format": RUN_FORMAT,
@@ -125,7 +127,7 @@ def train_run(
     own: list[Callback] = [] if on_epoch is None else [EpochFunction(on_epoch)]
     if stop_at_accuracy is not None or stop_after_epochs is not None:
         own.append(EarlyStop(stop_at_accuracy, stop_after_epochs))
-    with _writing(run_dir):
+    with writing(run_dir):
         if run_dir is not None:
             check_out(run_dir, overwrite)  # again, now that no one else can be writing it
         session = Session(spec=spec, data=data, preprocess=preprocess, config=config, run_dir=run_dir, record=record,
@@ -151,38 +153,10 @@ def resume_run(
     started = time.perf_counter()
     run_dir = Path(out)
     record = read_config(run_dir)  # a clear error for a folder that is not a run, before anything is created
-    _check_epochs_left(run_dir, epochs if epochs is not None else record["train"].get("epochs"))
-    with _writing(run_dir):
+    check_epochs_left(run_dir, epochs if epochs is not None else record["train"].get("epochs"))
+    with writing(run_dir):
         session = _resumed_session(run_dir, started, epochs, data_dir, dataset)
         return session.train(progress=progress, verbose=verbose, callbacks=callbacks)
-
-
-class NothingToResumeError(RunError):
-    """``--resume`` asked for no more epochs than the run already has: nothing was loaded or changed."""
-
-
-def _check_epochs_left(run_dir: Path, total: object) -> None:
-    """Raise NothingToResumeError when the run's latest checkpoint already reaches ``total`` epochs; before
-    the data is loaded or anything compiled."""
-    if not isinstance(total, int) or total < 1 or not (run_dir / "checkpoints").is_dir():
-        return  # the resume itself reports these
-    from jaxcnn.checkpoint import DamagedCheckpointError
-
-    checkpoints = open_checkpoints(run_dir, create=False)
-    try:
-        done = checkpoints.latest_epoch()
-        if done is None or done < total:
-            return
-        checkpoints.restore_params(done)  # a damaged one is not done: resuming falls back and trains it again
-    except DamagedCheckpointError:
-        return
-    finally:
-        checkpoints.close()
-    further = f"--epochs N with N above {done} trains further"
-    if done == total:
-        raise NothingToResumeError(f"{run_dir} already has its {done} epochs; nothing was done ({further})")
-    raise NothingToResumeError(f"{run_dir} already has {done} epochs; --epochs {total} is the total to reach, not a "
-                               f"number to add, so nothing was done ({further})")  # fmt: skip
 
 
 def _resumed_session(
@@ -218,47 +192,6 @@ def _resumed_session(
                    checkpoints=checkpoints)  # fmt: skip
 
 
-@contextlib.contextmanager
-def _writing(run_dir: Path | None) -> Iterator[None]:
-    """Hold ``run_dir``'s lock (nothing without a run directory) and finish what a killed writer left."""
-    if run_dir is None:
-        yield
-        return
-    with RunLock(run_dir):
-        for note in finish_interrupted_writes(run_dir):
-            print(f"note: {note}", file=sys.stderr, flush=True)
-        yield
-
-
-def check_out(run_dir: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, an existing run without ``overwrite``, or, even with it, anything
-    that is not a jaxcnn run (``--overwrite`` must never empty a folder of someone's files)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir}: is a file, not a folder; choose another --out for the run")
-    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-    if not entries:
-        return
-    if not overwrite:
-        raise RunError(
-            f"{run_dir}: already exists and is not empty. Pass --resume {run_dir} to continue it, "
-            "--overwrite to replace it, or choose another --out"
-        )
-    try:
-        read_config(run_dir)
-    except RunError as err:
-        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise RunError(
-            f"{run_dir}: --overwrite replaces only a jaxcnn run, and this folder is not one ({err}); it holds "
-            f"{shown}. Nothing was changed: choose another --out"
-        ) from None
-    here, target = absolute(Path.cwd()), absolute(run_dir)
-    if here == target or target in here.parents:
-        raise RunError(
-            f"{run_dir}: --overwrite would replace the folder you are working in ({here}); "
-            f"cd to another folder and give --out {target}"
-        )
-
-
 class TrainingInterruptedError(RunError):
     """Training stopped by Ctrl-C or SIGTERM at a step boundary; the run can be resumed."""
 
@@ -277,14 +210,6 @@ def _resume_hint(stop: EpochInterruptedError, run_dir: Path | None, last_saved: 
         f"{where}. No epoch was complete yet, so nothing of the new run was kept and {run_dir} is as it was "
         "before: start the training again"
     )
-
-
-def _check_classes(spec: NetworkSpec, data: Dataset) -> None:
-    if spec.output_shape != (data.num_classes,):
-        raise RunError(
-            f"{spec.source}: the network ends in {'x'.join(map(str, spec.output_shape))} outputs but {data.name} has "
-            f"{data.num_classes} classes; make the last layer a dense layer of {data.num_classes} units"
-        )
 
 
 @dataclass(kw_only=True)
