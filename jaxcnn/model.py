@@ -224,6 +224,7 @@ class Model:
         mode: Pass,
         final_activation: bool,
         keep: dict[str, jax.Array] | None = None,
+        offsets: dict[str, jax.Array] | None = None,
     ) -> tuple[jax.Array, State]:
         self.check_input(x)
         self.check_params(params)
@@ -237,7 +238,7 @@ class Model:
             if layer.name in fused:  # this max pool ran inside the convolution before it
                 continue
             inputs = [values[name] for name in layer.inputs]
-            if keep is None and self._pools_in_one_step(layer.index):
+            if keep is None and offsets is None and self._pools_in_one_step(layer.index):
                 pool = layers[layer.index + 1]
                 assert isinstance(layer, ConvLayer) and isinstance(pool, PoolLayer)
                 weights = params[layer.name]
@@ -252,6 +253,8 @@ class Model:
             activation = layer.activation
             if not (layer.name == output and activation == "softmax" and not final_activation):
                 y = L.activation(activation)(y)
+            if offsets is not None and layer.name in offsets:
+                y = y + offsets[layer.name]
             values[layer.name] = y
             if keep is not None:
                 keep[layer.name] = y
@@ -301,6 +304,17 @@ class Model:
         keep: dict[str, jax.Array] = {}
         self._forward(params, state, x, mode=Pass(impl=self.impl), final_activation=True, keep=keep)
         return keep
+
+    def logits_and_outputs(
+        self, params: Params, x: jax.Array, state: State | None = None, offsets: dict[str, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Evaluation logits and every layer's output, with ``offsets[name]`` added to those layers' outputs
+        (after their activation). The derivative with respect to an offset, at zero, is the derivative with
+        respect to that layer's output: what Grad-CAM weighs feature maps by (:mod:`jaxcnn.explain`)."""
+        keep: dict[str, jax.Array] = {}
+        logits, _ = self._forward(params, state, x, mode=Pass(impl=self.impl), final_activation=False, keep=keep,
+                                  offsets=offsets)  # fmt: skip
+        return logits, keep
 
     def summary(self) -> list[SummaryRow]:
         """One row per layer: shapes, settings, weights and FLOPs per example (and inputs, in graphs)."""
