@@ -46,6 +46,7 @@ def test_the_gradient_equals_central_differences():
                 assert grads[(n, *index)] == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_add_up_to_the_change_of_score():
     """The midpoint rule's error shrinks as 1/steps^2 on a smooth network (1% at 64 steps is asked) and as
     1/steps where ReLU kinks cross the path (so the ReLU network gets 1024 steps for the same 1%)."""
@@ -109,6 +110,7 @@ def test_occlusion_equals_an_explicit_loop_of_predictions():
         np.testing.assert_allclose(heat, total / count, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_smoothgrad_is_the_gradient_averaged_over_noisy_copies():
     with jax.enable_x64(True):
         model, params = network(TINY)
