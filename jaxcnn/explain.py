@@ -1,6 +1,6 @@
 """Why the network said what it said: saliency maps as pure functions of a model, its weights and state, and
-a batch of float NHWC images (the network's input, after preprocessing). No I/O, and plain JAX: each can be
-wrapped in ``jax.jit`` (with ``classes`` given as an array) and traced under ``vmap``.
+a batch of float NHWC images (the network's input, after preprocessing). No I/O, and plain JAX, so a caller
+can compile one with ``jax.jit`` (closing over the model).
 
 Every method explains one class per image (``classes``; by default the predicted one) through its score,
 the class's logit before the softmax, as PAIR's ``saliency`` package and Grad-CAM's authors do:
