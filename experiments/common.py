@@ -61,6 +61,14 @@ def random_training_data(model: Model, count: int) -> tuple[np.ndarray, np.ndarr
     return images, rng.integers(0, model.output_shape[-1], count).astype(np.int32)
 
 
+def random_dataset(model: Model, count: int, test: int) -> Dataset:
+    """:func:`random_training_data` as a Dataset whose test set is its first ``test`` images."""
+    images, labels = random_training_data(model, count)
+    classes = tuple(str(k) for k in range(model.output_shape[-1]))
+    return Dataset(name="random", train_images=images, train_labels=labels, test_images=images[:test],
+                   test_labels=labels[:test], class_names=classes, source="random")  # fmt: skip
+
+
 @dataclass
 class TimedRun:
     """jaxcnn's real training path (``Trainer``) on fixed data, compiled, timed one epoch at a time."""

@@ -18,13 +18,12 @@ import numpy as np
 ROOT = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from jaxcnn.data import Dataset  # noqa: E402
 from jaxcnn.model import Model  # noqa: E402
 from jaxcnn.runs import train_run  # noqa: E402
 from jaxcnn.spec import load_spec  # noqa: E402
 from jaxcnn.train import TrainConfig  # noqa: E402
 
-from common import random_training_data  # noqa: E402
+from common import random_dataset  # noqa: E402
 
 RUNS: tuple[tuple[str, int, int, dict[str, Any]], ...] = (
     ("lenet_mnist.json", 8192, 4, {}),
@@ -36,9 +35,7 @@ def main() -> None:
     figures = {}
     for spec_file, count, epochs, settings in RUNS:
         spec = load_spec(ROOT / "specs" / spec_file)
-        images, labels = random_training_data(Model(spec), count)
-        data = Dataset(name="random", train_images=images, train_labels=labels, test_images=images[:256],
-                       test_labels=labels[:256], class_names=tuple(map(str, range(10))), source="random")  # fmt: skip
+        data = random_dataset(Model(spec), count, 256)
         config = TrainConfig(epochs=epochs, batch_size=128, **settings)
         result = train_run(spec, data, config, None, progress=False, verbose=False)
         figures[spec_file] = float(np.median([m["images_per_second"] for m in result.metrics[1:]]))

@@ -19,7 +19,6 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxcnn.data import Dataset
 from jaxcnn.model import Model
 from jaxcnn.runs import train_run
 from jaxcnn.spec import load_spec
@@ -27,7 +26,7 @@ from jaxcnn.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
-from common import random_training_data  # noqa: E402
+from common import random_dataset  # noqa: E402
 
 RUNS = {
     "lenet_mnist": ("lenet_mnist.json", 512, TrainConfig(epochs=2, batch_size=64, lr=3e-3)),
@@ -58,10 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     for name, (spec_file, count, config) in RUNS.items():
         spec = load_spec(ROOT / "specs" / spec_file)
-        images, labels = random_training_data(Model(spec), count)
-        classes = tuple(str(k) for k in range(10))
-        data = Dataset(name="random", train_images=images, train_labels=labels, test_images=images[:64],
-                       test_labels=labels[:64], class_names=classes, source="random")  # fmt: skip
+        data = random_dataset(Model(spec), count, 64)
         out = Path(args.out) / name if args.out else None
         result = train_run(spec, data, config, out, progress=False, verbose=False)
         print(f"{name}: {weights_sha256(result.params)}  (state {weights_sha256(result.model_state)})")
