@@ -41,6 +41,25 @@ def quadrant_dataset(train: int = 512, test: int = 300) -> Dataset:
     return Dataset("quadrants", x, y, tx, ty, ("top-left", "top-right", "bottom-left", "bottom-right"), "made in tests")
 
 
+PATTERNS = np.stack([np.eye(5, dtype=np.uint8)[2].repeat(5).reshape(5, 5).T,  # a vertical bar
+                     np.eye(5, dtype=np.uint8)[2].repeat(5).reshape(5, 5),  # a horizontal bar
+                     np.eye(5, dtype=np.uint8), np.eye(5, dtype=np.uint8)[::-1]])  # the two diagonals  # fmt: skip
+PATTERN_NAMES = ("vertical", "horizontal", "diagonal", "anti-diagonal")
+
+
+def pattern_images(n: int, seed: int = 0, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Class k has PATTERNS[k] (5x5, bright) somewhere on dim noise: the evidence is a few pixels at a place
+    that changes, which a saliency map must find (and blacking them out must matter)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n).astype(np.int32)
+    images = rng.integers(0, 50, (n, size, size, 1)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = rng.integers(0, size - 4, 2)
+        window = images[i, r : r + 5, c : c + 5, 0]
+        window[...] = np.maximum(window, PATTERNS[k] * rng.integers(180, 256)).astype(np.uint8)
+    return images, labels
+
+
 TINY_SPEC = {
     "format": "jaxcnn.spec/1",
     "name": "tiny",
