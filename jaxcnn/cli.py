@@ -18,8 +18,10 @@ from jaxcnn.commands import (
     cmd_demo,
     cmd_draw,
     cmd_evaluate,
+    cmd_explain,
     cmd_explore,
     cmd_export,
+    cmd_filters,
     cmd_predict,
     cmd_show,
     cmd_summary,
@@ -37,6 +39,8 @@ from jaxcnn.summary import summary_table as summary_table
 
 # jaxcnn.explore_server's default address, repeated for the same reason (a test checks them).
 EXPLORE_HOST = "127.0.0.1"
+# jaxcnn.explain.METHODS, repeated so that the parser does not import JAX (a test checks them).
+EXPLAIN_METHODS = ("gradient", "smoothgrad", "integrated-gradients", "grad-cam", "occlusion")
 
 
 def _port(text: str) -> int:
@@ -58,6 +62,21 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
     return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = parse_int(text, "the value")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
+def _units(text: str) -> list[int]:
+    """``--units 0,3,5``: unit numbers, checked against the layer later."""
+    return [_count(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +199,33 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--verbose", action="store_true", help="log every request")
     explore.set_defaults(handler=cmd_explore)
 
+    explain = commands.add_parser("explain", help="heatmaps of why a trained run classified images as it did")
+    explain.add_argument("run", help="a run directory")
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files, read as `jaxcnn predict` reads them")
+    explain.add_argument("--method", action="append", default=[], metavar="M", help="one or more of "
+                         f"{', '.join(EXPLAIN_METHODS)} (repeatable or comma-separated; default grad-cam)")  # fmt: skip
+    explain.add_argument("--layer", help="Grad-CAM's layer, one with an H x W x C output (default: the last such)")
+    explain.add_argument("--class", dest="class_name", metavar="CLASS", help="the class to explain, by name or "
+                         "number (default: each image's predicted class)")  # fmt: skip
+    explain.add_argument("--out", help="folder for IMAGE.METHOD.png and .npy (default RUN/explanations)")
+    explain.add_argument("--steps", type=_positive, default=64, help="integrated gradients' steps (default 64)")
+    explain.add_argument("--samples", type=_positive, default=25, help="SmoothGrad's noisy copies (default 25)")
+    explain.add_argument("--randomize", type=_count, default=0, metavar="K", help="give the top K layers with "
+                         "weights random ones first: a map worth trusting changes (default 0)")  # fmt: skip
+    _add_which(explain)
+    explain.set_defaults(handler=cmd_explain)
+
+    filters = commands.add_parser("filters", help="what each filter or unit of a layer looks for: a picture and "
+                                  "the test images that excite it most")  # fmt: skip
+    filters.add_argument("run", help="a run directory")
+    filters.add_argument("--layer", required=True, help="the layer (a conv layer's filters, a dense layer's units)")
+    filters.add_argument("--units", type=_units, metavar="I,J,...", help="which units (default: all)")
+    filters.add_argument("--out", help="folder for LAYER.UNIT.png and .npy (default RUN/filters)")
+    filters.add_argument("--steps", type=_positive, default=256, help="gradient-ascent steps (default 256)")
+    _add_data_dir(filters)
+    _add_which(filters)
+    filters.set_defaults(handler=cmd_filters)
+
     draw = commands.add_parser("draw", help="draw a spec as a diagram in the article's style")
     draw.add_argument("spec", help="path to a JSON network spec")
     draw.add_argument("--out", help="PNG or SVG path (default: SPEC_NAME.png)")
@@ -207,6 +253,8 @@ HEAVY_MODULES: dict[str, tuple[str, ...]] = {
     "demo": ("jaxcnn.pictures",),
     "show": ("jaxcnn.pictures", "jaxcnn.runs"),
     "explore": ("jaxcnn.explorer",),
+    "explain": ("jaxcnn.explanations",),
+    "filters": ("jaxcnn.explanations", "jaxcnn.data"),
     "draw": ("jaxcnn.pictures",),
 }
 """What each command imports before its work, with Ctrl-C held back (:func:`_load_heavy_modules`)."""

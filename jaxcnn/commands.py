@@ -201,6 +201,42 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxcnn.explanations import explain_images
+
+    out = Path(args.out) if args.out else Path(args.run) / "explanations"
+    methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()] or ["grad-cam"]
+    done = explain_images(args.run, args.images, methods, out, which=args.which, layer=args.layer,
+                          class_name=args.class_name, randomize=args.randomize, steps=args.steps,
+                          samples=args.samples)  # fmt: skip
+    for item in done:
+        why = item.explained + ("" if item.explained == item.predicted else f" (predicted: {item.predicted})")
+        print(f"{item.image}: {item.method} for {why}: {item.png} {item.npy}")
+    return 0
+
+
+def cmd_filters(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxcnn.data import DataError, load_dataset
+    from jaxcnn.explanations import unit_pictures
+    from jaxcnn.run_files import read_config, run_data_dir
+
+    config = read_config(Path(args.run))
+    try:
+        test_images = load_dataset(config["dataset"]["name"], run_data_dir(config, args.data_dir)).test_images
+    except DataError as err:
+        print(f"note: no test images, so only the pictures ({err})", file=sys.stderr)
+        test_images = None
+    out = Path(args.out) if args.out else Path(args.run) / "filters"
+    for item in unit_pictures(args.run, args.layer, args.units, out, test_images, which=args.which, steps=args.steps):
+        tops = ", ".join(f"#{i} ({v:.3g})" for i, v in zip(item.top_indices, item.top_values, strict=True))
+        print(f"{item.layer} unit {item.unit}: {item.png} {item.npy}" + (f"; top test images {tops}" if tops else ""))
+    return 0
+
+
 class ExploreStartError(JaxcnnError):
     """The explore server could not start (the port is taken, the host is not this machine's)."""
 

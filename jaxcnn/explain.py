@@ -36,8 +36,15 @@ import optax
 
 from jaxcnn.model import Model, Params, State
 
-METHODS = ("gradient", "smoothgrad", "integrated-gradients", "grad-cam", "occlusion")
-"""The names :func:`heatmap` (and ``jaxcnn explain --method``, the explorer's "why" panel) know."""
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "gradient": (),
+    "smoothgrad": ("samples",),
+    "integrated-gradients": ("steps",),
+    "grad-cam": ("layer",),
+    "occlusion": ("window", "stride"),
+}
+"""Each method :func:`heatmap` knows (``jaxcnn explain --method``, the explorer's "why" panel) and its options."""
+METHODS = tuple(METHOD_OPTIONS)
 
 
 def predicted_classes(model: Model, params: Params, state: State | None, images: jax.Array) -> jax.Array:
@@ -341,10 +348,12 @@ class Explainer:
     def heatmap(
         self, params: Params, state: State | None, images: Any, method: str, classes: Any = None, **options: Any
     ) -> np.ndarray:
-        """:func:`heatmap` for float input images, compiled once per method and options."""
+        """:func:`heatmap` for float input images, compiled once per method and options; options that are not
+        the method's (:data:`METHOD_OPTIONS`) are ignored, so one call can carry every method's."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
         model = self.model
+        options = {name: value for name, value in options.items() if name in METHOD_OPTIONS[method]}
         fixed = tuple(sorted(options.items()))
 
         def build() -> Callable[..., jax.Array]:

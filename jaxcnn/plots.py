@@ -219,6 +219,27 @@ def plot_image_grid(
     return save(fig, path)
 
 
+def plot_unit(picture: np.ndarray, top: np.ndarray | None, titles: Sequence[str], heading: str, path: Path) -> Path:
+    """What a unit looks for: its picture (uint8 H x W x C) beside the images that excite it most (uint8, in a
+    grid of three columns, each with its title), when there are any."""
+    plt = _pyplot()
+    shown = [] if top is None else list(top)
+    rows = max(1, -(-len(shown) // 3))
+    fig = plt.figure(figsize=(3.2 + (3.4 if shown else 0), 3.4 if rows <= 3 else 1.1 * rows + 0.4))
+    grid = fig.add_gridspec(rows, 4 if shown else 1, width_ratios=[3, 1, 1, 1] if shown else [1])
+    ax = fig.add_subplot(grid[:, 0])
+    ax.imshow(picture.squeeze(), cmap="gray" if picture.shape[-1] == 1 else None, vmin=0, vmax=255)
+    ax.set_title("its picture", fontsize=9)
+    ax.axis("off")
+    for i, (image, title) in enumerate(zip(shown, titles, strict=True)):
+        ax = fig.add_subplot(grid[i // 3, 1 + i % 3])
+        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+    fig.suptitle(heading + (" (right: the test images that excite it most)" if shown else ""), fontsize=9)
+    return save(fig, path)
+
+
 def plot_misclassified(images: np.ndarray, truths: Sequence[str], predictions: Sequence[str], path: Path) -> Path:
     """A grid of test images the network got wrong, each titled 'true -> predicted'."""
     titles = [f"{truth} -> {predicted}" for truth, predicted in zip(truths, predictions, strict=True)]

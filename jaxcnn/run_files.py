@@ -211,6 +211,16 @@ class Run:
 
         return mirror_views(probabilities, images).mean(axis=0) if self.tta else probabilities(images)
 
+    def fitted(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC images at the network's input size: padded and converted as the run was trained, unless
+        they already are."""
+        return images if images.shape[1:] == tuple(self.model.input_shape) else self.preprocess.fit(images)
+
+    def network_input(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC images (the data set's size or the network's) as the network's float input: what
+        :mod:`jaxcnn.explain` takes."""
+        return np.asarray(self.preprocess.to_float(self.fitted(images)))
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for uint8 NHWC images of the spec's input shape.
 

@@ -37,7 +37,7 @@ def true_class_probability(
     if params is None:
         probabilities = run.predict(images)
     else:
-        probabilities = np.asarray(run.model.predict(params, jnp.asarray(network_input(run, images)), run.state))
+        probabilities = np.asarray(run.model.predict(params, jnp.asarray(run.network_input(images)), run.state))
     return probabilities[np.arange(len(labels)), labels]
 
 
@@ -56,7 +56,7 @@ def deletion(run: Run, images: np.ndarray, labels: np.ndarray, maps: np.ndarray,
              seed: int = 0) -> Deletion:  # fmt: skip
     """The :class:`Deletion` figures for uint8 ``images`` and their saliency ``maps`` (N x H x W, of the
     network's input size, as :mod:`jaxcnn.explain` gives them)."""
-    images = fitted(run, images)
+    images = run.fitted(images)
     before = true_class_probability(run, images, labels)
     salient = true_class_probability(run, blacked_out(images, maps, fraction), labels)
     noise = np.random.default_rng(seed).random(maps.shape)
@@ -72,13 +72,3 @@ def rank_correlations(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         if np.ptp(a) > 0 and np.ptp(b) > 0:
             out[i] = stats.spearmanr(a, b).statistic
     return out
-
-
-def fitted(run: Run, images: np.ndarray) -> np.ndarray:
-    """uint8 images at the network's input size: padded and converted as the run was trained (once)."""
-    return images if images.shape[1:] == tuple(run.model.input_shape) else run.preprocess.fit(images)
-
-
-def network_input(run: Run, images: np.ndarray) -> np.ndarray:
-    """uint8 images as the network's float input: what :mod:`jaxcnn.explain` takes."""
-    return np.asarray(run.preprocess.to_float(fitted(run, images)))

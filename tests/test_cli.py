@@ -92,9 +92,10 @@ def test_train_options_are_built_from_train_config():
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     assert TrainConfig(**given) == TrainConfig(lr=0.5, optimizer="sgd")
     assert cli.DATA_DIR_ENV == data.DATA_DIR_ENV
-    from jaxcnn import explore_server
+    from jaxcnn import explain, explore_server
 
     assert cli.EXPLORE_HOST == explore_server.DEFAULT_HOST
+    assert cli.EXPLAIN_METHODS == explain.METHODS
 
 
 def test_resume_refuses_settings_other_than_epochs(tmp_path):

@@ -220,7 +220,7 @@ def test_on_a_trained_network_the_maps_find_the_evidence_and_depend_on_the_weigh
     from jaxcnn.config import TrainConfig
     from jaxcnn.data import Dataset
     from jaxcnn.runs import load_run, train_run
-    from jaxcnn.saliency_checks import deletion, network_input, rank_correlations
+    from jaxcnn.saliency_checks import deletion, rank_correlations
 
     from datasets import PATTERN_NAMES, pattern_images
 
@@ -230,7 +230,7 @@ def test_on_a_trained_network_the_maps_find_the_evidence_and_depend_on_the_weigh
               progress=False, verbose=False)  # fmt: skip
     run = load_run(tmp_path / "run")
     assert (run.predict(tx).argmax(axis=1) == ty).mean() > 0.9
-    explainer, images = explain.Explainer(run.model), network_input(run, tx)
+    explainer, images = explain.Explainer(run.model), run.network_input(tx)
     random_params, _ = explain.randomize_top_layers(run.model, run.params, 3, key=1)
     for method in ("grad-cam", "integrated-gradients", "gradient"):
         maps = explainer.heatmap(run.params, run.state, images, method, ty)
