@@ -360,9 +360,15 @@ class Explainer:
             return lambda p, s, x, c: heatmap(model, p, s, x, method, c, **options)
 
         images = jnp.asarray(images)
-        chosen = predicted_classes(model, params, state, images) if classes is None else classes
+        chosen = self.predicted_classes(params, state, images) if classes is None else classes
         chosen = jnp.broadcast_to(jnp.asarray(chosen, jnp.int32), (images.shape[0],))
         return np.asarray(self._jit(("heatmap", method, fixed), build)(params, state, images, chosen))
+
+    def predicted_classes(self, params: Params, state: State | None, images: Any) -> np.ndarray:
+        """:func:`predicted_classes`, compiled once."""
+        model = self.model
+        compiled = self._jit(("predicted",), lambda: lambda p, s, x: predicted_classes(model, p, s, x))
+        return np.asarray(compiled(params, state, jnp.asarray(images)))
 
     def unit_activations(self, params: Params, state: State | None, images: Any, layer: str) -> np.ndarray:
         """:func:`unit_activations`, compiled once per layer."""

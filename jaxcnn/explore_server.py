@@ -11,6 +11,9 @@ on serving. The API (all JSON; images as base64, see :mod:`jaxcnn.explorer`):
 - ``POST /api/activations`` ``{"pixels"}``: every layer's feature maps;
 - ``POST /api/explain`` ``{"pixels", "layer", "row", "col", "channel"}``: one pixel's arithmetic;
 - ``POST /api/decode`` ``{"file", "name"}``: an uploaded image file's pixels, read as ``jaxcnn predict`` reads it;
+- ``POST /api/why`` ``{"pixels", "method", "class", "layer", "randomize"}``: a saliency heatmap (class and layer
+  may be null: the predicted class, the last spatial layer; randomize: how many top weighted layers are random);
+- ``POST /api/unit`` ``{"layer", "unit"}``: what a filter or unit looks for, and its top test images;
 - ``GET /api/test-image?index=N``, ``GET /api/confusion``, ``GET /api/confusion-cell?true=T&predicted=P``.
 """
 
@@ -66,6 +69,17 @@ def _int_field(source: dict[str, Any], name: str) -> int:
             raise ExploreRequestError(str(err)) from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ExploreRequestError(f"'{name}' must be an integer")
+    return value
+
+
+def _optional_int(source: dict[str, Any], name: str) -> int | None:
+    return None if source.get(name) is None else _int_field(source, name)
+
+
+def _optional_str(source: dict[str, Any], name: str) -> str | None:
+    value = source.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ExploreRequestError(f"'{name}' must be a string or null")
     return value
 
 
@@ -170,13 +184,16 @@ class ExploreHandler(BaseHTTPRequestHandler):
             return
         path = urlsplit(self.path).path
         explorer = self.server.explorer
-        if path not in ("/api/predict", "/api/activations", "/api/explain", "/api/decode"):
+        if path not in ("/api/predict", "/api/activations", "/api/explain", "/api/decode", "/api/why", "/api/unit"):
             self._error(HTTPStatus.NOT_FOUND, f"no such API: {path[:200]}")
             return
         try:
             body = self._read_json()
             if path == "/api/decode":
                 self._answer(lambda: explorer.decode_upload(body.get("file"), body.get("name")))
+                return
+            if path == "/api/unit":
+                self._answer(lambda: explorer.unit_picture(str(body.get("layer")), _int_field(body, "unit")))
                 return
             pixels = explorer.decode_pixels(body.get("pixels"))
         except ExploreRequestError as error:
@@ -186,6 +203,10 @@ class ExploreHandler(BaseHTTPRequestHandler):
             self._answer(lambda: explorer.predict(pixels))
         elif path == "/api/activations":
             self._answer(lambda: explorer.activations(pixels))
+        elif path == "/api/why":
+            self._answer(lambda: explorer.why(pixels, str(body.get("method")), _optional_int(body, "class"),
+                                              _optional_str(body, "layer"),
+                                              _optional_int(body, "randomize") or 0))  # fmt: skip
         else:
             self._answer(lambda: explorer.explain(pixels, str(body.get("layer")), _int_field(body, "row"),
                                                   _int_field(body, "col"), _int_field(body, "channel")))  # fmt: skip

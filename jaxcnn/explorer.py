@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from jaxcnn import explain as saliency
 from jaxcnn.data import Dataset, load_dataset
 from jaxcnn.errors import DataError, JaxcnnError
+from jaxcnn.explanations import HEAT_COLOURS, HEAT_OPACITY, TOP_IMAGES, input_range, picture_pixels, top_images
 from jaxcnn.images import fitted_image
 from jaxcnn.layer_types import Layer
 from jaxcnn.metrics import confusion_matrix
@@ -83,6 +86,11 @@ class Explorer:
         self._predictions: np.ndarray | None = None
         self._last_outputs: tuple[bytes, dict[str, np.ndarray]] | None = None
         """The last image's layer outputs: the page asks for its maps and then its pixels' arithmetic."""
+        self._explainer = saliency.Explainer(self.model)
+        self._weighted = [layer.name for layer in self.model.spec.layers if layer.name in self.run.params][::-1]
+        """The layers with weights, top first: the order the "randomise weights" switch takes them in."""
+        self._random_params: dict[int, Any] = {0: self.run.params}
+        self._top_units: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         model, preprocess = self.model, self.run.preprocess
         self._maps = jax.jit(lambda params, state, images: model.intermediates(params, preprocess.to_float(images),
                                                                                state))  # fmt: skip
@@ -92,6 +100,7 @@ class Explorer:
         blank = np.zeros(self.image_shape, np.uint8)
         self.predict(blank)
         self._layer_outputs(blank)
+        self.why(blank, "grad-cam")  # the page's default explanation, asked for with every image
 
     # ------------------------------------------------------------------ requests
 
@@ -114,7 +123,16 @@ class Explorer:
             "layers": rows,
             "filters": filters,
             "metrics": self.metrics,
-        }
+            "explain": {
+                "methods": list(saliency.METHODS),
+                "spatial_layers": [layer.name for layer in self.model.spec.layers if len(layer.output_shape) == 3],
+                "weighted_layers": self._weighted,
+                "unit_layers": [{"name": name, "units": saliency.unit_count(self.model, name)}
+                                for name in self._weighted[::-1]],
+                "colours": HEAT_COLOURS,
+                "opacity": HEAT_OPACITY,
+            },
+        }  # fmt: skip
 
     def predict(self, pixels: np.ndarray) -> dict[str, Any]:
         """Class probabilities for one image, as ``jaxcnn.load_run(RUN).predict`` gives them."""
@@ -147,6 +165,60 @@ class Explorer:
         layer_value = float(outputs[layer_name][row, col, channel])
         return {**answer, "layer": layer_name, "input_layer": source, "row": row, "col": col, "channel": channel,
                 "layer_value": layer_value}  # fmt: skip
+
+    def why(self, pixels: np.ndarray, method: str, class_index: int | None = None, layer: str | None = None,
+            randomize: int = 0) -> dict[str, Any]:  # fmt: skip
+        """Why the network answers as it does for one image: ``method``'s heatmap (:func:`jaxcnn.explain.heatmap`)
+        for ``class_index`` (default: the predicted class), with the top ``randomize`` weighted layers given
+        random weights (cascading, as in Adebayo et al. 2018), over the image as the network sees it."""
+        if method not in saliency.METHODS:
+            raise ExploreRequestError(f"method {method!r}: choose one of {', '.join(saliency.METHODS)}")
+        classes = len(self.run.class_names)
+        if class_index is not None and not 0 <= class_index < classes:
+            raise ExploreRequestError(f"class {class_index}: classes are 0 to {classes - 1}")
+        spatial = [name for name, lay in self.layers.items() if len(lay.output_shape) == 3]
+        if layer is not None and layer not in spatial:
+            raise ExploreRequestError(f"layer {layer!r}: Grad-CAM takes a layer with an H x W x C output: "
+                                      f"{', '.join(spatial)}")  # fmt: skip
+        params = self._randomized(randomize)
+        started = time.perf_counter()
+        fitted = self.run.fitted(pixels[None])
+        x = self.run.network_input(fitted)
+        predicted = int(self._explainer.predicted_classes(params, self.run.state, x)[0])
+        chosen = predicted if class_index is None else class_index
+        heat = self._explainer.heatmap(params, self.run.state, x, method, [chosen], layer=layer)[0]
+        return {"method": method, "class": chosen, "predicted": predicted, "randomized": self._weighted[:randomize],
+                "layer": (layer or saliency.last_spatial_layer(self.model)) if method == "grad-cam" else None,
+                "heatmap": encode_array(heat), "pixels": encode_pixels(fitted[0]), "shape": list(fitted.shape[1:]),
+                "milliseconds": 1000 * (time.perf_counter() - started)}  # fmt: skip
+
+    def unit_picture(self, layer: str, unit: int) -> dict[str, Any]:
+        """What one unit looks for: its picture (:func:`jaxcnn.explain.filter_picture`) and, when the test set is
+        at hand, the TOP_IMAGES test images that excite it most."""
+        if layer not in self._weighted:
+            raise ExploreRequestError(f"layer {layer!r}: pictures are drawn for the layers with weights: "
+                                      f"{', '.join(self._weighted[::-1])}")  # fmt: skip
+        count = saliency.unit_count(self.model, layer)
+        if not 0 <= unit < count:
+            raise ExploreRequestError(f"unit {unit} is outside layer {layer!r}, which has {count}: choose 0 to "
+                                      f"{count - 1}")  # fmt: skip
+        started = time.perf_counter()
+        low, high = input_range(self.run)
+        picture = self._explainer.filter_picture(self.run.params, self.run.state, layer, unit, low=low, high=high)
+        answer: dict[str, Any] = {"layer": layer, "unit": unit, "shape": list(picture.shape),
+                                  "picture": encode_pixels(picture_pixels(self.run, picture)),
+                                  "milliseconds": 1000 * (time.perf_counter() - started)}  # fmt: skip
+        try:
+            data = self._dataset()
+        except ExploreRequestError as error:
+            return answer | {"top": None, "top_note": str(error)}
+        with self._data_lock:
+            if layer not in self._top_units:
+                self._top_units[layer] = top_images(self._explainer, self.run, data.test_images, layer, TOP_IMAGES)
+            order, values = self._top_units[layer]
+        return answer | {"top": [{"index": int(i), "value": float(v), "label": int(data.test_labels[i]),
+                                  "pixels": encode_pixels(data.test_images[i])}
+                                 for i, v in zip(order[unit], values[unit], strict=True)]}  # fmt: skip
 
     def test_image(self, index: int) -> dict[str, Any]:
         """One test image and its label, when the run's data set is at hand."""
@@ -211,6 +283,16 @@ class Explorer:
         with self._cache_lock:
             self._last_outputs = (key, outputs)
         return outputs
+
+    def _randomized(self, count: int) -> Any:
+        """The run's weights with the top ``count`` weighted layers random (the same random weights each time)."""
+        if not 0 <= count <= len(self._weighted):
+            raise ExploreRequestError(f"randomize {count}: the network has {len(self._weighted)} layers with "
+                                      f"weights; choose 0 to {len(self._weighted)}")  # fmt: skip
+        with self._cache_lock:
+            if count not in self._random_params:
+                self._random_params[count] = saliency.randomize_top_layers(self.model, self.run.params, count)[0]
+            return self._random_params[count]
 
     def _dataset(self) -> Dataset:
         with self._data_lock:

@@ -172,6 +172,12 @@ def test_explorer_answers_equal_the_run_and_numpy(explorer, explore_run):
         (lambda e, img: e.decode_pixels("AAAA"), "'pixels' holds 3 bytes; a 8x8x1 image has 64"),
         (lambda e, img: e.decode_pixels("not base64!"), "'pixels' is not valid base64"),
         (lambda e, img: e.decode_pixels(12), "'pixels' must be a base64 string"),
+        (lambda e, img: e.why(img, "guided"), "method 'guided': choose one of gradient, smoothgrad"),
+        (lambda e, img: e.why(img, "gradient", 4), "class 4: classes are 0 to 3"),
+        (lambda e, img: e.why(img, "grad-cam", None, "flatten1"), "layer 'flatten1': Grad-CAM takes a layer with an"),
+        (lambda e, img: e.why(img, "gradient", None, None, 3), "randomize 3: the network has 2 layers with weights"),
+        (lambda e, img: e.unit_picture("pool1", 0), "layer 'pool1': pictures are drawn for the layers with weights"),
+        (lambda e, img: e.unit_picture("conv1", 4), "unit 4 is outside layer 'conv1', which has 4: choose 0 to 3"),
     ],
 )
 def test_explorer_rejects_bad_requests_with_a_message(explorer, call, fragment):
@@ -261,6 +267,19 @@ def post(server, path: str, payload: object, **headers):
             "'channel' must be an integer",
         ),
         ("/api/run-code", {"pixels": ""}, 404, "no such API"),
+        (
+            "/api/why",
+            {"pixels": pixels_of(np.zeros(64, np.uint8)), "method": "gradient", "class": "x"},
+            400,
+            "'class' must be an integer",
+        ),
+        (
+            "/api/why",
+            {"pixels": pixels_of(np.zeros(64, np.uint8)), "method": "grad-cam", "layer": 3},
+            400,
+            "'layer' must be a string or null",
+        ),
+        ("/api/unit", {"layer": "conv1", "unit": None}, 400, "'unit' must be an integer"),
     ],
 )
 def test_malformed_requests_get_a_4xx_with_a_message(server, path, payload, status, fragment):

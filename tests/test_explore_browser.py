@@ -377,3 +377,76 @@ def test_an_uploaded_file_means_what_it_means_to_predict(page, explorer, tmp_pat
         np.testing.assert_array_equal(page_pixels(page, explorer), want, err_msg=path.name)
         top, _ = shown_prediction(page)
         assert top == int(np.argmax(explorer.run.predict(want[None])[0])), path.name
+
+
+def shown_heatmap(page) -> np.ndarray:
+    why = page.evaluate("window.jaxcnnExplore.state.why")
+    return np.asarray(why["heatmap"], np.float32).reshape(why["shape"][:2])
+
+
+def choose(page, testid: str, value: str) -> None:
+    """Pick ``value`` in a select of the why panel and wait for the heatmap it asks for."""
+    page.get_by_test_id(testid).select_option(value)
+    key = {"why-method": "method", "why-randomize": "randomize", "why-class": "class"}[testid]
+    wait_until(page, f"document.querySelector('[data-testid=why-card]').dataset.{key} === '{value}'")
+
+
+def test_the_why_panels_heatmap_is_jaxcnn_explains_for_the_drawn_pixels(page, explorer, tmp_path):
+    from jaxcnn import explain
+
+    draw(page, ZERO, record=False)
+    pixels = page_pixels(page, explorer)
+    run = explorer.run
+    x = run.network_input(pixels[None])
+    assert page.get_by_test_id("why-card").get_attribute("data-method") == "grad-cam"
+    want = explain.grad_cam(run.model, run.params, run.state, x)[0]
+    np.testing.assert_allclose(shown_heatmap(page), want, atol=1e-5)
+    assert np.abs(want).max() > 1e-3  # a map with something in it
+    choose(page, "why-method", "integrated-gradients")
+    want = explain.pixel_map(explain.integrated_gradients(run.model, run.params, run.state, x))[0]
+    np.testing.assert_allclose(shown_heatmap(page), want, atol=1e-5)
+    choose(page, "why-class", "2")
+    want = explain.pixel_map(explain.integrated_gradients(run.model, run.params, run.state, x, [2]))[0]
+    np.testing.assert_allclose(shown_heatmap(page), want, atol=1e-5)
+    screenshot(page, "why", tmp_path, full_page=False)
+
+
+def test_the_randomise_switch_changes_the_heatmap_to_the_random_weights_one(page, explorer):
+    from jaxcnn import explain
+
+    draw(page, ONE, record=False)
+    run = explorer.run
+    x = run.network_input(page_pixels(page, explorer)[None])
+    trained = shown_heatmap(page)
+    weighted = explorer.network()["explain"]["weighted_layers"]
+    choose(page, "why-randomize", str(len(weighted)))
+    random_params, names = explain.randomize_top_layers(run.model, run.params, len(weighted))
+    assert page.evaluate("window.jaxcnnExplore.state.why.randomized") == names == weighted
+    random = shown_heatmap(page)
+    predicted = explain.predicted_classes(run.model, random_params, run.state, x)
+    np.testing.assert_allclose(random, explain.grad_cam(run.model, random_params, run.state, x, predicted)[0],
+                               atol=1e-5)  # fmt: skip
+    assert not np.allclose(random, trained, atol=1e-3)
+    assert "with random weights in" in page.get_by_test_id("why-note").inner_text()
+
+
+def test_clicking_a_filter_shows_its_picture_and_the_test_images_that_excite_it(page, explorer):
+    from jaxcnn.explanations import input_range, picture_pixels, top_images
+
+    page.get_by_test_id("filter-2").click()
+    page.get_by_test_id("unit-picture").wait_for()
+    answer = page.evaluate("window.jaxcnnExplore.state.unit")
+    run = explorer.run
+    low, high = input_range(run)
+    first = run.model.spec.layers[0].name
+    picture = explorer._explainer.filter_picture(run.params, run.state, first, 2, low=low, high=high)
+    assert answer["layer"] == first and answer["unit"] == 2
+    assert np.array_equal(np.frombuffer(base64.b64decode(answer["picture"]), np.uint8),
+                          picture_pixels(run, picture).ravel())  # fmt: skip
+    data = load_dataset(run.config["dataset"]["name"], explorer._data_dir)
+    order, _ = top_images(explorer._explainer, run, data.test_images, first)
+    shown = page.get_by_test_id("unit-top-image")
+    assert shown.count() == 9
+    assert [int(shown.nth(i).get_attribute("data-index")) for i in range(9)] == order[2].tolist()
+    shown.first.click()  # explores that test image
+    wait_until(page, f"document.querySelector('[data-testid=test-index]').value === '{order[2][0]}'")

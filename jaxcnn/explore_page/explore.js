@@ -8,7 +8,8 @@ const TOP_CLASSES = 5;
 const MNIST_BOX = 20 / 28; // MNIST's digits fit a 20x20 box centred (by mass) in 28x28
 
 const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
-const state = { net: null, pixels: null, source: "blank", maps: null, explainTarget: null, seq: 0, testCount: null };
+const state = { net: null, pixels: null, source: "blank", maps: null, explainTarget: null, seq: 0, testCount: null,
+  why: null, whySeq: 0, unit: null };
 const stats = { seq: 0, renderedSeq: 0, latencies: [], lastLatencyMs: null, lastPrediction: null, ready: false };
 window.jaxcnnExplore = { stats, pixels: () => toBase64(state.pixels), state };
 
@@ -204,9 +205,9 @@ function pixelsOf(ctx, h, w, c) {
   return out;
 }
 
-// Show pixels (from a test image or an upload) on the drawing canvas, scaled up.
-function paintPixels(pixels) {
-  const [h, w, c] = state.net.image_shape;
+// uint8 pixels (H x W x C; the data set's shape unless given) on a canvas of that size.
+function paintPixels(pixels, shape = state.net.image_shape) {
+  const [h, w, c] = shape;
   const small = el("canvas", { width: w, height: h });
   const ctx = small.getContext("2d");
   const image = ctx.createImageData(w, h);
@@ -306,6 +307,7 @@ async function update(started) {
     state.maps = maps;
     renderMaps(maps);
     if (state.explainTarget) await explain(state.explainTarget);
+    await renderWhy(seq);
     showError("");
   } catch (error) {
     showError(error.message);
@@ -358,7 +360,9 @@ function renderNetwork(net) {
       for (let p = 0; p < fh * fw; p++) for (let k = 0; k < cin; k++) one[p * cin + k] = kernel.values[(p * cin + k) * cout + o];
       const canvas = mapCanvas(one, fh, fw, cin, 0, scale, cin === 3);
       canvas.classList.add("filter");
-      canvas.title = `${net.filters.layer} filter ${o}`;
+      canvas.dataset.testid = `filter-${o}`;
+      canvas.title = `${net.filters.layer} filter ${o}: click to see what it looks for`;
+      canvas.addEventListener("click", () => showUnit(net.filters.layer, o));
       canvases.push(canvas);
     }
     byId("filters").replaceChildren(el("h3", { text: `${net.filters.layer}: its ${cout} filters of ${fh}x${fw}x${cin}` }),
@@ -499,6 +503,119 @@ function renderExplain(answer) {
   box.replaceChildren(...parts);
 }
 
+// ------------------------------------------------------------------ why this answer: saliency heatmaps
+
+const METHOD_NAMES = { "gradient": "gradient", "smoothgrad": "SmoothGrad", "integrated-gradients": "integrated gradients",
+  "grad-cam": "Grad-CAM", "occlusion": "occlusion" };
+
+function options(select, entries, chosen) {
+  select.replaceChildren(...entries.map(([value, text]) => el("option", { value, text })));
+  select.value = chosen;
+}
+
+function setupWhy(net) {
+  const why = net.explain;
+  options(byId("why-method"), why.methods.map((m) => [m, METHOD_NAMES[m] || m]), "grad-cam");
+  options(byId("why-class"), [["", "the predicted class"], ...net.class_names.map((n, i) => [String(i), n])], "");
+  options(byId("why-layer"), why.spatial_layers.map((n) => [n, n]), why.spatial_layers.at(-1));
+  const random = why.weighted_layers.map((_, k) => [String(k + 1), k + 1 === why.weighted_layers.length
+    ? "all random" : `random: ${why.weighted_layers.slice(0, k + 1).join(", ")}`]);
+  options(byId("why-randomize"), [["0", "trained"], ...random], "0");
+  const [pr, pg, pb] = why.colours.positive, [nr, ng, nb] = why.colours.negative;
+  for (const swatch of document.querySelectorAll(".swatch.positive")) swatch.style.background = `rgb(${pr},${pg},${pb})`;
+  for (const swatch of document.querySelectorAll(".swatch.negative")) swatch.style.background = `rgb(${nr},${ng},${nb})`;
+  for (const id of ["why-method", "why-class", "why-layer", "why-randomize"]) {
+    byId(id).addEventListener("change", () => { byId("why-layer").disabled = byId("why-method").value !== "grad-cam"; renderWhy(); });
+  }
+  options(byId("unit-layer"), why.unit_layers.map((l) => [l.name, `${l.name} (${l.units} units)`]), why.unit_layers[0].name);
+  byId("unit-show").addEventListener("click", () => showUnit(byId("unit-layer").value, Number(byId("unit-index").value) || 0));
+}
+
+// The image as the network sees it, under the heatmap: the colour as opaque as |value| / the largest |value|
+// (the same drawing as `jaxcnn explain`'s PNGs, jaxcnn.explanations.overlay).
+function overlayCanvas(pixels, shape, heat) {
+  const [h, w, c] = shape;
+  const { colours, opacity } = state.net.explain;
+  const scale = largest(heat);
+  const canvas = byId("why-heatmap");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  for (let p = 0; p < h * w; p++) {
+    const grey = c === 1 ? [pixels[p], pixels[p], pixels[p]] : [pixels[p * c], pixels[p * c + 1], pixels[p * c + 2]];
+    const v = heat[p], alpha = scale > 0 ? opacity * Math.min(1, Math.abs(v) / scale) : 0;
+    const colour = v >= 0 ? colours.positive : colours.negative;
+    image.data.set([0, 1, 2].map((k) => Math.round(grey[k] * (1 - alpha) + colour[k] * alpha)).concat(255), p * 4);
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+async function renderWhy(seq) {
+  if (!state.pixels) return;
+  const method = byId("why-method").value;
+  const chosen = byId("why-class").value;
+  const request = { pixels: toBase64(state.pixels), method, class: chosen === "" ? null : Number(chosen),
+    layer: method === "grad-cam" ? byId("why-layer").value : null, randomize: Number(byId("why-randomize").value) };
+  const started = performance.now();
+  const mine = ++state.whySeq; // the latest request wins, whichever answer comes back first
+  try {
+    const answer = await api("/api/why", request);
+    if (mine !== state.whySeq || (seq !== undefined && seq !== state.seq)) return;
+    const heat = floats(answer.heatmap);
+    overlayCanvas(fromBase64(answer.pixels), answer.shape, heat.values);
+    const names = state.net.class_names;
+    const weights = answer.randomized.length ? `, with random weights in ${answer.randomized.join(", ")}` : "";
+    const where = answer.layer ? ` on ${answer.layer}` : "";
+    const ms = performance.now() - started;
+    byId("why-note").textContent = `${METHOD_NAMES[method]}${where} for ${names[answer.class]}` +
+      (answer.class === answer.predicted ? " (the prediction)" : ` (predicted: ${names[answer.predicted]})`) +
+      `${weights}; ${ms.toFixed(0)} ms`;
+    state.why = { ...answer, heatmap: Array.from(heat.values), roundTripMs: ms };
+    Object.assign(byId("why-card").dataset, { method, randomize: request.randomize, class: chosen, seq: mine });
+    showError("");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+// ------------------------------------------------------------------ what a filter looks for
+
+async function showUnit(layer, unit) {
+  byId("unit-layer").value = layer;
+  byId("unit-index").value = unit;
+  const box = byId("unit");
+  box.replaceChildren(el("p", { class: "note", text: `drawing ${layer} unit ${unit} ...` }));
+  try {
+    const answer = await api("/api/unit", { layer, unit });
+    const picture = paintPixels(fromBase64(answer.picture), answer.shape);
+    picture.classList.add("pixels", "unit-picture");
+    picture.dataset.testid = "unit-picture";
+    const parts = [el("figure", {}, picture, el("figcaption", { text: `${layer} unit ${unit}: its picture (${answer.milliseconds.toFixed(0)} ms)` }))];
+    if (answer.top) {
+      const names = state.net.class_names;
+      parts.push(el("figure", {}, el("div", { class: "thumbs" }, ...answer.top.map((t) => {
+        const thumb = paintPixels(fromBase64(t.pixels));
+        thumb.classList.add("pixels", "thumb");
+        thumb.dataset.testid = "unit-top-image";
+        thumb.dataset.index = t.index;
+        thumb.title = `test image #${t.index} (${names[t.label]}): ${fmt(t.value)}`;
+        thumb.addEventListener("click", () => showTestImage(t.index));
+        return thumb;
+      })), el("figcaption", { text: `the ${answer.top.length} test images that excite it most` })));
+    } else {
+      parts.push(el("p", { class: "note", text: answer.top_note }));
+    }
+    box.replaceChildren(...parts);
+    Object.assign(box.dataset, { layer, unit });
+    state.unit = answer;
+    showError("");
+  } catch (error) {
+    box.replaceChildren();
+    showError(error.message);
+  }
+}
+
 // ------------------------------------------------------------------ the run: curves and confusion matrix
 
 function lineChart(title, series, epochs) {
@@ -607,6 +724,7 @@ async function start() {
     (best === null ? "" : `, best test accuracy ${(100 * best).toFixed(2)}%`) + ` (${net.dataset})`;
   clearDrawing();
   renderNetwork(net);
+  setupWhy(net);
   renderCurves(net.metrics);
   setPixels(new Uint8Array(net.image_shape.reduce((a, b) => a * b)), "drawn");
   await update();
