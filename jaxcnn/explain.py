@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from jaxcnn.model import Model, Params, State
 
@@ -47,9 +48,9 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
 METHODS = tuple(METHOD_OPTIONS)
 
 
-def predicted_classes(model: Model, params: Params, state: State | None, images: jax.Array) -> jax.Array:
+def predicted_classes(model: Model, params: Params, state: State | None, images: ArrayLike) -> jax.Array:
     """The class each image is predicted to be (the largest logit)."""
-    return jnp.argmax(model.apply(params, images, state), axis=-1)
+    return jnp.argmax(model.apply(params, jnp.asarray(images), state), axis=-1)
 
 
 def _classes(model: Model, params: Params, state: State | None, images: jax.Array, classes: Any) -> jax.Array:
@@ -68,7 +69,7 @@ def _score_gradient(model: Model, params: Params, state: State | None) -> Any:
     return jax.grad(total_score)
 
 
-def gradient(model: Model, params: Params, state: State | None, images: jax.Array, classes: Any = None) -> jax.Array:
+def gradient(model: Model, params: Params, state: State | None, images: ArrayLike, classes: Any = None) -> jax.Array:
     """d score / d image for each image: the same shape as ``images``."""
     images = jnp.asarray(images)
     return _score_gradient(model, params, state)(images, _classes(model, params, state, images, classes))
@@ -78,7 +79,7 @@ def smoothgrad(
     model: Model,
     params: Params,
     state: State | None,
-    images: jax.Array,
+    images: ArrayLike,
     classes: Any = None,
     *,
     key: jax.Array,
@@ -102,7 +103,7 @@ def integrated_gradients(
     model: Model,
     params: Params,
     state: State | None,
-    images: jax.Array,
+    images: ArrayLike,
     classes: Any = None,
     *,
     baseline: jax.Array | None = None,
@@ -132,7 +133,7 @@ def grad_cam(
     model: Model,
     params: Params,
     state: State | None,
-    images: jax.Array,
+    images: ArrayLike,
     classes: Any = None,
     *,
     layer: str | None = None,
@@ -161,7 +162,7 @@ def occlusion(
     model: Model,
     params: Params,
     state: State | None,
-    images: jax.Array,
+    images: ArrayLike,
     classes: Any = None,
     *,
     window: int = 4,
@@ -210,7 +211,7 @@ def heatmap(
     model: Model,
     params: Params,
     state: State | None,
-    images: jax.Array,
+    images: ArrayLike,
     method: str,
     classes: Any = None,
     *,
@@ -244,7 +245,7 @@ def _layer_values(model: Model, params: Params, state: State | None, images: jax
     return logits if layer == model.spec.output_layer.name else outputs[layer]
 
 
-def unit_activations(model: Model, params: Params, state: State | None, images: jax.Array, layer: str) -> jax.Array:
+def unit_activations(model: Model, params: Params, state: State | None, images: ArrayLike, layer: str) -> jax.Array:
     """How much each image excites each unit of ``layer``: (N, units), the largest value of each channel's map
     (its strongest response anywhere in the image) for a layer with an H x W x C output, the value itself for
     a vector layer (dense units; logits, before the softmax, for the output layer)."""

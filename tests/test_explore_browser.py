@@ -405,10 +405,10 @@ def test_the_why_panels_heatmap_is_jaxcnn_explains_for_the_drawn_pixels(page, ex
     choose(page, "why-method", "integrated-gradients")
     want = explain.pixel_map(explain.integrated_gradients(run.model, run.params, run.state, x))[0]
     np.testing.assert_allclose(shown_heatmap(page), want, atol=1e-5)
+    screenshot(page, "why", tmp_path, full_page=False)
     choose(page, "why-class", "2")
     want = explain.pixel_map(explain.integrated_gradients(run.model, run.params, run.state, x, [2]))[0]
     np.testing.assert_allclose(shown_heatmap(page), want, atol=1e-5)
-    screenshot(page, "why", tmp_path, full_page=False)
 
 
 def test_the_randomise_switch_changes_the_heatmap_to_the_random_weights_one(page, explorer):
