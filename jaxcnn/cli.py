@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("run", help="a run directory")
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files, read as `jaxcnn predict` reads them")
     explain.add_argument("--method", action="append", default=[], metavar="M", help="one or more of "
-                         f"{', '.join(EXPLAIN_METHODS)} (repeatable or comma-separated; default grad-cam)")  # fmt: skip
+                         f"{', '.join(EXPLAIN_METHODS)} (repeatable or comma-separated; default grad-cam, or "
+                         "gradient for a network without conv layers)")  # fmt: skip
     explain.add_argument("--layer", help="Grad-CAM's layer, one with an H x W x C output (default: the last such)")
     explain.add_argument("--class", dest="class_name", metavar="CLASS", help="the class to explain, by name or "
                          "number (default: each image's predicted class)")  # fmt: skip

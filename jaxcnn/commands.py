@@ -207,7 +207,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from jaxcnn.explanations import explain_images
 
     out = Path(args.out) if args.out else Path(args.run) / "explanations"
-    methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()] or ["grad-cam"]
+    methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
     done = explain_images(args.run, args.images, methods, out, which=args.which, layer=args.layer,
                           class_name=args.class_name, randomize=args.randomize, steps=args.steps,
                           samples=args.samples)  # fmt: skip

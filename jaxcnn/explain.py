@@ -129,6 +129,11 @@ def last_spatial_layer(model: Model) -> str:
     return spatial[-1]
 
 
+def default_method(model: Model) -> str:
+    """Grad-CAM where the network has a spatial layer to weigh, else the gradient (a fully connected network)."""
+    return "grad-cam" if any(len(layer.output_shape) == 3 for layer in model.spec.layers) else "gradient"
+
+
 def grad_cam(
     model: Model,
     params: Params,

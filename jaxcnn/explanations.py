@@ -92,7 +92,7 @@ class Explained:
 def explain_images(
     run_dir: str | Path,
     paths: list[str],
-    methods: list[str],
+    methods: list[str] | None,
     out: Path,
     *,
     which: str = "best",
@@ -102,14 +102,19 @@ def explain_images(
     steps: int = 64,
     samples: int = 25,
 ) -> list[Explained]:
-    """Heatmaps of each image file by each method, over the image as the network sees it (after padding), as
-    ``OUT/STEM.METHOD.png`` (enlarged, HEAT_COLOURS) and the numbers as ``OUT/STEM.METHOD.npy`` (its H x W).
+    """Heatmaps of each image file by each method (default: :func:`jaxcnn.explain.default_method`), over the
+    image as the network sees it (after padding), as ``OUT/STEM.METHOD.png`` (enlarged, HEAT_COLOURS) and the
+    numbers as ``OUT/STEM.METHOD.npy`` (its H x W).
     ``randomize``: that many layers with weights, from the top, are given random weights first (the sanity
     check of Adebayo et al. 2018)."""
     run = load_run(run_dir, which)
+    methods = methods or [explain.default_method(run.model)]
     for method in methods:
         if method not in explain.METHODS:
             raise ExplainError(f"--method {method!r}: choose from {', '.join(explain.METHODS)}")
+    if "grad-cam" in methods and not spatial_layers(run):
+        raise ExplainError(f"--method grad-cam: {run.model.spec.name} has no layer with an H x W x C output to "
+                           "weigh (it is fully connected); choose another --method")  # fmt: skip
     if layer is not None:
         check_layer(run, layer, spatial=True)
     chosen = None if class_name is None else class_index(run, class_name)

@@ -100,12 +100,13 @@ class Explorer:
         blank = np.zeros(self.image_shape, np.uint8)
         self.predict(blank)
         self._layer_outputs(blank)
-        self.why(blank, "grad-cam")  # the page's default explanation, asked for with every image
+        self.why(blank, saliency.default_method(self.model))  # the page asks for it with every image
 
     # ------------------------------------------------------------------ requests
 
     def network(self) -> dict[str, Any]:
         """Everything the page draws once: the layer table, classes, shapes, curves and first filters."""
+        spatial = [layer.name for layer in self.model.spec.layers if len(layer.output_shape) == 3]
         rows = [row.to_dict() | {"explains": explains(self.layers[row.name]), "merges": self.layers[row.name].MERGES}
                 for row in self.model.summary()]  # fmt: skip
         first = self.model.spec.layers[0]
@@ -124,8 +125,9 @@ class Explorer:
             "filters": filters,
             "metrics": self.metrics,
             "explain": {
-                "methods": list(saliency.METHODS),
-                "spatial_layers": [layer.name for layer in self.model.spec.layers if len(layer.output_shape) == 3],
+                "methods": [m for m in saliency.METHODS if m != "grad-cam" or spatial],
+                "default_method": saliency.default_method(self.model),
+                "spatial_layers": spatial,
                 "weighted_layers": self._weighted,
                 "unit_layers": [{"name": name, "units": saliency.unit_count(self.model, name)}
                                 for name in self._weighted[::-1]],
@@ -177,6 +179,8 @@ class Explorer:
         if class_index is not None and not 0 <= class_index < classes:
             raise ExploreRequestError(f"class {class_index}: classes are 0 to {classes - 1}")
         spatial = [name for name, lay in self.layers.items() if len(lay.output_shape) == 3]
+        if method == "grad-cam" and not spatial:
+            raise ExploreRequestError("Grad-CAM needs a layer with an H x W x C output; this network has none")
         if layer is not None and layer not in spatial:
             raise ExploreRequestError(f"layer {layer!r}: Grad-CAM takes a layer with an H x W x C output: "
                                       f"{', '.join(spatial)}")  # fmt: skip

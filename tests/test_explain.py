@@ -244,3 +244,27 @@ def test_on_a_trained_network_the_maps_find_the_evidence_and_depend_on_the_weigh
             assert figures.salient > figures.random + 0.2
         if method != "integrated-gradients":
             assert correlation < 0.5
+
+
+@pytest.mark.slow
+def test_every_shipped_spec_can_be_explained(spec_path):
+    """Every method, and a filter picture, on each shipped network with fresh weights (batch norm in evaluation
+    mode with its initial statistics): one finite map per image at the input's size."""
+    from jaxcnn.spec import load_spec
+
+    model = Model(load_spec(spec_path))
+    params, state = model.init_with_state(0)
+    x = np.random.default_rng(9).uniform(0, 1, (2, *model.input_shape)).astype(np.float32)
+    explainer = explain.Explainer(model)
+    small = model.param_count() < 1_000_000 and len(model.spec.layers) < 30  # the ResNets: two methods
+    spatial = explain.default_method(model) == "grad-cam"
+    for method in explain.METHODS if small else ("gradient", "grad-cam"):
+        if method == "grad-cam" and not spatial:  # a fully connected network
+            with pytest.raises(ValueError, match="has no layer with an H x W x C output for Grad-CAM"):
+                explainer.heatmap(params, state, x, method)
+            continue
+        heat = explainer.heatmap(params, state, x, method, steps=4, samples=2)
+        assert heat.shape == (2, *model.input_shape[:2]) and np.isfinite(heat).all(), method
+    first = model.spec.layers[0].name
+    picture = explainer.filter_picture(params, state, first, 0, low=0.0, high=1.0, steps=3)
+    assert picture.shape == model.input_shape and np.isfinite(picture).all()

@@ -103,3 +103,25 @@ def test_filters_draws_each_units_picture_and_its_top_test_images(graph_folder_r
         assert Image.open(out / f"c1.{unit}.png").size[0] > 300
     assert cli.main(["filters", str(graph_folder_run), "--layer", "c1", "--units", "4", "--out", str(out)]) == 1
     assert "error: --units 4: layer 'c1' has 4 units; choose 0 to 3" in capsys.readouterr().err
+
+
+def test_a_fully_connected_run_is_explained_by_the_gradient_and_refuses_grad_cam(tmp_path, capsys):
+    from jaxcnn.explorer import Explorer, ExploreRequestError
+
+    from datasets import train_folder_run
+
+    spec = {"format": "jaxcnn.spec/1", "name": "mlp", "input": [8, 8, 1],
+            "layers": [{"type": "flatten"}, {"type": "dense", "units": 4, "activation": "softmax"}]}  # fmt: skip
+    run_dir = train_folder_run(tmp_path, spec)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    assert cli.main(["explain", str(run_dir), str(image), "--out", str(tmp_path / "why")]) == 0
+    assert ": gradient for " in capsys.readouterr().out and (tmp_path / "why" / "x.gradient.npy").exists()
+    assert cli.main(["explain", str(run_dir), str(image), "--method", "grad-cam", "--out", str(tmp_path / "no")]) == 1
+    assert "error: --method grad-cam: mlp has no layer with an H x W x C output" in capsys.readouterr().err
+    explorer = Explorer(run_dir)
+    explorer.warm_up()  # its default explanation is the gradient
+    assert explorer.network()["explain"]["default_method"] == "gradient"
+    assert "grad-cam" not in explorer.network()["explain"]["methods"]
+    with pytest.raises(ExploreRequestError, match="Grad-CAM needs a layer with an H x W x C output"):
+        explorer.why(np.zeros((8, 8, 1), np.uint8), "grad-cam")

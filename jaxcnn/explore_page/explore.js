@@ -515,7 +515,8 @@ function options(select, entries, chosen) {
 
 function setupWhy(net) {
   const why = net.explain;
-  options(byId("why-method"), why.methods.map((m) => [m, METHOD_NAMES[m] || m]), "grad-cam");
+  options(byId("why-method"), why.methods.map((m) => [m, METHOD_NAMES[m] || m]), why.default_method);
+  byId("why-layer").disabled = why.default_method !== "grad-cam";
   options(byId("why-class"), [["", "the predicted class"], ...net.class_names.map((n, i) => [String(i), n])], "");
   options(byId("why-layer"), why.spatial_layers.map((n) => [n, n]), why.spatial_layers.at(-1));
   const random = why.weighted_layers.map((_, k) => [String(k + 1), k + 1 === why.weighted_layers.length
@@ -527,7 +528,8 @@ function setupWhy(net) {
   for (const id of ["why-method", "why-class", "why-layer", "why-randomize"]) {
     byId(id).addEventListener("change", () => { byId("why-layer").disabled = byId("why-method").value !== "grad-cam"; renderWhy(); });
   }
-  options(byId("unit-layer"), why.unit_layers.map((l) => [l.name, `${l.name} (${l.units} units)`]), why.unit_layers[0].name);
+  byId("unit-card").hidden = !why.unit_layers.length;
+  if (why.unit_layers.length) options(byId("unit-layer"), why.unit_layers.map((l) => [l.name, `${l.name} (${l.units} units)`]), why.unit_layers[0].name);
   byId("unit-show").addEventListener("click", () => showUnit(byId("unit-layer").value, Number(byId("unit-index").value) || 0));
 }
 
