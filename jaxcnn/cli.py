@@ -54,24 +54,23 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive(text: str) -> int:
+def _at_least(text: str, minimum: int) -> int:
+    """A whole number of ``minimum`` or more, or the argument's error."""
     try:
         value = parse_int(text, "the value")
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give {minimum} or more")
     return value
+
+
+def _positive(text: str) -> int:
+    return _at_least(text, 1)
 
 
 def _count(text: str) -> int:
-    try:
-        value = parse_int(text, "the value")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
-    return value
+    return _at_least(text, 0)
 
 
 def _units(text: str) -> list[int]:
