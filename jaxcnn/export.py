@@ -95,6 +95,12 @@ class OnnxGraph:
             return self.node("LeakyRelu", [x], out, alpha=0.01)  # jax.nn.leaky_relu's slope
         if name == "elu":
             return self.node("Elu", [x], out, alpha=1.0)
+        if name == "relu6":
+            return self.node("Clip", [x, self.constant("relu6.min", 0.0), self.constant("relu6.max", 6.0)], out)
+        if name == "hard_sigmoid":  # relu6(x + 3) / 6, as jax.nn and torch define it (ONNX's default alpha is 0.2)
+            return self.node("HardSigmoid", [x], out, alpha=1 / 6, beta=0.5)
+        if name == "hard_swish":
+            return self.node("HardSwish", [x], out)
         if name == "silu":
             return self.node("Mul", [x, self.node("Sigmoid", [x], f"{out}.sigmoid")], out)
         if name == "softmax":

@@ -315,10 +315,13 @@ def softmax(x: Array) -> Array:
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "linear": linear,
     "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
     "leaky_relu": jax.nn.leaky_relu,
     "elu": jax.nn.elu,
     "gelu": jax.nn.gelu,
     "silu": jax.nn.silu,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "hard_swish": jax.nn.hard_swish,
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "softmax": softmax,

@@ -22,7 +22,8 @@ IntPair = tuple[int, int]
 PaddingPairs = tuple[IntPair, IntPair]
 
 MAX_WINDOW = 1024  # size, stride, dilation, padding
-ACTIVATION_NAMES = ("linear", "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax")
+ACTIVATION_NAMES = ("linear", "relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "hard_sigmoid", "hard_swish",
+                    "tanh", "sigmoid", "softmax")  # fmt: skip
 """The activations a spec may name; the functions live in ``jaxcnn.layers.ACTIVATIONS``."""
 
 
