@@ -22,6 +22,7 @@ from jaxcnn.commands import (
     cmd_explore,
     cmd_export,
     cmd_filters,
+    cmd_import,
     cmd_predict,
     cmd_show,
     cmd_summary,
@@ -71,6 +72,19 @@ def _positive(text: str) -> int:
 
 def _count(text: str) -> int:
     return _at_least(text, 0)
+
+
+def _floats(text: str) -> list[float]:
+    """``--mean 0.485,0.456,0.406``: one number per channel (or one for all)."""
+    import math
+
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: the numbers must be finite")
+    return values
 
 
 def _units(text: str) -> list[int]:
@@ -226,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_which(filters)
     filters.set_defaults(handler=cmd_filters)
 
+    imported = commands.add_parser("import", help="an ONNX network (PyTorch, Keras, jaxcnn export ...) as a spec and "
+                                   "a run folder")  # fmt: skip
+    imported.add_argument("model", help="the .onnx file")
+    imported.add_argument("--out", required=True, help="the run folder to write (DIR/spec.json holds the spec)")
+    imported.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="per-channel mean the network's input "
+                          "was normalised with, on the --scale scale (torchvision's: 0.485,0.456,0.406)")  # fmt: skip
+    imported.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel standard deviation, on the "
+                          "--scale scale (torchvision's: 0.229,0.224,0.225)")  # fmt: skip
+    imported.add_argument("--scale", type=float, choices=(1.0, 255.0), default=1.0, help="the network's input "
+                          "before --mean/--std: 1 for pixels / 255 in [0, 1] (PyTorch, default), 255 for raw 0-255 "
+                          "values (many Keras and Caffe models)")  # fmt: skip
+    imported.add_argument("--class-names", metavar="FILE", help="one class name per line (default 0, 1, ...)")
+    imported.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
+    imported.set_defaults(handler=cmd_import)
+
     draw = commands.add_parser("draw", help="draw a spec as a diagram in the article's style")
     draw.add_argument("spec", help="path to a JSON network spec")
     draw.add_argument("--out", help="PNG or SVG path (default: SPEC_NAME.png)")
@@ -254,6 +283,7 @@ HEAVY_MODULES: dict[str, tuple[str, ...]] = {
     "show": ("jaxcnn.pictures", "jaxcnn.runs"),
     "explore": ("jaxcnn.explorer",),
     "explain": ("jaxcnn.explanations",),
+    "import": ("jaxcnn.import_run", "onnx"),
     "filters": ("jaxcnn.explanations", "jaxcnn.data"),
     "draw": ("jaxcnn.pictures",),
 }

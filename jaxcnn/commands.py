@@ -237,6 +237,29 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from jaxcnn.import_run import import_network
+
+    result = import_network(args.model, args.out, mean=args.mean, std=args.std, scale=args.scale,
+                            class_names=args.class_names, overwrite=args.overwrite)  # fmt: skip
+    imported = result.imported
+    print(f"imported {args.model} ({imported.producer or 'unknown producer'}, opset {imported.opset}): "
+          f"{result.layers} layers, {result.weights:,} weights")  # fmt: skip
+    if result.difference is None:
+        print("note: onnxruntime is not installed, so the import was not compared with it (pip install "
+              "'jaxcnn[export]')", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"agrees with onnxruntime on random images: largest difference {result.difference:.1e} (relative)")
+    h, w, c = (int(v) for v in imported.spec["input"])
+    scaling = ("pixels / 255" if imported.mean is None else
+               f"(pixels / 255 - mean {list(imported.mean)}) / std {list(imported.std or ())}")  # fmt: skip
+    print(f"input: {h}x{w}x{c} images, given to the network as {scaling}")
+    print(f"spec: {result.spec_path}")
+    print(f"run: {result.run_dir} (jaxcnn summary {result.spec_path}; jaxcnn explore {result.run_dir}; "
+          f"jaxcnn train {result.spec_path} --init-from {result.run_dir} ... to fine-tune)")  # fmt: skip
+    return 0
+
+
 class ExploreStartError(JaxcnnError):
     """The explore server could not start (the port is taken, the host is not this machine's)."""
 

@@ -117,6 +117,10 @@ class TrainConfig:
         0.0, "train towards 1 - A on the label plus A / classes on every class", metavar="A"
     )
     augment: str = _option("", f"augment each training batch: {AUGMENT_SYNTAX}", metavar="SPEC")
+    init_from: str = _option(
+        "", "start from this run's best weights (and batch-norm state), not random ones: fine-tuning an imported or "
+        "trained network whose spec has the same layers", metavar="RUN",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = []

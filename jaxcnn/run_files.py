@@ -180,6 +180,19 @@ def check_spec_matches(model: Model, params: Params, run_dir: Path, epoch: int, 
         ) from None
 
 
+def weights_from_run(model: Model, run_dir: str | Path) -> tuple[Params, State]:
+    """``--init-from RUN``: the run's best weights and state, as ``model``'s starting point; a RunError when the
+    run cannot be read or its layers do not fit ``model`` (names and shapes)."""
+    run = Run(run_dir)
+    try:
+        model.check_params(run.params)
+        model.check_state(run.state)
+    except ValueError as err:
+        raise RunError(f"--init-from {run_dir}: its weights do not fit {model.spec.name}: {err}. Fine-tune with a "
+                       "spec that has the run's layers (for an imported run, RUN/spec.json)") from None  # fmt: skip
+    return jax.device_put(run.params), jax.device_put(run.state)
+
+
 class Run:
     """A trained run loaded for use: ``model``, ``params`` and ``state`` (best epoch), ``class_names``,
     ``predict``. ``state`` is the network's batch-norm statistics (``{}`` for most networks)."""

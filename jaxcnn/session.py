@@ -153,6 +153,10 @@ def resume_run(
     started = time.perf_counter()
     run_dir = Path(out)
     record = read_config(run_dir)  # a clear error for a folder that is not a run, before anything is created
+    if "imported" in record:
+        raise RunError(f"{run_dir}: was imported (jaxcnn import), not trained here, so there is no training to "
+                       f"resume; fine-tune it in a new run: jaxcnn train {run_dir / 'spec.json'} --dataset NAME "
+                       f"--init-from {run_dir} --out NEW_RUN")  # fmt: skip
     check_epochs_left(run_dir, epochs if epochs is not None else record["train"].get("epochs"))
     with writing(run_dir):
         session = _resumed_session(run_dir, started, epochs, data_dir, dataset)

@@ -270,9 +270,13 @@ class Trainer:
     def init_state(self) -> TrainState:
         """Fresh parameters from the seed, and the optimizer's initial state."""
         # The int seed, not a jax.random key: deriving a key compiled two small programs (0.2-0.3 s).
-        params = self.model.init(self.config.seed % 2**64)
+        params, model_state = self.model.init(self.config.seed % 2**64), self.model.init_state()
+        if self.config.init_from:
+            from jaxcnn.run_files import weights_from_run
+
+            params, model_state = weights_from_run(self.model, self.config.init_from)
         # One compiled call, not one small compilation per eager op (about 0.3 s on a 2-core CPU).
-        return self.place(TrainState(params, jit(self.optimizer.init)(params), self.model.init_state()))
+        return self.place(TrainState(params, jit(self.optimizer.init)(params), model_state))
 
     def place(self, state: TrainState) -> TrainState:
         """Replicate a (fresh or restored) state on the devices of the mesh."""
