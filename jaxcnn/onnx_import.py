@@ -59,6 +59,9 @@ OPERATORS: dict[str, tuple[str, str]] = {
 """Each ONNX operator read: what it becomes in the spec, and what is read of it (the Import page's table)."""
 
 ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hard_swish"}
+READ_OPS = {op.strip() for names in OPERATORS for op in names.split(",")}
+"""Every op type the reader knows; another is listed as unsupported wherever it stands."""
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Constant")
 
 
@@ -281,8 +284,14 @@ class GraphReader:
         for node in self.graph.node:
             inputs = [self.values.get(name, Value("const", None)) if name else Value("const", None)
                       for name in node.input]  # fmt: skip
-            if any(v.kind == "broken" for v in inputs):
+            weighted = node.op_type in WEIGHTED_OPS and len(node.input) > 1
+            if weighted and self.values.get(node.input[1], Value("broken")).kind != "const":
+                self.refuse(node, "its weights are computed at run time; jaxcnn needs them as constants (initializers)")
                 result: Value | None = Value("broken")
+            elif node.op_type not in READ_OPS:
+                result = None
+            elif any(v.kind == "broken" for v in inputs):
+                result = Value("broken")
             else:
                 result = self.read_node(node, inputs)
             if result is None:
@@ -308,8 +317,10 @@ class GraphReader:
                 if key in attrs:
                     return Value("const", np.asarray(attrs[key]))
             return None
-        if op == "Shape":
-            return Value("shape")
+        if op == "Shape":  # the batch size is unknown here: -2 stands for it
+            if x.kind == "const" and x.array is not None:
+                return Value("const", np.asarray(np.shape(x.array), np.int64))
+            return Value("shape", np.asarray([-2, *x.shape], np.int64) if x.kind == "layer" else None)
         if op in SHAPE_OPS and all(v.kind in ("const", "shape") for v in inputs):
             return self.fold(op, attrs, inputs)
         if x.kind == "pre":
@@ -347,27 +358,27 @@ class GraphReader:
         return None
 
     def fold(self, op: str, attrs: dict[str, Any], inputs: list[Value]) -> Value:
-        """Constants and shape arithmetic: computed when every input is known, else an opaque shape."""
+        """Constants and shape arithmetic, computed with NumPy (a shape's unknown batch size stays -2); a
+        ``shape`` result when a shape went in, an opaque one when something is unknown."""
         arrays = [v.array for v in inputs]
-        if any(v.kind == "shape" or a is None for v, a in zip(inputs, arrays, strict=True)):
+        kind = "shape" if any(v.kind == "shape" for v in inputs) else "const"
+        if any(a is None for a in arrays):
             return Value("shape")
         if op == "Cast":
             from onnx import helper
 
-            return Value("const", np.asarray(arrays[0]).astype(helper.tensor_dtype_to_np_dtype(attrs["to"])))
+            return Value(kind, np.asarray(arrays[0]).astype(helper.tensor_dtype_to_np_dtype(attrs["to"])))
         if op == "Gather":
-            return Value("const", np.take(arrays[0], arrays[1], axis=attrs.get("axis", 0)))
+            return Value(kind, np.take(arrays[0], arrays[1], axis=attrs.get("axis", 0)))
         if op == "Unsqueeze":
             axes = attrs.get("axes", arrays[1] if len(arrays) > 1 else [0])
-            return Value("const", np.expand_dims(arrays[0], tuple(int(a) for a in np.ravel(axes))))
+            return Value(kind, np.expand_dims(arrays[0], tuple(int(a) for a in np.ravel(axes))))
         if op == "Squeeze":
             axes = attrs.get("axes", arrays[1] if len(arrays) > 1 else None)
-            return Value(
-                "const", np.squeeze(arrays[0], None if axes is None else tuple(int(a) for a in np.ravel(axes)))
-            )
+            return Value(kind, np.squeeze(arrays[0], None if axes is None else tuple(int(a) for a in np.ravel(axes))))
         if op == "Concat":
-            return Value("const", np.concatenate(arrays, axis=attrs.get("axis", 0)))
-        return Value("shape")  # Shape of a constant: not worth more
+            return Value(kind, np.concatenate([np.atleast_1d(a) for a in arrays], axis=attrs.get("axis", 0)))
+        return Value("shape")
 
     def preprocessing(self, node: Any, op: str, attrs: dict[str, Any], x: Value, inputs: list[Value]) -> Value | None:
         """Cast, scaling and the NHWC -> NCHW transpose between the image input and the first layer."""
@@ -395,9 +406,7 @@ class GraphReader:
         if x.kind != "layer" or x.order != "nchw":
             return None
         kernel = self.const(node.input[1])
-        if kernel is None:
-            self.refuse(node, "its weights are computed at run time; jaxcnn needs them as constants (initializers)")
-            return Value("broken")
+        assert kernel is not None  # read() refused computed weights
         bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         filters, _, kh, kw = kernel.shape
         _, h, w = x.shape
@@ -545,10 +554,12 @@ class GraphReader:
     def flatten(self, node: Any, op: str, attrs: dict[str, Any], x: Value, inputs: list[Value]) -> Value | None:
         if x.kind != "layer":
             return None
-        if op == "Reshape":
-            target = self.const(node.input[1])
-            rank_two = (target is not None and target.size == 2) or (target is None and self.reshape_rank(node) == 2)
-            if not rank_two or len(x.shape) != 3:
+        if op == "Reshape":  # a flatten: to (batch, -1) or (batch, C*H*W), the batch as -2 (computed), 0 or -1
+            known = self.values.get(node.input[1])
+            target = None if known is None or known.array is None else np.ravel(known.array)
+            flat = target is not None and target.size == 2 and target[0] in (-2, -1, 0) and target[1] in (
+                -1, int(np.prod(x.shape)))  # fmt: skip
+            if (not flat and not (target is None and self.reshape_rank(node) == 2)) or len(x.shape) != 3:
                 return None
         elif attrs.get("axis", 1) != 1:
             return None
@@ -574,9 +585,7 @@ class GraphReader:
         if x.kind != "layer" or len(x.shape) != 1 or x.order not in ("hwc", "chw"):
             return None
         weights = self.const(node.input[1])
-        if weights is None:
-            self.refuse(node, "its weights are computed at run time; jaxcnn needs them as constants (initializers)")
-            return Value("broken")
+        assert weights is not None  # read() refused computed weights
         kernel = np.asarray(weights, np.float64)
         bias = None
         if op == "Gemm":
@@ -725,7 +734,7 @@ def read_onnx(path: str | Path, *, mean: Any = None, std: Any = None, scale: flo
                               f"with opset_version between them, or convert it (onnx.version_converter)")  # fmt: skip
     reader = GraphReader(model, source, mean, std, scale)
     try:
-        reader.inferred = onnx.shape_inference.infer_shapes(model)
+        reader.inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # shape inference is a help for Reshape only
         reader.inferred = model
     reader.read()

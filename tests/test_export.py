@@ -86,7 +86,9 @@ def test_onnx_with_test_time_augmentation_and_every_activation():
     params, state = perturbed(model, 2)
     proto = onnx_model(spec, params, state, Preprocess(), tta=True)
     stored = [init.name for init in proto.graph.initializer if init.name.endswith((".kernel", ".bias"))]
-    assert len(stored) == len(set(stored)) == 2 * len(layers) + 2  # each kernel and bias once, though the graph runs twice
+    assert (
+        len(stored) == len(set(stored)) == 2 * len(layers) + 2
+    )  # each kernel and bias once, though the graph runs twice
     images = images_for(model, 5)
     np.testing.assert_allclose(run_onnx(proto, images), expected(model, params, state, Preprocess(), images, True),
                                atol=1e-5, rtol=0)  # fmt: skip
