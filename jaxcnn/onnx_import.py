@@ -42,6 +42,10 @@ OPERATORS: dict[str, tuple[str, str]] = {
     "AveragePool": ("avg_pool", "count_include_pad, ceil_mode (with count_include_pad=0 when it adds padding)"),
     "GlobalAveragePool": ("global_avg_pool", "with the Flatten after it, one layer"),
     "GlobalMaxPool": ("global_max_pool", "with the Flatten after it, one layer"),
+    "ReduceMean, ReduceMax": (
+        "global_avg_pool, global_max_pool",
+        "over the height and width (axes 2 and 3), as torch's exporter writes adaptive_avg_pool2d(x, 1)",
+    ),
     "Add": ("add", "of two layers; or the bias of a conv or dense layer without one"),
     "Sum": ("add", "of two or more layers"),
     "Concat": ("concat", "along the channels (axis 1); shape arithmetic is folded"),
@@ -339,6 +343,8 @@ class GraphReader:
                 return None
             kind = "global_avg_pool" if op == "GlobalAveragePool" else "global_max_pool"
             return self.add_layer({"type": kind}, node, [x], (x.shape[0], 1, 1), "pooled")
+        if op in ("ReduceMean", "ReduceMax"):
+            return self.reduce(node, op, attrs, x)
         if op == "Transpose":
             if x.kind == "layer" and x.order == "nchw" and list(attrs.get("perm", [])) == [0, 2, 3, 1]:
                 return Value("layer", layer=x.layer, shape=x.shape, order="nhwc")
@@ -551,6 +557,23 @@ class GraphReader:
         out_w = (w + sum(pads[1]) - kw) // strides[1] + 1
         return self.add_layer(raw, node, [x], (c, out_h, out_w), "nchw")
 
+    def reduce(self, node: Any, op: str, attrs: dict[str, Any], x: Value) -> Value | None:
+        """A mean or maximum over the height and width: a global pool (keepdims: its (C, 1, 1) form)."""
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node.input[1])
+        if (
+            x.kind != "layer"
+            or x.order != "nchw"
+            or axes is None
+            or sorted(int(a) % 4 for a in np.ravel(axes)) != [2, 3]
+        ):
+            return None
+        kind = "global_avg_pool" if op == "ReduceMean" else "global_max_pool"
+        if attrs.get("keepdims", 1):
+            return self.add_layer({"type": kind}, node, [x], (x.shape[0], 1, 1), "pooled")
+        return self.add_layer({"type": kind}, node, [x], (x.shape[0],), "hwc")
+
     def flatten(self, node: Any, op: str, attrs: dict[str, Any], x: Value, inputs: list[Value]) -> Value | None:
         if x.kind != "layer":
             return None
@@ -566,10 +589,10 @@ class GraphReader:
         if len(x.shape) == 1:
             return x
         c, h, w = x.shape
-        if x.order == "pooled":  # a global pool and its flatten: one layer, named after the flatten
-            if self.last_layer(x) is not None and self.consumers.get(node.input[0], 0) == 1:
-                return Value("layer", layer=self.rename_last(node, "gpool"), shape=(c,), order="hwc")
-            return self.add_layer({"type": "flatten"}, node, [x], (c,), "hwc")
+        if x.order == "pooled":  # a global pool (already a vector here) and its flatten: one layer
+            renamable = self.last_layer(x) is not None and self.consumers.get(node.input[0], 0) == 1
+            name = self.rename_last(node, "gpool") if renamable else x.layer  # named after the flatten if it can be
+            return Value("layer", layer=name, shape=(c,), order="hwc")
         if x.order == "nhwc" or h * w == 1 or c == 1:
             return self.add_layer({"type": "flatten"}, node, [x], (c * h * w,), "hwc")
         return self.add_layer({"type": "flatten"}, node, [x], (c * h * w,), "chw", chw_shape=(c, h, w))
@@ -670,7 +693,8 @@ class GraphReader:
         if not self.layers or self.layers[-1]["name"] != result.layer:
             raise OnnxImportError(f"{self.source}: its output {outputs[0].name!r} is not its last layer's")
         h, w, c = self.input_shape
-        spec = {"format": "jaxcnn.spec/1", "name": self.graph.name or Path(self.source).stem,
+        generic = self.graph.name in ("", "main_graph", "torch_jit", "torch-jit-export")  # exporters' defaults
+        spec = {"format": "jaxcnn.spec/1", "name": Path(self.source).stem if generic else self.graph.name,
                 "description": f"imported from {Path(self.source).name} by jaxcnn import",
                 "input": [h, w, c], "layers": self.layers}  # fmt: skip
         # Everything as x = gain * (pixel / 255) + offset per channel; jaxcnn's is x = (pixel / 255 - mean) / std.
@@ -713,13 +737,13 @@ def read_onnx(path: str | Path, *, mean: Any = None, std: Any = None, scale: flo
 
     path = Path(path)
     source = str(path)
+    if not path.is_file():
+        raise OnnxImportError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise OnnxImportError(f"{path}: cannot be read ({err.strerror})") from None
-    try:
-        model = onnx.load_from_string(data)
+        model = onnx.load(str(path))  # with its external data (torch's exporter keeps weights in FILE.data)
         onnx.checker.check_model(model)
+    except OSError as err:
+        raise OnnxImportError(f"{path}: cannot be read ({err.strerror or err})") from None
     except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise OnnxImportError(f"{path}: is not a whole, valid ONNX model ({first}); a truncated or damaged "

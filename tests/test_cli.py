@@ -161,6 +161,17 @@ def test_the_manual_documents_every_layer_type_and_field():
             assert f"`{field}`" in line, f"the {kind} row does not document {field}"
 
 
+def test_the_import_page_lists_every_operator_the_importer_reads():
+    from jaxcnn.onnx_import import OPERATORS, READ_OPS
+
+    tables = _reference_tables()
+    assert tables.ONNX_OPERATORS_MARKER in (ROOT / "docs" / "import.md").read_text()
+    table = tables.onnx_operators_table()
+    for op in READ_OPS:
+        assert f"`{op}`" in table, op
+    assert len(table.splitlines()) == len(OPERATORS) + 2
+
+
 @pytest.mark.slow
 def test_summary_draw_and_validate_work_on_the_resnets(tmp_path):
     for name in ("resnet20_cifar10", "resnet56_cifar10"):

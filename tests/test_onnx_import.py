@@ -143,7 +143,7 @@ def test_batch_norm_activations_and_pools_equal_onnxruntime(tmp_path):
 
 
 def test_a_graph_with_add_concat_global_max_pool_and_dropped_nodes_equals_onnxruntime(tmp_path):
-    constants: dict[str, np.ndarray] = {"ratio": np.asarray(0.5, np.float32)}
+    constants: dict[str, np.ndarray] = {"ratio": np.asarray(0.5, np.float32), "hw": np.asarray([2, 3], np.int64)}
     nodes = [conv("stem", "x", "s", 2, 4, 3, constants, pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["s"], ["s1"], name="stem.relu"),
              conv("branch", "s1", "b", 4, 4, 3, constants, pads=[1, 1, 1, 1]),
@@ -153,12 +153,17 @@ def test_a_graph_with_add_concat_global_max_pool_and_dropped_nodes_equals_onnxru
              helper.make_node("Concat", ["same", "d"], ["cat"], name="concat", axis=1),
              helper.make_node("Dropout", ["cat", "ratio"], ["dropped"], name="dropout"),
              helper.make_node("GlobalMaxPool", ["dropped"], ["g"], name="gmp"),
-             *head("g", 7, constants)]  # fmt: skip
+             conv("late", "dropped", "l", 7, 5, 1, constants),
+             helper.make_node("ReduceMean", ["l", "hw"], ["m"], name="mean", keepdims=0),  # torch's adaptive pool
+             helper.make_node("Flatten", ["g"], ["gflat"], name="gflat", axis=1),
+             helper.make_node("Concat", ["gflat", "m"], ["both"], name="both", axis=1),
+             *head("both", 12, constants)]  # fmt: skip
     ours, theirs, imported = imported_and_onnxruntime(onnx_file(tmp_path / "m.onnx", nodes, constants,
-                                                                ["N", 2, 6, 6], "y"))  # fmt: skip
+                                                                ["N", 2, 6, 6], "y", opset=18))  # fmt: skip
     assert_close(ours, theirs)
     layers = {layer["name"]: layer for layer in imported.spec["layers"]}
-    assert list(layers) == ["stem", "branch", "residual", "side", "concat", "flatten", "fc"]
+    assert list(layers) == ["stem", "branch", "residual", "side", "concat", "gmp", "late", "mean", "both", "fc"]
+    assert layers["mean"]["type"] == "global_avg_pool" and layers["gmp"]["type"] == "global_max_pool"
     assert layers["stem"]["activation"] == "relu"
     assert layers["residual"]["inputs"] == ["branch", "stem"] and layers["concat"]["inputs"] == ["residual", "side"]
     assert "inputs" not in layers["branch"] and "inputs" not in layers["side"]  # only where the graph branches

@@ -2,7 +2,8 @@
 
 A page that holds ``<!-- generated: layer-types -->`` gets the layer types and their fields from the
 registry (:mod:`jaxcnn.layer_types`); ``<!-- generated: train-options -->`` gets every ``jaxcnn train``
-option with its default from :class:`jaxcnn.config.TrainConfig` and the command's parser. So a new layer
+option with its default from :class:`jaxcnn.config.TrainConfig` and the command's parser;
+``<!-- generated: onnx-operators -->`` the operators ``jaxcnn import`` reads. So a new layer
 type, field or option is documented by the change that adds it, and a default is written once.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 LAYER_TYPES_MARKER = "<!-- generated: layer-types -->"
 TRAIN_OPTIONS_MARKER = "<!-- generated: train-options -->"
+ONNX_OPERATORS_MARKER = "<!-- generated: onnx-operators -->"
 
 
 def _cell(text: str) -> str:
@@ -77,7 +79,19 @@ def train_options_table() -> str:
     return "\n".join(rows)
 
 
-GENERATED = {LAYER_TYPES_MARKER: layer_types_table, TRAIN_OPTIONS_MARKER: train_options_table}
+def onnx_operators_table() -> str:
+    """One row per ONNX operator ``jaxcnn import`` reads (:data:`jaxcnn.onnx_import.OPERATORS`)."""
+    from jaxcnn.onnx_import import OPERATORS
+
+    rows = ["| ONNX operator | becomes | what is read |", "| --- | --- | --- |"]
+    for ops, (becomes, read) in OPERATORS.items():
+        names = ", ".join(f"`{op.strip()}`" for op in ops.split(","))
+        rows.append(f"| {names} | {_cell(becomes)} | {_cell(read)} |")
+    return "\n".join(rows)
+
+
+GENERATED = {LAYER_TYPES_MARKER: layer_types_table, TRAIN_OPTIONS_MARKER: train_options_table,
+             ONNX_OPERATORS_MARKER: onnx_operators_table}  # fmt: skip
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
