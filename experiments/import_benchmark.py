@@ -56,8 +56,9 @@ def resnet56_import_seconds(out: Path) -> dict[str, float]:
             "read_seconds": float(np.median(read)), "import_seconds": float(np.median(whole))}  # fmt: skip
 
 
-def torchvision_case(name: str, out: Path) -> dict[str, Any]:
-    """Export one torchvision classifier, import it, and compare on IMAGES random images."""
+def torchvision_case(name: str, out: Path, dynamo: bool) -> dict[str, Any]:
+    """Export one torchvision classifier (with torch's newer exporter, or the older TorchScript one), import it,
+    and compare on IMAGES random images."""
     import onnxruntime
     import torch
     import torchvision
@@ -69,25 +70,33 @@ def torchvision_case(name: str, out: Path) -> dict[str, Any]:
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+                mean, var = module.running_mean, module.running_var
+                assert mean is not None and var is not None  # tracked, as torchvision's are
+                mean.uniform_(-0.1, 0.1)
+                var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.1, 0.1)
-    path = out / f"{name}.onnx"
+    exporter = "dynamo" if dynamo else "torchscript"
+    path = out / f"{name}_{exporter}.onnx"
     example = torch.randn(2, 3, 224, 224)
-    batch = torch.export.Dim("batch", min=1, max=1024)
     started = time.perf_counter()
-    torch.onnx.export(net, (example,), str(path), input_names=["x"], dynamic_shapes={"x": {0: batch}})
-    result: dict[str, Any] = {"network": name, "torch": torch.__version__, "torchvision": torchvision.__version__,
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.onnx.export(net, (example,), str(path), input_names=["x"], dynamic_shapes={"x": {0: batch}})
+    else:
+        torch.onnx.export(net, (example,), str(path), input_names=["x"], dynamo=False, opset_version=17,
+                          dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+    result: dict[str, Any] = {"network": name, "exporter": exporter, "torch": torch.__version__,
+                              "torchvision": torchvision.__version__,
                               "export_seconds": time.perf_counter() - started}  # fmt: skip
     started = time.perf_counter()
     try:
-        imported = import_network(path, out / name, mean=MEAN, std=STD, overwrite=True)
+        imported = import_network(path, out / f"{name}_{exporter}", mean=MEAN, std=STD, overwrite=True)
     except OnnxImportError as err:
         return result | {"error": str(err)}
     result |= {"import_seconds": time.perf_counter() - started, "layers": imported.layers,
                "weights": imported.weights, "check_difference": imported.difference}  # fmt: skip
-    run = load_run(out / name)
+    run = load_run(out / f"{name}_{exporter}")
     pixels = np.random.default_rng(1).integers(0, 256, (IMAGES, 224, 224, 3)).astype(np.uint8)
     normalised = ((pixels / 255 - np.asarray(MEAN)) / np.asarray(STD)).astype(np.float32).transpose(0, 3, 1, 2)
     started = time.perf_counter()
@@ -118,16 +127,17 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "resnet56": resnet56_import_seconds(out)}
-    cases = [torchvision_case(name, out) for name in ("resnet18", "mobilenet_v2")]
+    cases = [torchvision_case(name, out, dynamo) for name in ("resnet18", "mobilenet_v2") for dynamo in (True, False)]
     results["torchvision"] = cases
     r56 = results["resnet56"]
     rows = []
     for case in cases:
         if "error" in case:
-            rows.append([case["network"], "not imported: " + case["error"], "", "", "", ""])
+            rows.append([case["network"], case["exporter"], "not imported: " + case["error"], "", "", "", ""])
             continue
         rows.append([
-            case["network"], f"{case['layers']} layers, {case['weights']:,} weights", f"{case['import_seconds']:.1f}",
+            case["network"], case["exporter"], f"{case['layers']} layers, {case['weights']:,} weights",
+            f"{case['import_seconds']:.1f}",
             f"{case['max_difference_onnxruntime']:.1e} / {case['max_difference_torch']:.1e} (logits up to "
             f"{case['logit_scale']:.1f})",
             f"{100 * case['top1_agreement_onnxruntime']:.0f}% / {100 * case['top1_agreement_torch']:.0f}%",
@@ -139,7 +149,7 @@ def main() -> None:
         f"ResNet-56 (jaxcnn's export: {r56['nodes']} ONNX nodes, {r56['layers']} layers): read in "
         f"{r56['read_seconds']:.2f} s, imported whole (checked against onnxruntime, run written) in "
         f"{r56['import_seconds']:.2f} s (median of 3).",
-        markdown_table(["network", "imported as", "import (s)",
+        markdown_table(["network", "torch.onnx exporter", "imported as", "import (s)",
                         f"largest difference on {IMAGES} random images: onnxruntime / PyTorch",
                         "same top class: onnxruntime / PyTorch", f"{IMAGES} images (s): jaxcnn / onnxruntime"], rows),
     ])  # fmt: skip
