@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", help="folder for the PNGs (default RUN/pictures)")
     _add_data_dir(show)
     show.add_argument("--image", type=int, default=0, help="test image for the feature maps (default 0)")
+    show.add_argument("--dataset", help="another data set's test images (default: the run's own; an imported run "
+                      "needs one)")  # fmt: skip
     show.set_defaults(handler=cmd_show)
 
     explore = commands.add_parser("explore", help="a local web page: draw an image and see inside the trained network")

@@ -196,7 +196,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from jaxcnn.pictures import run_pictures
 
     out = Path(args.out) if args.out else Path(args.run) / "pictures"
-    for name, path in run_pictures(Path(args.run), out, args.data_dir, args.image).items():
+    for name, path in run_pictures(Path(args.run), out, args.data_dir, args.image, args.dataset).items():
         print(f"{name}: {path}")
     return 0
 

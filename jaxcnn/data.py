@@ -53,6 +53,8 @@ IDX_FILES = {
 }
 CIFAR10_JPEG = "cifar10_jpeg.tar.gz"
 BUILTIN = ("mnist", "fashion_mnist", "cifar10")
+IMPORTED = "imported"
+"""The data-set name of a run made by ``jaxcnn import``: trained elsewhere, on data jaxcnn does not know."""
 
 
 def _decode_idx_set(name: str, paths: dict[str, Path], source: str, class_names: tuple[str, ...]) -> Dataset:
@@ -139,6 +141,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         root = Path(name[len("folder:") :]).expanduser()
         arrays, classes = read_class_folders(root)
         return Dataset(name=name, class_names=classes, source=f"class folders {root}", **arrays)
+    if name == IMPORTED:
+        raise DataError("this run was imported (jaxcnn import) and records no data set of its own; name one with "
+                        "--dataset NAME (mnist, cifar10, folder:PATH, ...)")  # fmt: skip
     if name not in BUILTIN:
         return _load_with_tfds(name, folder)
     if name == "cifar10":

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.data import IMPORTED
 from jaxcnn.onnx_import import Imported, OnnxImportError, read_onnx
 from jaxcnn.preprocess import Preprocess
 from jaxcnn.run_checks import check_out, writing
@@ -21,8 +22,6 @@ from jaxcnn.run_files import RUN_FORMAT, library_versions, open_checkpoints, wri
 from jaxcnn.run_folder import StagedRun
 from jaxcnn.spec import SpecError, parse_spec
 
-IMPORTED_DATASET = "imported"
-"""The data-set name an imported run records: it was trained elsewhere, on data jaxcnn does not know."""
 CHECK_IMAGES = 8
 """Random images on which the imported network is compared with onnxruntime before anything is written."""
 AGREEMENT = 1e-4
@@ -119,7 +118,7 @@ def import_network(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "spec": imported.spec,
         "spec_source": str(spec_path),
-        "dataset": {"name": IMPORTED_DATASET, "source": f"trained elsewhere; imported from {path}", "data_dir": None,
+        "dataset": {"name": IMPORTED, "source": f"trained elsewhere; imported from {path}", "data_dir": None,
                     "class_names": names, "image_shape": list(model.input_shape), "train_count": 0, "test_count": 0},
         "preprocess": preprocess.to_dict(),
         "layer_modules": {},

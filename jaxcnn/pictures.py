@@ -49,10 +49,13 @@ def _layers_to_show(names: list[str]) -> set[str]:
     return {name for i, name in enumerate(names) if not scope[i] or i + 1 == len(names) or scope[i + 1] != scope[i]}
 
 
-def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_index: int = 0) -> dict[str, Path]:
-    """Filters, feature maps, confusion matrix and misclassified test images of a trained run."""
+def run_pictures(run_dir: Path, out: Path, data_dir: str | None = None, image_index: int = 0,
+                 dataset: str | None = None) -> dict[str, Path]:  # fmt: skip
+    """Filters, feature maps, confusion matrix and misclassified test images of a trained run (on its own test
+    set, or on ``dataset``'s)."""
     run = load_run(run_dir)
-    data = load_dataset(run.config["dataset"]["name"], run_data_dir(run.config, data_dir))
+    own = run.config["dataset"]["name"]
+    data = load_dataset(dataset or own, run_data_dir(run.config, data_dir) if dataset in (None, own) else data_dir)
     images = data.test_images
     if not 0 <= image_index < len(images):
         raise DataError(

@@ -353,3 +353,35 @@ def test_the_imported_run_fine_tunes_from_its_weights_and_refuses_resume(torch_l
     assert "was imported (jaxcnn import), not trained here" in capsys.readouterr().err
     assert cli.main(["import", str(torch_like), "--out", str(tmp_path / "run")]) == 1  # not over a run
     assert "already exists" in capsys.readouterr().err
+
+
+def test_evaluate_show_explore_and_export_read_the_imported_run(torch_like, tmp_path, capsys):
+    from jaxcnn.data import Dataset, load_dataset
+    from jaxcnn.explorer import Explorer, ExploreRequestError
+    from jaxcnn.runs import load_run
+
+    from datasets import write_class_folders
+
+    assert cli.main(["import", str(torch_like), "--out", str(tmp_path / "run")]) == 0
+    x = RNG.integers(0, 256, (12, 8, 8, 3)).astype(np.uint8)
+    y = np.arange(12, dtype=np.int32) % 3
+    folders = write_class_folders(tmp_path / "photos", Dataset("p", x, y, x, y, ("0", "1", "2"), "made in tests"))
+    data = f"folder:{folders}"
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "run")]) == 1  # no data set of its own: say so
+    assert "was imported (jaxcnn import) and records no data set of its own" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path / "run"), "--dataset", data]) == 0
+    predictions = load_run(tmp_path / "run").predict(load_dataset(data).test_images).argmax(1)
+    accuracy = float((predictions == load_dataset(data).test_labels).mean())
+    assert f"accuracy: {100 * accuracy:.2f}%" in capsys.readouterr().out
+    assert cli.main(["show", str(tmp_path / "run"), "--dataset", data, "--out", str(tmp_path / "pictures")]) == 0
+    assert (tmp_path / "pictures" / "feature_maps.png").exists()
+    explorer = Explorer(tmp_path / "run")
+    assert explorer.network()["epoch"] == 0 and explorer.predict(x[0])["probabilities"]
+    with pytest.raises(ExploreRequestError, match="records no data set of its own"):
+        explorer.confusion()
+    assert cli.main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "back.onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "back.onnx"), providers=["CPUExecutionProvider"])
+    original = onnxruntime.InferenceSession(str(torch_like), providers=["CPUExecutionProvider"])
+    want = original.run(None, {"x": (x / 255).astype(np.float32).transpose(0, 3, 1, 2)})[0]
+    np.testing.assert_allclose(session.run(None, {"images": x})[0], want, atol=1e-5)
