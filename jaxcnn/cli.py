@@ -24,6 +24,7 @@ from jaxcnn.commands import (
     cmd_filters,
     cmd_import,
     cmd_predict,
+    cmd_prepare,
     cmd_show,
     cmd_summary,
     cmd_train,
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_which(export)
     export.set_defaults(handler=cmd_export)
 
-    predict = commands.add_parser("predict", help="classify PNG/JPEG images with a trained run")
+    predict = commands.add_parser("predict", help="classify PNG, JPEG or WebP images with a trained run")
     predict.add_argument("run", help="a run directory")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, resized and converted as needed")
     predict.add_argument("--top", type=_positive, default=3, metavar="K",
@@ -242,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_which(filters)
     filters.set_defaults(handler=cmd_filters)
 
+    prepare = commands.add_parser("prepare", help="pack a folder of photos or a data set into ArrayRecord shards "
+                                  "with a verified manifest, for data larger than memory")  # fmt: skip
+    prepare.add_argument("source", help="folder:PATH (train/<class>/ and test/<class>/ images of any size) or a "
+                         "data set name (mnist, fashion_mnist, cifar10, ...)")  # fmt: skip
+    prepare.add_argument("--out", required=True, help="the new folder for the shards and manifest.json")
+    prepare.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (listed in the "
+                         "manifest) instead of refusing the folder")  # fmt: skip
+    prepare.add_argument("--workers", type=_positive, help="processes that decode the images (default: one per core)")
+    _add_data_dir(prepare, of_a_run=False)
+    prepare.set_defaults(handler=cmd_prepare)
+
     imported = commands.add_parser("import", help="an ONNX network (PyTorch, Keras, jaxcnn export ...) as a spec and "
                                    "a run folder")  # fmt: skip
     imported.add_argument("model", help="the .onnx file")
@@ -286,6 +298,7 @@ HEAVY_MODULES: dict[str, tuple[str, ...]] = {
     "explore": ("jaxcnn.explorer",),
     "explain": ("jaxcnn.explanations",),
     "import": ("jaxcnn.import_run", "onnx"),
+    "prepare": ("jaxcnn.prepared", "jaxcnn.data"),
     "filters": ("jaxcnn.explanations", "jaxcnn.data"),
     "draw": ("jaxcnn.pictures",),
 }

@@ -260,6 +260,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from jaxcnn.prepared import prepare
+
+    prepared = prepare(args.source, args.out, data_dir=args.data_dir, skip_bad_images=args.skip_bad_images,
+                       workers=args.workers, report=lambda line: print(line, flush=True))  # fmt: skip
+    counts = ", ".join(f"{split.count:,} {name} in {len(split.shards)} shard{'s' * (len(split.shards) > 1)}"
+                       for name, split in prepared.splits.items())  # fmt: skip
+    shape = "x".join(map(str, prepared.image_shape)) if prepared.image_shape else "of their own sizes"
+    print(f"prepared {args.source} in {prepared.root}: {counts}; {len(prepared.class_names)} classes; images {shape}")
+    if prepared.skipped:
+        print(f"left out {len(prepared.skipped):,} unreadable images (listed in {prepared.root}/manifest.json)")
+    return 0
+
+
 class ExploreStartError(JaxcnnError):
     """The explore server could not start (the port is taken, the host is not this machine's)."""
 

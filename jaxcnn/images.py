@@ -2,7 +2,7 @@
 
 Every entry point reads an image the same way, so a file means the same thing everywhere:
 
-- PNG or JPEG (what PIL opens), regular files of at most MAX_IMAGE_BYTES and PIL's pixel limit;
+- PNG, JPEG or WebP (what PIL opens), regular files of at most MAX_IMAGE_BYTES and PIL's pixel limit;
 - the EXIF orientation applied, as a phone's gallery shows the photo (a portrait shot is upright);
 - 16-bit grey scaled to 8 bits (``* 255 / 65535``, rounded), never clipped;
 - transparency composited on black: transparent pixels become black and half-transparent ones
@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxcnn.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_IMAGE_BYTES = 64 * 2**20
 """The largest image file read (folder data sets, ``predict``): far above any photo, far below a mistake."""
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -88,7 +88,7 @@ def _on_black(image: Any) -> Any:
 
 
 def open_image(source: Path | bytes, where: str) -> Any:
-    """Decode a PNG or JPEG (a file or its bytes) to a loaded PIL image, upright, opaque, of 8-bit samples
+    """Decode a PNG, JPEG or WebP (a file or its bytes) to a loaded PIL image, upright, opaque, of 8-bit samples
     (see the module docstring), or a DataError.
 
     Regular files of at most MAX_IMAGE_BYTES only, and at most PIL's MAX_IMAGE_PIXELS: a folder, FIFO,
@@ -113,7 +113,7 @@ def open_image(source: Path | bytes, where: str) -> Any:
             "bombs; shrink the image first"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{where}: not a readable PNG or JPEG image ({err})") from None
+        raise DataError(f"{where}: not a readable PNG, JPEG or WebP image ({err})") from None
 
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
@@ -135,10 +135,10 @@ def fitted_image(source: Path | bytes, where: str, shape: tuple[int, ...]) -> np
         if converted.size != (width, height):
             converted = converted.resize((width, height), Image.Resampling.BILINEAR)
     except (OSError, ValueError) as err:
-        raise DataError(f"{where}: not a readable PNG or JPEG image ({err})") from None
+        raise DataError(f"{where}: not a readable PNG, JPEG or WebP image ({err})") from None
     return np.asarray(converted, np.uint8).reshape(height, width, channels)
 
 
 def read_image_file(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A PNG or JPEG file as uint8 H x W x C of ``shape`` (what ``jaxcnn predict`` feeds the network)."""
+    """A PNG, JPEG or WebP file as uint8 H x W x C of ``shape`` (what ``jaxcnn predict`` feeds the network)."""
     return fitted_image(Path(path), str(path), shape)

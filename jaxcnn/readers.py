@@ -110,7 +110,7 @@ def read_class_folders(root: Path) -> tuple[dict[str, np.ndarray], tuple[str, ..
         labels[split].append(label)
     for split in ("train", "test"):
         if not images[split]:
-            raise DataError(f"{root}: found no images under {split}/<class>/ (PNG or JPEG)")
+            raise DataError(f"{root}: found no images under {split}/<class>/ (PNG, JPEG or WebP)")
     class_names = tuple(sorted(set(labels["train"])))
     unknown = set(labels["test"]) - set(class_names)
     if unknown:

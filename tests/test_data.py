@@ -154,7 +154,7 @@ def test_class_folder_errors(tmp_path):
     with pytest.raises(DataError, match="all images of a data set must have one size"):
         load_dataset(f"folder:{root}")
     odd.write_bytes(b"garbage")
-    with pytest.raises(DataError, match=r"odd\.png: not a readable PNG or JPEG"):
+    with pytest.raises(DataError, match=r"odd\.png: not a readable PNG, JPEG or WebP"):
         load_dataset(f"folder:{root}")
 
 

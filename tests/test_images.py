@@ -108,7 +108,7 @@ def test_sixteen_bit_grey_with_an_orientation_is_scaled_and_turned(tmp_path):
 def test_bytes_that_are_not_an_image_are_one_clear_error():
     from jaxcnn.data import DataError
 
-    with pytest.raises(DataError, match=r"upload\.png: not a readable PNG or JPEG image"):
+    with pytest.raises(DataError, match=r"upload\.png: not a readable PNG, JPEG or WebP image"):
         fitted_image(b"GIF89a nonsense", "upload.png", (4, 4, 1))
     with pytest.raises(DataError, match=r"upload\.png: not a readable"):
         decode_image(b"", "upload.png")
