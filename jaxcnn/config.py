@@ -16,6 +16,9 @@ from jaxcnn.numbers import parse_int
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOOPS = ("auto", "scan", "step")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+DATA_IN = ("auto", "memory", "stream")
+CROPS = ("random-resized", "shorter-side")
+"""jaxcnn.streaming.TRAIN_CROPS, repeated so the config does not import grain (a test checks them)."""
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle")
 
 
@@ -117,6 +120,17 @@ class TrainConfig:
         0.0, "train towards 1 - A on the label plus A / classes on every class", metavar="A"
     )
     augment: str = _option("", f"augment each training batch: {AUGMENT_SYNTAX}", metavar="SPEC")
+    data_in: str = _option(
+        "auto", "where the images are while training: memory (read once, kept on the device: fastest), stream (read "
+        "from disk each epoch: any size, docs/data.md) or auto (memory when the set fits, else stream)", DATA_IN,
+    )  # fmt: skip
+    crop: str = _option(
+        "random-resized", "streamed training images of another size than the network's: a random region resized "
+        "(random-resized) or the shorter side scaled and a random crop (shorter-side)", CROPS,
+    )  # fmt: skip
+    loader_workers: int = _option(
+        0, "processes that decode streamed images (0: the training process does, between steps)", metavar="N"
+    )
     init_from: str = _option(
         "", "start from this run's best weights (and batch-norm state), not random ones: fine-tuning an imported or "
         "trained network whose spec has the same layers", metavar="RUN",
@@ -131,6 +145,8 @@ class TrainConfig:
                 problems.append(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
         if not isinstance(self.decay_biases, bool):
             problems.append(f"decay_biases must be true or false, got {self.decay_biases!r}")
+        if not isinstance(self.loader_workers, int) or self.loader_workers < 0:
+            problems.append(f"loader_workers must be 0 or a positive integer, got {self.loader_workers!r}")
         if not isinstance(self.devices, int) or self.devices < 0:
             problems.append(f"devices must be 0 (all) or a positive integer, got {self.devices!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

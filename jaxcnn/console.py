@@ -23,6 +23,16 @@ def print_epoch(result: EpochResult, epochs: int) -> None:
         + (f"  EMA acc {100 * result.test_accuracy_ema:6.2f}%" if result.test_accuracy_ema is not None else ""),
         flush=True,
     )
+    wait = result.data_wait_seconds
+    if wait is not None and wait > INPUT_BOUND_FRACTION * result.seconds:
+        print(f"note: the steps waited {wait:.1f} s of the epoch's {result.seconds:.1f} s for data: training is "
+              "input-bound; decode in more processes (--loader-workers N), and pack a folder of photos once "
+              "(jaxcnn prepare)",
+              flush=True)  # fmt: skip
+
+
+INPUT_BOUND_FRACTION = 0.2
+"""An epoch whose steps waited longer than this fraction of it for streamed data gets a note saying so."""
 
 
 def progress_bar(enabled: bool, total: int, desc: str) -> Any:

@@ -40,3 +40,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def train_count(self) -> int:
+        return len(self.train_images)
+
+    @property
+    def test_count(self) -> int:
+        return len(self.test_images)

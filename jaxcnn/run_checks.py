@@ -13,6 +13,7 @@ from jaxcnn.data import Dataset
 from jaxcnn.run_files import open_checkpoints, read_config
 from jaxcnn.run_folder import RunError, RunLock, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec
+from jaxcnn.stream_data import StreamingData
 
 
 class NothingToResumeError(RunError):
@@ -84,7 +85,7 @@ def check_out(run_dir: Path, overwrite: bool) -> None:
         )
 
 
-def check_classes(spec: NetworkSpec, data: Dataset) -> None:
+def check_classes(spec: NetworkSpec, data: Dataset | StreamingData) -> None:
     if spec.output_shape != (data.num_classes,):
         raise RunError(
             f"{spec.source}: the network ends in {'x'.join(map(str, spec.output_shape))} outputs but {data.name} has "

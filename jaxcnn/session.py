@@ -17,7 +17,7 @@ import jax
 
 from jaxcnn import console
 from jaxcnn.callbacks import Callback, EarlyStop, EpochFunction, EpochPrinter, ProgressBar, RunWriter, StopOnSignal
-from jaxcnn.data import Dataset, load_dataset, resolve_data_dir
+from jaxcnn.data import DataError, Dataset, load_dataset, resolve_data_dir
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import fetch
@@ -37,10 +37,12 @@ from jaxcnn.run_files import (
 )
 from jaxcnn.run_folder import RUN_FORMAT, RunError
 from jaxcnn.spec import NetworkSpec, load_spec
+from jaxcnn.stream_data import StreamingData, open_streaming
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params
 
 if TYPE_CHECKING:
     from jaxcnn.checkpoint import Checkpoints
+    from jaxcnn.stream_train import StreamTrainer
 
 
 @dataclass
@@ -99,9 +101,10 @@ def train_run(
         check_out(run_dir, overwrite)
     if not isinstance(spec, NetworkSpec):
         spec = load_spec(spec)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
-    offline = None if isinstance(dataset, Dataset) else resolve_data_dir(data_dir)
-    preprocess = plan_preprocess(data, spec.input_shape, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
+    data = dataset if isinstance(dataset, (Dataset, StreamingData)) else training_data(dataset, data_dir, config,
+                                                                                        spec)  # fmt: skip
+    offline = None if isinstance(dataset, (Dataset, StreamingData)) else resolve_data_dir(data_dir)
+    preprocess = _preprocess(data, spec, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
     check_classes(spec, data)
     data_seconds = time.perf_counter() - started
     record = {
@@ -114,9 +117,9 @@ def train_run(
             "source": data.source,
             "data_dir": None if offline is None else str(offline.absolute()),
             "class_names": list(data.class_names),
-            "image_shape": list(data.image_shape),
-            "train_count": len(data.train_images),
-            "test_count": len(data.test_images),
+            "image_shape": list(data.image_shape or spec.input_shape),
+            "train_count": data.train_count,
+            "test_count": data.test_count,
         },
         "preprocess": preprocess.to_dict(),
         "layer_modules": layer_modules(spec),
@@ -174,7 +177,8 @@ def _resumed_session(
         train["epochs"] = epochs
     config = TrainConfig.from_dict(train)
     record["train"] = config.to_dict()
-    data = dataset if dataset is not None else load_dataset(record["dataset"]["name"], run_data_dir(record, data_dir))
+    data = dataset if dataset is not None else training_data(record["dataset"]["name"], run_data_dir(record, data_dir),
+                                                             config, spec)  # fmt: skip
     preprocess = Preprocess.from_dict(record["preprocess"])
     data_seconds = time.perf_counter() - started
     metrics = read_metrics(run_dir)
@@ -225,7 +229,7 @@ class Session:
     """
 
     spec: NetworkSpec
-    data: Dataset
+    data: Dataset | StreamingData
     preprocess: Preprocess
     config: TrainConfig
     run_dir: Path | None
@@ -237,18 +241,32 @@ class Session:
     metrics: list[dict[str, float]] = field(default_factory=list)
     checkpoints: Checkpoints | None = None
     """The run's checkpoints when resuming (a new run opens its own in the staging folder)."""
-    trainer: Trainer = field(init=False)
+    trainer: Trainer | StreamTrainer = field(init=False)
     state: TrainState = field(init=False)
 
     def train(self, *, progress: bool, verbose: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
         """Compile, then for each epoch: step through it, test, save, log; top to bottom."""
         spec, data, config, run_dir = self.spec, self.data, self.config, self.run_dir
         model = Model(spec)
-        # Before padding or converting the images (which allocates them anew at the spec's size).
-        fitted_bytes = (len(data.train_images) + len(data.test_images)) * element_count(spec.input_shape)
-        check_fits(spec, config.batch_size, fitted_bytes)
-        self.trainer = Trainer(model, config, self.preprocess, self.preprocess.fit(data.train_images),
-                               data.train_labels, self.preprocess.fit(data.test_images), data.test_labels)  # fmt: skip
+        if isinstance(data, StreamingData):
+            from jaxcnn.stream_train import StreamTrainer
+
+            check_fits(spec, config.batch_size, 0)
+            self.trainer = StreamTrainer(model, config, self.preprocess, data)
+        else:
+            # Before padding or converting the images (which allocates them anew at the spec's size).
+            fitted_bytes = (data.train_count + data.test_count) * element_count(spec.input_shape)
+            check_fits(spec, config.batch_size, fitted_bytes)
+            fit = self.preprocess.fit
+            self.trainer = Trainer(
+                model,
+                config,
+                self.preprocess,
+                fit(data.train_images),
+                data.train_labels,
+                fit(data.test_images),
+                data.test_labels,
+            )
         self.state = self.trainer.init_state()
         if self.checkpoints is not None and self.done_epochs:
             assert run_dir is not None  # checkpoints come with a run directory
@@ -259,8 +277,9 @@ class Session:
             compile_seconds = self.trainer.compile(self.state)
         self.record["devices"] = self.trainer.parallel.devices
         if verbose:
-            print(f"{spec.name} on {data.name} ({data.source}): {len(data.train_images):,} train / "
-                  f"{len(data.test_images):,} test images, {self.trainer.steps_per_epoch} steps of "
+            streamed = ", streamed from disk" if isinstance(data, StreamingData) else ""
+            print(f"{spec.name} on {data.name} ({data.source}{streamed}): {data.train_count:,} train / "
+                  f"{data.test_count:,} test images, {self.trainer.steps_per_epoch} steps of "
                   f"{config.batch_size} per epoch; data {self.data_seconds:.2f} s, compile {compile_seconds:.2f} s",
                   flush=True)  # fmt: skip
         stopped_early = False
@@ -308,8 +327,60 @@ class Session:
         )
 
 
+STREAM_ABOVE_BYTES = 4 * 2**30
+"""``--data-in auto`` streams a folder of photos whose images, at the network's size, would take more than this
+(or that are of many sizes): an in-memory set is copied to the device whole, and four gigabytes are a large part
+of a laptop's memory or a GPU's."""
+
+
+def training_data(name: str, data_dir: str | Path | None, config: TrainConfig,
+                  spec: NetworkSpec) -> Dataset | StreamingData:  # fmt: skip
+    """The data set ``name`` in memory or streamed from disk, as ``config.data_in`` says (``auto``: prepared
+    folders are streamed, class folders when their images have many sizes or would not fit
+    STREAM_ABOVE_BYTES, other sets are read into memory)."""
+    stream = config.data_in == "stream" or (config.data_in == "auto" and name.startswith("prepared:"))
+    if config.data_in == "auto" and name.startswith("folder:"):
+        stream = _folder_needs_streaming(Path(name[len("folder:") :]).expanduser(), spec)
+    if config.data_in == "memory" and name.startswith("prepared:"):
+        raise DataError(f"{name}: a prepared data set is streamed; train with --data-in stream (or auto)")
+    return open_streaming(name) if stream else load_dataset(name, data_dir)
+
+
+def _folder_needs_streaming(root: Path, spec: NetworkSpec) -> bool:
+    """Whether a folder of photos is better streamed: images of many sizes, or too many bytes at the network's
+    size (only the files' headers are read)."""
+    from PIL import Image
+
+    from jaxcnn.prepared import folder_files
+
+    if not root.is_dir():
+        return False  # a tar archive, or a mistake: the in-memory reader says which
+    files = folder_files(root)
+    sizes = set()
+    for _, _, path in files:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+        except (OSError, ValueError):
+            return False  # the in-memory reader names the file
+        if len(sizes) > 1:
+            return True
+    return len(files) * element_count(spec.input_shape) > STREAM_ABOVE_BYTES
+
+
+def _preprocess(data: Dataset | StreamingData, spec: NetworkSpec, *, pad: bool, grey_to_rgb: bool,
+                normalize: bool) -> Preprocess:  # fmt: skip
+    """How the images become the network's input; streamed images come at its size and channels already."""
+    if isinstance(data, Dataset):
+        return plan_preprocess(data, spec.input_shape, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
+    if normalize:
+        raise DataError(f"{data.name}: --normalize measures the training images' mean and deviation, which a "
+                        "streamed set does not hold in memory; train without it, or with --data-in memory")  # fmt: skip
+    return Preprocess()
+
+
 def _restore_newest_intact(
-    checkpoints: Checkpoints, latest: int, trainer: Trainer, like: TrainState, run_dir: Path
+    checkpoints: Checkpoints, latest: int, trainer: Trainer | StreamTrainer, like: TrainState, run_dir: Path
 ) -> tuple[int, TrainState]:
     """The newest checkpoint at or before ``latest`` that reads back intact.
 
@@ -341,7 +412,7 @@ def _restore_newest_intact(
 
 
 def _one_epoch(
-    trainer: Trainer,
+    trainer: Trainer | StreamTrainer,
     state: TrainState,
     epoch: int,
     run_dir: Path | None,
@@ -378,4 +449,5 @@ def _one_epoch(
         eval_seconds=time.perf_counter() - eval_start,
         test_loss_ema=ema_loss,
         test_accuracy_ema=ema_acc,
+        data_wait_seconds=getattr(trainer, "data_wait_seconds", None),
     )

@@ -104,6 +104,8 @@ class EpochResult:
     eval_seconds: float
     test_loss_ema: float | None = None
     test_accuracy_ema: float | None = None
+    data_wait_seconds: float | None = None
+    """Streamed data only: the seconds the steps waited for their batches."""
 
     def to_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -96,6 +96,10 @@ def test_train_options_are_built_from_train_config():
 
     assert cli.EXPLORE_HOST == explore_server.DEFAULT_HOST
     assert cli.EXPLAIN_METHODS == explain.METHODS
+    from jaxcnn.config import CROPS
+    from jaxcnn.streaming import TRAIN_CROPS
+
+    assert CROPS == TRAIN_CROPS
 
 
 def test_resume_refuses_settings_other_than_epochs(tmp_path):
