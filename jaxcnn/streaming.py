@@ -14,7 +14,10 @@ at a random place. Grey and colour are converted to the network's channels as ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +150,26 @@ def decoded(element: dict[str, Any]) -> tuple[np.ndarray, int]:
     return decode_record(element["record"], element["where"])
 
 
+_watching = False
+
+
+def _exit_with_trainer(trainer: int) -> None:
+    """In a loader worker: exit as soon as the trainer that started it is gone. A trainer killed with SIGKILL
+    cannot stop its workers, and a worker blocked on a full queue would otherwise live on (with
+    multiprocessing's resource tracker waiting for it); one watching thread per worker, polling its parent."""
+    global _watching
+    if _watching or os.getpid() == trainer:
+        return
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == trainer:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="jaxcnn-exit-with-trainer", daemon=True).start()
+
+
 def epoch_order(count: int, seed: int, epoch: int, training: bool) -> np.ndarray:
     """The order of the examples in ``epoch``: a permutation drawn from (``seed``, ``epoch``) alone for training,
     the stored order for evaluation."""
@@ -172,6 +195,8 @@ class EpochBatches:
     epoch: int
     process_index: int = 0
     process_count: int = 1
+    trainer: int = field(default_factory=os.getpid)
+    """The process that made the loader: a worker exits when it is gone (see :func:`_exit_with_trainer`)."""
 
     def __len__(self) -> int:
         if self.training:
@@ -179,6 +204,7 @@ class EpochBatches:
         return -(-len(self.order) // self.batch_size)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        _exit_with_trainer(self.trainer)
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         share = -(-len(chosen) // self.process_count)
         chosen = chosen[self.process_index * share : (self.process_index + 1) * share]
@@ -194,6 +220,17 @@ class EpochBatches:
                 views.append(centre_view(image, self.shape))
             labels.append(label)
         return {"image": np.stack(views), "label": np.asarray(labels, np.int32)}
+
+
+def _quiet_resource_tracker() -> None:
+    """Batches in flight between grain's workers and this process when training stops (Ctrl-C) are shared memory
+    that multiprocessing's resource tracker removes at exit, with a warning per stop that alarms and helps no
+    one. The tracker is started with this process's warning options, so the one filter below reaches it."""
+    import sys
+
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
 
 
 def loader(
@@ -221,6 +258,8 @@ def loader(
 
     if not flags.FLAGS.is_parsed():  # grain's worker processes read its absl flags; a library has none to parse
         flags.FLAGS.mark_as_parsed()
+    if workers:
+        _quiet_resource_tracker()
     order = epoch_order(len(images), seed, epoch, training)
     batches = EpochBatches(images, order, batch_size, shape, training, crop, seed, epoch, process_index, process_count)
     sampler = grain.IndexSampler(len(batches), shuffle=False, num_epochs=1)

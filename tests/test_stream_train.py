@@ -5,6 +5,10 @@ itself, the wait for data is recorded, and what streaming cannot do is refused i
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +89,82 @@ def test_what_streaming_cannot_do_is_refused_in_one_line(prepared, tmp_path, cap
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def children_of(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def big_prepared(tmp_path_factory) -> Path:
+    """Enough images that an epoch lasts a few seconds on 2 cores."""
+    data = quadrant_dataset(24000, 64)
+    out = tmp_path_factory.mktemp("big") / "quadrants"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("jaxcnn.data.load_dataset", lambda name, data_dir=None: data)
+        prepare("quadrants", out)
+    return out
+
+
+def start_training(prepared: Path, run_dir: Path, spec: Path, epochs: int, workers: int) -> subprocess.Popen:
+    """The command in a child process, its output in files (a killed trainer's workers may hold pipes open)."""
+    spec.write_text(json.dumps(TINY_SPEC))
+    argv = [sys.executable, "-m", "jaxcnn", "train", str(spec), "--dataset", f"prepared:{prepared}", "--epochs",
+            str(epochs), "--batch-size", "32", "--lr", "0.003", "--loader-workers", str(workers), "--out",
+            str(run_dir), "--no-progress"]  # fmt: skip
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{run_dir}.out", "w") as out, open(f"{run_dir}.err", "w") as err:
+        return subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+
+
+def wait_for(condition: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_ctrl_c_and_kill_leave_no_loader_workers_behind(big_prepared, tmp_path, signal_number):
+    trainer = start_training(big_prepared, tmp_path / "run", tmp_path / "tiny.json", 3, 2)
+    wait_for(lambda: len(children_of(trainer.pid)) >= 3)  # grain's two workers and the resource tracker
+    time.sleep(1.5)  # mid-epoch
+    workers = children_of(trainer.pid)
+    trainer.send_signal(signal_number)
+    trainer.wait(timeout=60)
+    if signal_number == signal.SIGINT:
+        err = Path(f"{tmp_path / 'run'}.err").read_text()
+        assert trainer.returncode == 130 and "interrupted in epoch" in err, err
+        assert "leaked" not in err and "Traceback" not in err, err
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights(big_prepared, tmp_path):
+    whole = trained(tmp_path / "whole", f"prepared:{big_prepared}", epochs=2, loader_workers=1)
+    trainer = start_training(big_prepared, tmp_path / "killed", tmp_path / "tiny.json", 2, 1)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") == 1)  # epoch 1 saved
+    time.sleep(1.0)  # into epoch 2
+    trainer.kill()
+    trainer.communicate(timeout=60)
+    assert metrics.read_text().count("\n") == 1  # killed before epoch 2 ended
+    resumed = resume_run(tmp_path / "killed", progress=False, verbose=False)
+    jax.tree.map(np.testing.assert_array_equal, whole, jax.tree.map(np.asarray, resumed.params))
