@@ -219,6 +219,32 @@ def prepare(
     return Prepared.open(out)
 
 
+def prepare_dataset(data: Any, out: str | Path) -> Prepared:
+    """Pack an in-memory :class:`jaxcnn.data.Dataset` (raw pixels) into ``out`` as :func:`prepare` would."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists and is not empty; choose a new folder for the prepared data set")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _pack_arrays(data, out, {"format": FORMAT, "source": data.source, "splits": {}, "skipped": []},
+                            lambda line: None)  # fmt: skip
+    with written_whole(out / MANIFEST) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=1) + "\n")
+    return Prepared.open(out)
+
+
+def _pack_arrays(data: Any, folder: Path, manifest: dict[str, Any], report: Callable[[str], None]) -> dict[str, Any]:
+    """An in-memory data set's splits as raw-pixel records."""
+    manifest["class_names"] = list(data.class_names)
+    manifest["image_shape"] = list(data.image_shape)
+    for split, images, labels in (("train", data.train_images, data.train_labels),
+                                  ("test", data.test_images, data.test_labels)):  # fmt: skip
+        records = (encode_record(int(label), pixels=image) for image, label in zip(images, labels, strict=True))
+        report(f"writing {len(images):,} {split} images ...")
+        shards = _write_split(folder, split, records, images.nbytes, len(images))
+        manifest["splits"][split] = {"count": len(images), "shards": shards}
+    return manifest
+
+
 def _pack(source: str, folder: Path, data_dir: str | Path | None, skip_bad_images: bool, workers: int | None,
           report: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     manifest: dict[str, Any] = {"format": FORMAT, "source": source, "splits": {}, "skipped": []}
@@ -256,13 +282,4 @@ def _pack(source: str, folder: Path, data_dir: str | Path | None, skip_bad_image
         return manifest
     from jaxcnn.data import load_dataset
 
-    data = load_dataset(source, data_dir)
-    manifest["class_names"] = list(data.class_names)
-    manifest["image_shape"] = list(data.image_shape)
-    for split, images, labels in (("train", data.train_images, data.train_labels),
-                                  ("test", data.test_images, data.test_labels)):  # fmt: skip
-        records = (encode_record(int(label), pixels=image) for image, label in zip(images, labels, strict=True))
-        report(f"writing {len(images):,} {split} images ...")
-        shards = _write_split(folder, split, records, images.nbytes, len(images))
-        manifest["splits"][split] = {"count": len(images), "shards": shards}
-    return manifest
+    return _pack_arrays(load_dataset(source, data_dir), folder, manifest, report)
