@@ -139,9 +139,10 @@ class Prepared:
 
 def _check_image(path: str) -> str | None:
     """None when the image decodes, else why not (run in worker processes)."""
-    from jaxcnn.images import decode_image
+    from jaxcnn.images import check_image_file, decode_image
 
     try:
+        check_image_file(Path(path))  # a regular file of a sane size: not a FIFO, which would block
         decode_image(Path(path).read_bytes(), path)
     except (DataError, OSError) as err:
         return str(err)

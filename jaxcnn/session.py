@@ -351,6 +351,7 @@ def _folder_needs_streaming(root: Path, spec: NetworkSpec) -> bool:
     size (only the files' headers are read)."""
     from PIL import Image
 
+    from jaxcnn.images import check_image_file
     from jaxcnn.prepared import folder_files
 
     if not root.is_dir():
@@ -359,9 +360,10 @@ def _folder_needs_streaming(root: Path, spec: NetworkSpec) -> bool:
     sizes = set()
     for _, _, path in files:
         try:
+            check_image_file(path)  # not a FIFO (which would block), a device or a huge file
             with Image.open(path) as image:
                 sizes.add(image.size)
-        except (OSError, ValueError):
+        except (DataError, OSError, ValueError):
             return False  # the in-memory reader names the file
         if len(sizes) > 1:
             return True

@@ -113,8 +113,11 @@ class FolderImages:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        from jaxcnn.images import check_image_file
+
         path, label = self.files[index]
         try:
+            check_image_file(Path(path))  # not a FIFO (which would block), a device or a huge file
             data = Path(path).read_bytes()
         except OSError as err:
             raise DataError(f"{path}: cannot be read while streaming ({err.strerror}); the run stops here") from None

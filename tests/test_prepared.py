@@ -129,3 +129,18 @@ def test_a_record_that_is_not_jaxcnn_s_is_a_clear_error():
         decode_record(b"something else", "where")
     image, label = decode_record(encode_record(3, pixels=np.arange(24, dtype=np.uint8).reshape(2, 4, 3)), "x")
     assert label == 3 and image.shape == (2, 4, 3) and image[1, 3, 2] == 23
+
+
+def test_a_fifo_among_the_photos_is_listed_not_waited_on(tmp_path, capsys):
+    import os
+
+    photo_folder(tmp_path / "photos")
+    os.mkfifo(tmp_path / "photos" / "train" / "cat" / "pipe.png")
+    out = tmp_path / "prepared"
+    assert cli.main(["prepare", f"folder:{tmp_path / 'photos'}", "--out", str(out), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 19 images cannot be read" in err and "pipe.png: is not a regular file (a FIFO" in err
+    from jaxcnn.streaming import FolderImages
+
+    with pytest.raises(DataError, match=r"pipe\.png: is not a regular file"):
+        FolderImages(((str(tmp_path / "photos" / "train" / "cat" / "pipe.png"), 0),))[0]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from jaxcnn import cli
 from jaxcnn.config import TrainConfig
-from jaxcnn.prepared import prepare
+from jaxcnn.prepared import prepare_dataset
 from jaxcnn.runs import resume_run, train_run
 from jaxcnn.spec import parse_spec
 
@@ -30,12 +30,7 @@ pytestmark = pytest.mark.slow  # each test trains whole runs
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    data = quadrant_dataset(256, 64)
-    out = tmp_path_factory.mktemp("prepared") / "quadrants"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("jaxcnn.data.load_dataset", lambda name, data_dir=None: data)
-        prepare("quadrants", out)
-    return out
+    return prepare_dataset(quadrant_dataset(256, 64), tmp_path_factory.mktemp("prepared") / "quadrants").root
 
 
 def trained(run_dir: Path, data: str, **config: Any) -> dict:
@@ -116,12 +111,7 @@ def alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def big_prepared(tmp_path_factory) -> Path:
     """Enough images that an epoch lasts a few seconds on 2 cores."""
-    data = quadrant_dataset(24000, 64)
-    out = tmp_path_factory.mktemp("big") / "quadrants"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("jaxcnn.data.load_dataset", lambda name, data_dir=None: data)
-        prepare("quadrants", out)
-    return out
+    return prepare_dataset(quadrant_dataset(24000, 64), tmp_path_factory.mktemp("big") / "quadrants").root
 
 
 def start_training(prepared: Path, run_dir: Path, spec: Path, epochs: int, workers: int) -> subprocess.Popen:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from jaxcnn.errors import DataError
-from jaxcnn.prepared import prepare
+from jaxcnn.prepared import prepare_dataset
 from jaxcnn.streaming import EVAL_CROP_FRACTION, FolderImages, RecordImages, centre_view, loader, random_view
 
 from datasets import quadrant_dataset
@@ -53,10 +53,7 @@ def test_training_crops_are_random_within_torchvisions_ranges():
 def records(tmp_path_factory):
     """A prepared set of made-up images, and the images."""
     data = quadrant_dataset(200, 50)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("jaxcnn.data.load_dataset", lambda name, data_dir=None: data)
-        prepared = prepare("quadrants", tmp_path_factory.mktemp("prepared") / "set")
-    return prepared, data
+    return prepare_dataset(data, tmp_path_factory.mktemp("prepared") / "set"), data
 
 
 def batches_of(images, **options) -> list[dict[str, np.ndarray]]:
