@@ -141,6 +141,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         root = Path(name[len("folder:") :]).expanduser()
         arrays, classes = read_class_folders(root)
         return Dataset(name=name, class_names=classes, source=f"class folders {root}", **arrays)
+    if name.startswith("prepared:"):
+        from jaxcnn.prepared import Prepared
+
+        return Prepared.open(name[len("prepared:") :]).in_memory(name)
     if name == IMPORTED:
         raise DataError("this run was imported (jaxcnn import) and records no data set of its own; name one with "
                         "--dataset NAME (mnist, cifar10, folder:PATH, ...)")  # fmt: skip

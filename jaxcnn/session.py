@@ -337,12 +337,11 @@ def training_data(name: str, data_dir: str | Path | None, config: TrainConfig,
                   spec: NetworkSpec) -> Dataset | StreamingData:  # fmt: skip
     """The data set ``name`` in memory or streamed from disk, as ``config.data_in`` says (``auto``: prepared
     folders are streamed, class folders when their images have many sizes or would not fit
-    STREAM_ABOVE_BYTES, other sets are read into memory)."""
+    STREAM_ABOVE_BYTES, other sets are read into memory; ``memory`` reads a prepared folder of one image size
+    whole)."""
     stream = config.data_in == "stream" or (config.data_in == "auto" and name.startswith("prepared:"))
     if config.data_in == "auto" and name.startswith("folder:"):
         stream = _folder_needs_streaming(Path(name[len("folder:") :]).expanduser(), spec)
-    if config.data_in == "memory" and name.startswith("prepared:"):
-        raise DataError(f"{name}: a prepared data set is streamed; train with --data-in stream (or auto)")
     return open_streaming(name) if stream else load_dataset(name, data_dir)
 
 
