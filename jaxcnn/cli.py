@@ -287,19 +287,22 @@ def _quiet_unraisables(unraisable: object) -> None:
     sys.__unraisablehook__(unraisable)  # type: ignore[arg-type]  # an UnraisableHookArgs
 
 
+RUNS = ("jaxcnn.runs", "orbax.checkpoint")
+"""What reading or writing a run folder imports: orbax (and tensorstore under it) are imported at the first
+checkpoint, seconds into a command, where a Ctrl-C once broke tensorstore's initialisation (an ImportError)."""
 HEAVY_MODULES: dict[str, tuple[str, ...]] = {
     "summary": ("jaxcnn.model",),
-    "train": ("jaxcnn.runs",),
-    "evaluate": ("jaxcnn.runs",),
-    "export": ("jaxcnn.runs", "onnx"),
-    "predict": ("jaxcnn.runs", "PIL.Image"),
+    "train": RUNS,
+    "evaluate": RUNS,
+    "export": (*RUNS, "onnx"),
+    "predict": (*RUNS, "PIL.Image"),
     "demo": ("jaxcnn.pictures",),
-    "show": ("jaxcnn.pictures", "jaxcnn.runs"),
-    "explore": ("jaxcnn.explorer",),
-    "explain": ("jaxcnn.explanations",),
-    "import": ("jaxcnn.import_run", "onnx"),
+    "show": ("jaxcnn.pictures", *RUNS),
+    "explore": ("jaxcnn.explorer", *RUNS),
+    "explain": ("jaxcnn.explanations", *RUNS),
+    "import": ("jaxcnn.import_run", "onnx", *RUNS),
     "prepare": ("jaxcnn.prepared", "jaxcnn.data"),
-    "filters": ("jaxcnn.explanations", "jaxcnn.data"),
+    "filters": ("jaxcnn.explanations", "jaxcnn.data", *RUNS),
     "draw": ("jaxcnn.pictures",),
 }
 """What each command imports before its work, with Ctrl-C held back (:func:`_load_heavy_modules`)."""
