@@ -263,6 +263,14 @@ def unit_count(model: Model, layer: str) -> int:
     return int(model.spec.layer(layer).output_shape[-1])
 
 
+def unit_out_of_range(model: Model, layer: str, unit: int) -> str | None:
+    """Why ``unit`` is not a unit of ``layer`` (one line, for any caller's error), or None when it is one."""
+    count = unit_count(model, layer)
+    if 0 <= unit < count:
+        return None
+    return f"unit {unit} is outside layer {layer!r}, which has {count}: choose 0 to {count - 1}"
+
+
 def _blur(images: jax.Array) -> jax.Array:
     """A 3x3 binomial blur of each channel (edges repeated)."""
     padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
@@ -387,9 +395,9 @@ class Explainer:
         **options: Any,
     ) -> np.ndarray:  # fmt: skip
         """:func:`filter_picture`, compiled once per layer and options (the unit is an argument)."""
-        count = unit_count(self.model, layer)
-        if not 0 <= unit < count:
-            raise ValueError(f"unit {unit} is outside layer {layer!r}, which has {count}: choose 0 to {count - 1}")
+        problem = unit_out_of_range(self.model, layer, unit)
+        if problem:
+            raise ValueError(problem)
         model = self.model
         fixed = tuple(sorted(options.items()))
 

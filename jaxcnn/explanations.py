@@ -195,8 +195,9 @@ def unit_pictures(
     count = explain.unit_count(run.model, layer)
     chosen = list(range(count)) if units is None else units
     for unit in chosen:
-        if not 0 <= unit < count:
-            raise ExplainError(f"--units {unit}: layer {layer!r} has {count} units; choose 0 to {count - 1}")
+        problem = explain.unit_out_of_range(run.model, layer, unit)
+        if problem:
+            raise ExplainError(f"--units: {problem}")
     explainer = explain.Explainer(run.model)
     low, high = input_range(run)
     if test_images is not None:

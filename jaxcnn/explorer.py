@@ -202,10 +202,9 @@ class Explorer:
         if layer not in self._weighted:
             raise ExploreRequestError(f"layer {layer!r}: pictures are drawn for the layers with weights: "
                                       f"{', '.join(self._weighted[::-1])}")  # fmt: skip
-        count = saliency.unit_count(self.model, layer)
-        if not 0 <= unit < count:
-            raise ExploreRequestError(f"unit {unit} is outside layer {layer!r}, which has {count}: choose 0 to "
-                                      f"{count - 1}")  # fmt: skip
+        problem = saliency.unit_out_of_range(self.model, layer, unit)
+        if problem:
+            raise ExploreRequestError(problem)
         started = time.perf_counter()
         low, high = input_range(self.run)
         picture = self._explainer.filter_picture(self.run.params, self.run.state, layer, unit, low=low, high=high)

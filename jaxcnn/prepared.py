@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from jaxcnn.errors import DataError
-from jaxcnn.files import written_whole
+from jaxcnn.files import read_format_json, written_whole
 
 FORMAT = "jaxcnn.prepared/1"
 MANIFEST = "manifest.json"
@@ -104,15 +104,9 @@ class Prepared:
     def open(cls, root: str | Path, verify: bool = True) -> Prepared:
         """Read ``root``'s manifest and (``verify``) check every shard's size and sha256 against it."""
         root = Path(root)
-        path = root / MANIFEST
-        try:
-            manifest = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{root}: not a prepared data set (no {MANIFEST}); make one with jaxcnn prepare") from None
-        except (OSError, ValueError) as err:
-            raise DataError(f"{path}: unreadable ({err}); prepare the data set again") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise DataError(f"{path}: not a {FORMAT} manifest; prepare the data set again with this jaxcnn")
+        manifest = read_format_json(root / MANIFEST, FORMAT, DataError,
+                                    f"{root}: not a prepared data set (no {MANIFEST}); make one with jaxcnn prepare",
+                                    "prepare the data set again with this jaxcnn")  # fmt: skip
         splits = {}
         for name in SPLITS:
             entry = manifest["splits"][name]

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxcnn.downloads import DATA_DIR_ENV
-from jaxcnn.files import written_whole
+from jaxcnn.files import read_format_json, written_whole
 from jaxcnn.layer_types import LAYER_TYPES, PROVIDERS
 from jaxcnn.model import Model, Params, State, check_uint8_images, mirror_views
 from jaxcnn.preprocess import Preprocess
@@ -61,14 +61,8 @@ def open_checkpoints(run_dir: Path, *, create: bool = True) -> Checkpoints:
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's ``config.json``, or a RunError saying what is wrong."""
     path = run_dir / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{run_dir}: not a jaxcnn run directory (no config.json)") from None
-    except (OSError, ValueError) as err:
-        raise RunError(f"{path}: unreadable ({err}); the run cannot be resumed or loaded") from None
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise RunError(f"{path}: not a {RUN_FORMAT} config")
+    config = read_format_json(path, RUN_FORMAT, RunError, f"{run_dir}: not a jaxcnn run directory (no config.json)",
+                              "the run cannot be resumed or loaded")  # fmt: skip
     _check_config_fields(config, path)
     return config
 

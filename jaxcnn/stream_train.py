@@ -34,12 +34,11 @@ class StreamTrainer:
     """Compiled training and evaluation over streamed batches: what :class:`jaxcnn.train.Trainer` offers."""
 
     def __init__(self, model: Model, config: TrainConfig, preprocess: Preprocess, data: StreamingData) -> None:
-        from jaxcnn.train import ConfigError, check_batches
+        from jaxcnn.train import check_batch_within, check_batches
 
         self.parallel = DataParallel.over(config.devices)
         check_batches(model, config, self.parallel)
-        if data.train_count < config.batch_size:
-            raise ConfigError(f"batch size {config.batch_size} is larger than the {data.train_count} training images")
+        check_batch_within(config, data.train_count)
         self.model, self.config, self.preprocess, self.data = model, config, preprocess, data
         self.shape: tuple[int, int, int] = tuple(model.input_shape)  # type: ignore[assignment]  # H x W x C
         self.steps_per_epoch = data.train_count // config.batch_size
@@ -49,8 +48,10 @@ class StreamTrainer:
         indices = jnp.arange(config.batch_size)
 
         def one_batch(state: TrainState, images: jax.Array, labels: jax.Array, draws: dict[str, jax.Array],
-                      key: jax.Array | None) -> tuple[TrainState, StepMetrics]:  # fmt: skip
-            plan = {"index": indices, **draws, **({} if key is None else {"key": key})}
+                      epoch_key: jax.Array | None, b: jax.Array) -> tuple[TrainState, StepMetrics]:  # fmt: skip
+            plan = {"index": indices, **draws}
+            if epoch_key is not None:  # the step's key: the epoch's folded with the step, here on the device
+                plan["key"] = jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(epoch_key), b))
             return step(state, images, labels, plan, jnp.int32(0))
 
         self._step: Any = jit(one_batch, donate_argnums=0)
@@ -78,7 +79,9 @@ class StreamTrainer:
         shape, batch = self.model.input_shape, self.config.batch_size
         images = jax.ShapeDtypeStruct((batch, *shape), jnp.uint8)
         labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
-        self._step = self._step.lower(state, images, labels, self._draws(0, 0), self._key(0, 0)).compile()
+        self._step = self._step.lower(
+            state, images, labels, self._draws(0, 0), self._epoch_key(0), np.int32(0)
+        ).compile()
         self.step_compile_seconds = time.perf_counter() - started
         test = jax.ShapeDtypeStruct((self.eval_batch_size, *shape), jnp.uint8)
         ints = jax.ShapeDtypeStruct((self.eval_batch_size,), jnp.int32)
@@ -99,15 +102,15 @@ class StreamTrainer:
         part = slice(b * self.config.batch_size, (b + 1) * self.config.batch_size)
         return {k: v[part] for k, v in self._epoch_draws.items()}
 
-    def _key(self, epoch: int, b: int) -> Any:
-        """Step ``b``'s dropout key: drawn from (seed, epoch) as the in-memory path's, folded with the step."""
+    def _epoch_key(self, epoch: int) -> np.ndarray | None:
+        """The epoch's dropout key (as words), drawn from (seed, epoch) as the in-memory path's; None without
+        dropout."""
         if not self.model.spec.needs_key:
             return None
         from jaxcnn.train import DROPOUT_STREAM
 
         rng = np.random.default_rng([DROPOUT_STREAM, self.config.seed % 2**64, epoch])
-        words = rng.integers(0, 2**32, 2, dtype=np.uint32)
-        return jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(words)), b))
+        return rng.integers(0, 2**32, 2, dtype=np.uint32)
 
     def run_epoch(self, state: TrainState, epoch: int, on_chunk: Callable[[int], None] | None = None,
                   should_stop: Callable[[], bool] = lambda: False) -> tuple[TrainState, float, float]:  # fmt: skip
@@ -120,12 +123,13 @@ class StreamTrainer:
         sums: list[StepMetrics] = []
         waited = 0.0
         iterator = iter(batches)
+        epoch_key = self._epoch_key(epoch)
         for b in range(self.steps_per_epoch):
             started = time.perf_counter()
             batch = next(iterator)
             images, labels = self.parallel.replicate((batch["image"], batch["label"]))
             waited += time.perf_counter() - started
-            state, step_sums = self._step(state, images, labels, self._draws(epoch, b), self._key(epoch, b))
+            state, step_sums = self._step(state, images, labels, self._draws(epoch, b), epoch_key, np.int32(b))
             sums.append(step_sums)
             if should_stop():
                 raise EpochInterruptedError(epoch, b + 1, self.steps_per_epoch)

@@ -164,12 +164,16 @@ def check_augmentation(augmentation: Augmentation | None, input_shape: tuple[int
                               f"takes them); use {word} below {side}")  # fmt: skip
 
 
+def check_batch_within(config: TrainConfig, train_count: int) -> None:
+    """Refuse a batch larger than the training set (no whole batch could be drawn from it)."""
+    if train_count < config.batch_size:
+        raise ConfigError(f"batch size {config.batch_size} is larger than the {train_count} training images")
+
+
 def check_data_fits(model: Model, config: TrainConfig, train_images: np.ndarray, test_images: np.ndarray) -> None:
     """Refuse a batch larger than the training set, and a training or evaluation batch that would not fit in
     memory: before any allocation, with the batches really used (the evaluation's is at most the test set)."""
-    n = len(train_images)
-    if n < config.batch_size:
-        raise ConfigError(f"batch size {config.batch_size} is larger than the {n} training images")
+    check_batch_within(config, len(train_images))
     data_bytes = train_images.nbytes + test_images.nbytes
     check_fits(model.spec, config.batch_size, data_bytes)
     eval_images = min(config.eval_batch_size, len(test_images))

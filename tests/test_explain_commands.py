@@ -102,7 +102,7 @@ def test_filters_draws_each_units_picture_and_its_top_test_images(graph_folder_r
         assert picture.shape == (8, 8, 1)
         assert Image.open(out / f"c1.{unit}.png").size[0] > 300
     assert cli.main(["filters", str(graph_folder_run), "--layer", "c1", "--units", "4", "--out", str(out)]) == 1
-    assert "error: --units 4: layer 'c1' has 4 units; choose 0 to 3" in capsys.readouterr().err
+    assert "error: --units: unit 4 is outside layer 'c1', which has 4: choose 0 to 3" in capsys.readouterr().err
 
 
 def test_a_fully_connected_run_is_explained_by_the_gradient_and_refuses_grad_cam(tmp_path, capsys):
