@@ -10,7 +10,9 @@ Where the data comes from, by ``name``:
   folders of JPEG copies); the data set's ``source`` then says "JPEG copy".
 - ``folder:PATH``: class folders ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (PNG or
   JPEG), a directory or a ``.tar``/``.tar.gz`` archive of one.
-- any other name: ``tensorflow_datasets.load``, which needs TensorFlow (``pip install
+- ``prepared:DIR``: a folder ``jaxcnn prepare`` made (:mod:`jaxcnn.prepared`), of one image size.
+- any other name: a tensorflow-datasets set. Prepared as ArrayRecord files it is read without TensorFlow
+  (:mod:`jaxcnn.tfds_source`); otherwise by ``tensorflow_datasets.load``, which needs TensorFlow (``pip install
   'jaxcnn[tensorflow]'``).
 
 Decoded arrays are cached as ``.npy`` files under ``JAXCNN_CACHE_DIR`` (default
@@ -149,7 +151,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         raise DataError("this run was imported (jaxcnn import) and records no data set of its own; name one with "
                         "--dataset NAME (mnist, cifar10, folder:PATH, ...)")  # fmt: skip
     if name not in BUILTIN:
-        return _load_with_tfds(name, folder)
+        from jaxcnn.tfds_source import find_prepared, read_whole
+
+        found = find_prepared(name, folder)  # prepared as ArrayRecord: read without TensorFlow
+        return read_whole(found) if found is not None else _load_with_tfds(name, folder)
     if name == "cifar10":
         return _load_cifar10(folder)
     classes = MNIST_CLASSES if name == "mnist" else FASHION_MNIST_CLASSES

@@ -17,7 +17,7 @@ import jax
 
 from jaxcnn import console
 from jaxcnn.callbacks import Callback, EarlyStop, EpochFunction, EpochPrinter, ProgressBar, RunWriter, StopOnSignal
-from jaxcnn.data import DataError, Dataset, load_dataset, resolve_data_dir
+from jaxcnn.data import BUILTIN, IMPORTED, DataError, Dataset, load_dataset, resolve_data_dir
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import fetch
@@ -336,13 +336,17 @@ of a laptop's memory or a GPU's."""
 def training_data(name: str, data_dir: str | Path | None, config: TrainConfig,
                   spec: NetworkSpec) -> Dataset | StreamingData:  # fmt: skip
     """The data set ``name`` in memory or streamed from disk, as ``config.data_in`` says (``auto``: prepared
-    folders are streamed, class folders when their images have many sizes or would not fit
-    STREAM_ABOVE_BYTES, other sets are read into memory; ``memory`` reads a prepared folder of one image size
-    whole)."""
+    folders and tensorflow-datasets sets prepared as ArrayRecord are streamed, class folders when their images
+    have many sizes or would not fit STREAM_ABOVE_BYTES, other sets are read into memory; ``memory`` reads a
+    prepared set of one image size whole)."""
     stream = config.data_in == "stream" or (config.data_in == "auto" and name.startswith("prepared:"))
     if config.data_in == "auto" and name.startswith("folder:"):
         stream = _folder_needs_streaming(Path(name[len("folder:") :]).expanduser(), spec)
-    return open_streaming(name) if stream else load_dataset(name, data_dir)
+    elif config.data_in == "auto" and ":" not in name and name not in (*BUILTIN, IMPORTED):
+        from jaxcnn.tfds_source import find_prepared
+
+        stream = find_prepared(name, resolve_data_dir(data_dir)) is not None
+    return open_streaming(name, resolve_data_dir(data_dir)) if stream else load_dataset(name, data_dir)
 
 
 def _folder_needs_streaming(root: Path, spec: NetworkSpec) -> bool:

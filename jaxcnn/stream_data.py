@@ -35,9 +35,10 @@ class StreamingData:
         return len(self.class_names)
 
 
-def open_streaming(name: str) -> StreamingData:
-    """``prepared:DIR`` (a folder ``jaxcnn prepare`` made, verified) or ``folder:PATH`` (class folders of photos,
-    listed, not read) as streamed data."""
+def open_streaming(name: str, data_dir: str | Path | None = None) -> StreamingData:
+    """``prepared:DIR`` (a folder ``jaxcnn prepare`` made, verified), ``folder:PATH`` (class folders of photos,
+    listed, not read) or a set tensorflow-datasets has prepared as ArrayRecord (under ``data_dir``, else its
+    default folder) as streamed data."""
     from jaxcnn.prepared import Prepared, folder_files
     from jaxcnn.streaming import FolderImages, RecordImages
 
@@ -58,5 +59,12 @@ def open_streaming(name: str) -> StreamingData:
         lists = {s: tuple((str(p), index[label]) for split, label, p in files if split == s) for s in ("train", "test")}
         return StreamingData(name, f"class folders {root_path}, read as they train", classes, None,
                              FolderImages(lists["train"]), FolderImages(lists["test"]))  # fmt: skip
-    raise DataError(f"{name}: only prepared:DIR and folder:PATH data sets are streamed; --data-in memory reads the "
-                    "others, or pack one with jaxcnn prepare")  # fmt: skip
+    from jaxcnn.data import BUILTIN, IMPORTED
+    from jaxcnn.tfds_source import find_prepared, streaming
+
+    found = None if name in (*BUILTIN, IMPORTED) else find_prepared(name, data_dir)
+    if found is None:
+        raise DataError(f"{name}: streamed data sets are prepared:DIR (pack one with jaxcnn prepare {name} --out DIR), "
+                        "folder:PATH, and tensorflow-datasets sets prepared as ArrayRecord (tfds build NAME "
+                        "--file_format=array_record); --data-in memory reads the others")  # fmt: skip
+    return streaming(found)

@@ -1,6 +1,7 @@
 """Images streamed from disk for data sets larger than memory: a grain loader over a prepared folder's records
-(:mod:`jaxcnn.prepared`) or a folder of photos, decoding and resizing in worker processes, shuffled by index each
-epoch from the run's seed, sharded per process, in uint8 batches of the network's input size.
+(:mod:`jaxcnn.prepared`), a folder of photos or a set tensorflow-datasets prepared (:mod:`jaxcnn.tfds_source`),
+decoding and resizing in worker processes, shuffled by index each epoch from the run's seed, sharded per
+process, in uint8 batches of the network's input size.
 
 The resize policy: an image that already has the network's height and width is used as it is (so a set of one
 size streams exactly the pixels the in-memory path holds, and ``--augment`` works on the device alike). Another
@@ -26,6 +27,7 @@ import numpy as np
 
 from jaxcnn.errors import DataError
 from jaxcnn.prepared import PreparedSplit, decode_record
+from jaxcnn.tfds_source import TfdsImages
 
 EVAL_CROP_FRACTION = 0.875
 """Evaluation crops this fraction of the resized image's shorter side (torchvision's 224 of 256)."""
@@ -144,6 +146,10 @@ class RecordImages:
         return {"split": self.split, "root": self.root}
 
 
+ImageSource = FolderImages | RecordImages | TfdsImages
+"""What the loader reads examples from: photos, a prepared folder's records, or a tensorflow-datasets set."""
+
+
 def decoded(element: dict[str, Any]) -> tuple[np.ndarray, int]:
     """An element's image (uint8, its own size) and label, or a DataError naming its file or record."""
     from jaxcnn.images import decode_image
@@ -188,7 +194,7 @@ class EpochBatches:
     batch is one item, so the batches, and each image's random view (drawn from the seed, the epoch and the
     example's own index), do not depend on how many workers there are or on how processes share the work."""
 
-    images: FolderImages | RecordImages
+    images: ImageSource
     order: np.ndarray
     batch_size: int
     shape: tuple[int, int, int]
@@ -237,7 +243,7 @@ def _quiet_resource_tracker() -> None:
 
 
 def loader(
-    images: FolderImages | RecordImages,
+    images: ImageSource,
     shape: tuple[int, int, int],
     batch_size: int,
     *,
