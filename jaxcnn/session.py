@@ -37,7 +37,7 @@ from jaxcnn.run_files import (
 )
 from jaxcnn.run_folder import RUN_FORMAT, RunError
 from jaxcnn.spec import NetworkSpec, load_spec
-from jaxcnn.stream_data import StreamingData, open_streaming
+from jaxcnn.stream_data import NORMALIZE_SAMPLE, StreamingData, measured_normalization, open_streaming
 from jaxcnn.train import EpochInterruptedError, EpochResult, TrainConfig, Trainer, TrainState, average_params
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ def train_run(
     data = dataset if isinstance(dataset, (Dataset, StreamingData)) else training_data(dataset, data_dir, config,
                                                                                         spec)  # fmt: skip
     offline = None if isinstance(dataset, (Dataset, StreamingData)) else resolve_data_dir(data_dir)
-    preprocess = _preprocess(data, spec, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
+    preprocess = _preprocess(data, spec, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize,
+                             workers=config.loader_workers, verbose=verbose)  # fmt: skip
     check_classes(spec, data)
     data_seconds = time.perf_counter() - started
     record = {
@@ -374,14 +375,17 @@ def _folder_needs_streaming(root: Path, spec: NetworkSpec) -> bool:
 
 
 def _preprocess(data: Dataset | StreamingData, spec: NetworkSpec, *, pad: bool, grey_to_rgb: bool,
-                normalize: bool) -> Preprocess:  # fmt: skip
-    """How the images become the network's input; streamed images come at its size and channels already."""
+                normalize: bool, workers: int, verbose: bool) -> Preprocess:  # fmt: skip
+    """How the images become the network's input; streamed images come at its size and channels already, and are
+    normalised with figures measured on (at most NORMALIZE_SAMPLE of) them."""
     if isinstance(data, Dataset):
         return plan_preprocess(data, spec.input_shape, pad=pad, grey_to_rgb=grey_to_rgb, normalize=normalize)
-    if normalize:
-        raise DataError(f"{data.name}: --normalize measures the training images' mean and deviation, which a "
-                        "streamed set does not hold in memory; train without it, or with --data-in memory")  # fmt: skip
-    return Preprocess()
+    if not normalize:
+        return Preprocess()
+    if verbose:
+        print(f"--normalize: measuring the mean and deviation of {min(data.train_count, NORMALIZE_SAMPLE):,} "
+              "training images", flush=True)  # fmt: skip
+    return measured_normalization(data, spec.input_shape, workers)  # type: ignore[arg-type]  # H x W x C
 
 
 def _restore_newest_intact(

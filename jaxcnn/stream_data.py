@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxcnn.errors import DataError
+from jaxcnn.preprocess import ChannelMoments, Preprocess, normalization
+
+NORMALIZE_SAMPLE = 50_000
+"""``--normalize`` on a streamed set measures the mean and deviation on all its training images up to this
+many (so CIFAR-10 gets exactly the in-memory figures), else on this many evenly spaced ones."""
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,32 @@ def open_streaming(name: str, data_dir: str | Path | None = None) -> StreamingDa
                         "folder:PATH, and tensorflow-datasets sets prepared as ArrayRecord (tfds build NAME "
                         "--file_format=array_record); --data-in memory reads the others")  # fmt: skip
     return streaming(found)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """The examples ``indices`` of ``images``, as a source of their own for the loader."""
+
+    images: Any
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.images[int(self.indices[index])]
+
+
+def measured_normalization(data: StreamingData, shape: tuple[int, int, int], workers: int = 0) -> Preprocess:
+    """``--normalize`` for a streamed set: the per-channel mean and deviation of its training images as the
+    network sees them in evaluation (at its size and channels), over at most NORMALIZE_SAMPLE of them, read in
+    batches by the loader (``workers`` processes) and counted exactly, never all in memory."""
+    from jaxcnn.streaming import loader
+
+    count = data.train_count
+    chosen = np.unique(np.linspace(0, count - 1, min(count, NORMALIZE_SAMPLE)).round().astype(np.int64))
+    moments = ChannelMoments(shape[-1])
+    for batch in loader(Sampled(data.train, chosen), shape, 256, training=False, workers=workers):
+        moments.add(np.asarray(batch["image"]))
+    mean, std = normalization(*moments.mean_std())
+    return Preprocess(mean=mean, std=std)

@@ -20,14 +20,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grain.python as grain
 import numpy as np
 
 from jaxcnn.errors import DataError
 from jaxcnn.prepared import PreparedSplit, decode_record
-from jaxcnn.tfds_source import TfdsImages
 
 EVAL_CROP_FRACTION = 0.875
 """Evaluation crops this fraction of the resized image's shorter side (torchvision's 224 of 256)."""
@@ -146,8 +145,14 @@ class RecordImages:
         return {"split": self.split, "root": self.root}
 
 
-ImageSource = FolderImages | RecordImages | TfdsImages
-"""What the loader reads examples from: photos, a prepared folder's records, or a tensorflow-datasets set."""
+class ImageSource(Protocol):
+    """What the loader reads examples from (:class:`FolderImages`, :class:`RecordImages`,
+    :class:`jaxcnn.tfds_source.TfdsImages`): their count, and each one's record, label and where it is from;
+    picklable, for the worker processes."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
 
 
 def decoded(element: dict[str, Any]) -> tuple[np.ndarray, int]:

@@ -4,6 +4,7 @@ test image once in order, and an unreadable file that stops the epoch with its n
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 
 from jaxcnn.errors import DataError
 from jaxcnn.prepared import prepare_dataset
+from jaxcnn.stream_data import StreamingData
 from jaxcnn.streaming import EVAL_CROP_FRACTION, FolderImages, RecordImages, centre_view, loader, random_view
 
 from datasets import quadrant_dataset
@@ -118,3 +120,31 @@ def test_an_unreadable_file_stops_the_epoch_with_its_name(tmp_path):
     with pytest.raises(DataError, match=r"bad\.jpg: not a readable PNG, JPEG or WebP image"):
         batches_of(images, training=False)
     assert Path(bad).exists()
+
+
+def test_normalising_a_streamed_set_measures_what_the_network_sees(records, tmp_path, monkeypatch):
+    """A set of one size gets exactly the in-memory figures; photos of many sizes are measured at the network's
+    size (evaluation's views); a set larger than NORMALIZE_SAMPLE on that many evenly spaced images."""
+    from jaxcnn import stream_data
+    from jaxcnn.preprocess import plan_preprocess
+
+    prepared, data = records
+    streamed = StreamingData("q", "made in tests", data.class_names, (8, 8, 1),
+                             RecordImages(prepared.splits["train"], str(prepared.root)), None)  # fmt: skip
+    in_memory = plan_preprocess(data, (8, 8, 1), normalize=True)
+    assert stream_data.measured_normalization(streamed, (8, 8, 1)) == in_memory
+    monkeypatch.setattr(stream_data, "NORMALIZE_SAMPLE", 5)  # images 0, 50, 100, 149 and 199 of 200
+    sampled = stream_data.measured_normalization(streamed, (8, 8, 1), workers=2)
+    chosen = [0, 50, 100, 149, 199]
+    subset = dataclasses.replace(data, train_images=data.train_images[chosen], train_labels=data.train_labels[chosen])
+    assert sampled == plan_preprocess(subset, (8, 8, 1), normalize=True)
+    files = []
+    for i, size in enumerate(((30, 20), (9, 9), (64, 48))):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3)).astype(np.uint8)).save(path)
+        files.append((str(path), 0))
+    photos = StreamingData("p", "made in tests", ("a",), None, FolderImages(tuple(files)), None)
+    views = np.stack([centre_view(np.asarray(Image.open(f)), (8, 8, 3)) for f, _ in files])
+    want = plan_preprocess(dataclasses.replace(subset, train_images=views, train_labels=np.zeros(3, np.int32)),
+                           (8, 8, 3), normalize=True)  # fmt: skip
+    assert stream_data.measured_normalization(photos, (8, 8, 3)) == want
