@@ -36,6 +36,9 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace earlier runs in --out")
     p.add_argument("--smoke", action="store_true", help=f"{SMOKE_TRAIN} train / {SMOKE_TEST} test images, 1 epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--data-in", choices=("memory", "stream"), default="memory",
+                   help="memory (default): the set in memory; stream: packed once with jaxcnn prepare into "
+                   "OUT/prepared and streamed from there, to compare the two paths")  # fmt: skip
     return p
 
 
@@ -182,6 +185,15 @@ class Plan:
     normalize: bool = False
 
 
+def streamed_copy(data: Dataset, folder: Path) -> str:
+    """``data`` packed by ``jaxcnn prepare`` into ``folder`` (once), as the name that streams it."""
+    from jaxcnn.prepared import prepare_dataset
+
+    if not (folder / "manifest.json").exists():
+        prepare_dataset(data, folder)
+    return f"prepared:{folder}"
+
+
 def run_experiment(args: argparse.Namespace, dataset: str, plans: Sequence[Plan], title: str) -> dict[str, Any]:
     """Train each plan on ``dataset`` into ``args.out``, then print and save a results table."""
     out = Path(args.out)
@@ -197,7 +209,10 @@ def run_experiment(args: argparse.Namespace, dataset: str, plans: Sequence[Plan]
         config = replace(plan.config, epochs=1) if args.smoke else plan.config
         spec = load_spec(ROOT / "specs" / plan.spec_file)
         print(f"\n== {plan.label}: {plan.spec_file}", flush=True)
-        result = train_run(spec, data, config, out / Path(plan.spec_file).stem, overwrite=args.overwrite,
+        source: Dataset | str = data
+        if getattr(args, "data_in", "memory") == "stream":
+            source, config = streamed_copy(data, out / "prepared"), replace(config, data_in="stream")
+        result = train_run(spec, source, config, out / Path(plan.spec_file).stem, overwrite=args.overwrite,
                            progress=not args.no_progress, pad=plan.pad, grey_to_rgb=plan.grey_to_rgb,
                            normalize=plan.normalize)  # fmt: skip
         final = result.metrics[-1]
@@ -224,6 +239,7 @@ def run_experiment(args: argparse.Namespace, dataset: str, plans: Sequence[Plan]
         "title": title,
         "machine": machine(),
         "dataset": data.source,
+        "data_in": getattr(args, "data_in", "memory"),
         "models": models,
         "wall_seconds": time.perf_counter() - started,
     }

@@ -86,6 +86,11 @@ class DataParallel:
         """Put every array of ``tree`` (NumPy or JAX) on every device of the mesh, as JAX arrays."""
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
+    def replicated_shape(self, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+        """What :meth:`replicate` makes of an array of ``shape`` and ``dtype``: for compiling ahead of time a
+        function that will be given such arrays."""
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(self.mesh, PartitionSpec()))
+
     def local_gradients(
         self, sums_and_grads: Callable[..., tuple[Any, Any, Any]]
     ) -> Callable[..., tuple[Any, Any, Any]]:

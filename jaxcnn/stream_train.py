@@ -76,16 +76,14 @@ class StreamTrainer:
     def compile(self, state: TrainState) -> float:
         """Compile the step and the evaluation ahead of time; returns the seconds it took."""
         started = time.perf_counter()
-        shape, batch = self.model.input_shape, self.config.batch_size
-        images = jax.ShapeDtypeStruct((batch, *shape), jnp.uint8)
-        labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+        shape, batch, placed = self.model.input_shape, self.config.batch_size, self.parallel.replicated_shape
+        images, labels = placed((batch, *shape), jnp.uint8), placed((batch,), jnp.int32)
         self._step = self._step.lower(
             state, images, labels, self._draws(0, 0), self._epoch_key(0), np.int32(0)
         ).compile()
         self.step_compile_seconds = time.perf_counter() - started
-        test = jax.ShapeDtypeStruct((self.eval_batch_size, *shape), jnp.uint8)
-        ints = jax.ShapeDtypeStruct((self.eval_batch_size,), jnp.int32)
-        mask = jax.ShapeDtypeStruct((self.eval_batch_size,), jnp.float32)
+        test = placed((self.eval_batch_size, *shape), jnp.uint8)
+        ints, mask = placed((self.eval_batch_size,), jnp.int32), placed((self.eval_batch_size,), jnp.float32)
         self._eval_batch = self._eval_batch.lower(state.params, state.model_state, test, ints, mask).compile()
         self.compile_seconds = time.perf_counter() - started
         return self.compile_seconds

@@ -1,4 +1,4 @@
-"""Data parallelism on 4 forced CPU devices gives the same training as on 1 device."""
+"""Data parallelism on 4 forced CPU devices gives the same training as on 1 device, in memory and streamed."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ SCRIPT = textwrap.dedent(
     out["max_param_diff"] = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
     out["losses"] = {d: [m["train_loss"] for m in runs[d].metrics] for d in (1, 4)}
     out["test_accuracy"] = {d: runs[d].metrics[-1]["test_accuracy"] for d in (1, 4)}
+    import tempfile
+    from jaxcnn.prepared import prepare_dataset
+    prepared = f"prepared:{prepare_dataset(data, tempfile.mkdtemp() + '/set').root}"
+    streamed = {}
+    for devices in (1, 4):  # streamed batches are placed and evaluated on every device alike
+        config = TrainConfig(epochs=2, batch_size=32, lr=0.05, eval_batch_size=50, devices=devices, optimizer="sgd",
+                             momentum=0.9, data_in="stream")
+        streamed[devices] = train_run(spec, prepared, config, None, progress=False, verbose=False)
+    a, b = (jax.tree.leaves(streamed[d].params) for d in (1, 4))
+    out["streamed_max_param_diff"] = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    out["streamed_test_accuracy"] = {d: streamed[d].metrics[-1]["test_accuracy"] for d in (1, 4)}
     try:
         train_run(spec, data, TrainConfig(epochs=1, batch_size=30, devices=4), None, progress=False, verbose=False)
     except DeviceError as err:
@@ -56,6 +67,8 @@ def test_four_devices_equal_one_device():
     for one, four in zip(out["losses"]["1"], out["losses"]["4"], strict=True):
         assert abs(one - four) < 1e-4 * max(1.0, abs(one))
     assert abs(out["test_accuracy"]["1"] - out["test_accuracy"]["4"]) <= 0.01
+    assert out["streamed_max_param_diff"] < 1e-4
+    assert abs(out["streamed_test_accuracy"]["1"] - out["streamed_test_accuracy"]["4"]) <= 0.01
     assert "batch size 30 does not split evenly across 4 devices: use a multiple of 4" in out["error"]
 
 
