@@ -87,12 +87,15 @@ def _on_black(image: Any) -> Any:
     return flat.convert("L" if image.mode == "L" else "RGB")
 
 
-def open_image(source: Path | bytes, where: str) -> Any:
+def open_image(source: Path | bytes, where: str, at_least: tuple[int, int] | None = None) -> Any:
     """Decode a PNG, JPEG or WebP (a file or its bytes) to a loaded PIL image, upright, opaque, of 8-bit samples
     (see the module docstring), or a DataError.
 
     Regular files of at most MAX_IMAGE_BYTES only, and at most PIL's MAX_IMAGE_PIXELS: a folder, FIFO,
     device or decompression bomb among the images is a clear error, not a hang or a memory blow-up.
+
+    ``at_least`` (height, width): a JPEG larger than that is decoded at the smallest of libjpeg's scales
+    (1/2, 1/4, 1/8) that keeps both sides at least that large, several times faster than decoding it whole.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -104,6 +107,9 @@ def open_image(source: Path | bytes, where: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
+                if at_least is not None and image.format == "JPEG":
+                    side = max(at_least)  # square: EXIF may turn the image a quarter after decoding
+                    image.draft(image.mode, (side, side))
                 image.load()
                 upright = ImageOps.exif_transpose(image)
                 return _on_black(_eight_bit(upright, where))
@@ -116,9 +122,10 @@ def open_image(source: Path | bytes, where: str) -> Any:
         raise DataError(f"{where}: not a readable PNG, JPEG or WebP image ({err})") from None
 
 
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """An image file's bytes as uint8 H x W x C at its own size: grey images 1 channel, all others RGB."""
-    image = open_image(data, where)
+def decode_image(data: bytes, where: str, at_least: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file's bytes as uint8 H x W x C at its own size (a large JPEG reduced towards ``at_least``, see
+    :func:`open_image`): grey images 1 channel, all others RGB."""
+    image = open_image(data, where, at_least)
     array = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), np.uint8)
     return array[..., None] if array.ndim == 2 else array
 

@@ -50,9 +50,10 @@ def encode_record(label: int, *, pixels: np.ndarray | None = None, file_bytes: b
     return RECORD_MAGIC + struct.pack("<BI", ENCODED, label) + file_bytes
 
 
-def decode_record(data: bytes, where: str) -> tuple[np.ndarray, int]:
-    """A record's image (uint8 H x W x C at its own size; a file is decoded as ``jaxcnn predict`` decodes one)
-    and label, or a DataError naming ``where``."""
+def decode_record(data: bytes, where: str, at_least: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """A record's image (uint8 H x W x C at its own size; a file is decoded as ``jaxcnn predict`` decodes one, a
+    large JPEG reduced towards ``at_least``: :func:`jaxcnn.images.open_image`) and label, or a DataError naming
+    ``where``."""
     from jaxcnn.images import decode_image
 
     if data[:4] != RECORD_MAGIC or len(data) < 9:
@@ -62,7 +63,7 @@ def decode_record(data: bytes, where: str) -> tuple[np.ndarray, int]:
         h, w, c = struct.unpack_from("<HHH", data, 9)
         pixels = np.frombuffer(data, np.uint8, h * w * c, 15)
         return pixels.reshape(h, w, c), int(label)
-    return decode_image(data[9:], where), int(label)
+    return decode_image(data[9:], where, at_least), int(label)
 
 
 def file_sha256(path: Path) -> str:

@@ -148,3 +148,23 @@ def test_normalising_a_streamed_set_measures_what_the_network_sees(records, tmp_
     want = plan_preprocess(dataclasses.replace(subset, train_images=views, train_labels=np.zeros(3, np.int32)),
                            (8, 8, 3), normalize=True)  # fmt: skip
     assert stream_data.measured_normalization(photos, (8, 8, 3)) == want
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_keeps_the_view(tmp_path):
+    """A 400x300 JPEG for an 8x8 network decodes at 1/8 (50x38, both sides at least DRAFT_MARGIN x 8); the
+        network's view of it is close to the full decode's (libjpeg's scaling averages 8x8 blocks where PIL's resize
+    filters: they differ by a few levels at this pattern's hard edges, by at most one on a 12-megapixel photo for a
+    32x32 network); a PNG is decoded whole."""
+    from jaxcnn.streaming import DRAFT_MARGIN, decoded
+
+    small = np.random.default_rng(0).integers(0, 256, (6, 8, 3)).astype(np.uint8)
+    photo = Image.fromarray(small).resize((400, 300), Image.Resampling.BICUBIC)
+    for suffix in ("jpg", "png"):
+        photo.save(tmp_path / f"photo.{suffix}")
+    jpeg, png = (FolderImages(((str(tmp_path / f"photo.{s}"), 0),))[0] for s in ("jpg", "png"))
+    reduced, _ = decoded(jpeg, (8, 8, 3))
+    whole, _ = decoded(jpeg)
+    assert reduced.shape == (38, 50, 3) and min(reduced.shape[:2]) >= DRAFT_MARGIN * 8 and whole.shape == (300, 400, 3)
+    difference = centre_view(reduced, (8, 8, 3)).astype(int) - centre_view(whole, (8, 8, 3))
+    assert np.abs(difference).mean() <= 4 and np.abs(difference).max() <= 16  # 2.8 and 11 at its hard edges
+    assert decoded(png, (8, 8, 3))[0].shape == (300, 400, 3)
