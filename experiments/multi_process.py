@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def worker(args: argparse.Namespace) -> dict[str, object]:
     if args.num_processes > 1:
-        from jaxcnn.parallel import initialize_distributed
+        from jaxcnn.distributed import join
 
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        join(args.coordinator, args.num_processes, args.process_id)
     import jax
     import numpy as np
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jaxcnn import console
+from jaxcnn.distributed import barrier, broadcast_text, is_primary, on_primary
 from jaxcnn.run_files import open_checkpoints, write_atomic, write_metrics
 from jaxcnn.run_folder import StagedRun
 
@@ -128,8 +129,11 @@ class RunWriter(Callback):
     def on_train_begin(self, session: Session) -> None:
         self._session = session
         if self._checkpoints is None:  # a new run: staged until its first epoch is saved
-            self._staged = StagedRun(self.run_dir)
-            self._folder = self._create_staging(self._staged, session.metrics)
+            from jaxcnn.run_folder import RunError
+
+            staged = self._staged = StagedRun(self.run_dir)
+            created = on_primary(lambda: self._create_staging(staged, session.metrics), RunError)
+            self._folder = Path(broadcast_text(str(created)))  # where process 0 stages it, for every process
             self._checkpoints = open_checkpoints(self._folder)
 
     def _create_staging(self, staged: StagedRun, metrics: list[dict[str, float]]) -> Path:
@@ -150,25 +154,31 @@ class RunWriter(Callback):
 
     def on_epoch_end(self, result: EpochResult) -> None:
         assert self._checkpoints is not None  # opened in on_train_begin
+        from jaxcnn.run_folder import RunError
+
         # Metrics first: a crash between the two leaves a row ahead of the checkpoints, which resuming
         # drops and trains again, never a checkpoint without its row.
-        write_metrics(self._folder, self._session.metrics)
+        on_primary(lambda: write_metrics(self._folder, self._session.metrics), RunError)
+        # Every process saves its part; orbax makes the checkpoint complete only once all parts are written.
         self._checkpoints.save(result.epoch, self._session.state.checkpoint_tree(),
                                {"test_accuracy": result.test_accuracy})  # fmt: skip
         if self._staged is not None and not self._staged.published:
             self._checkpoints.close()
-            self._staged.publish()  # the first epoch is saved: the new run takes the place of any old one
+            barrier("jaxcnn-staged-run-saved")
+            # The first epoch is saved: the new run takes the place of any old one.
+            on_primary(self._staged.publish, RunError)
+            self._staged.published = True  # on every process: nothing of it is left to discard
             self._folder, self._checkpoints = self.run_dir, open_checkpoints(self.run_dir)
 
     def on_train_end(self) -> None:
-        if self._session.metrics:
+        if self._session.metrics and is_primary():
             from jaxcnn.plots import plot_curves
 
             spec, data = self._session.spec, self._session.data
             plot_curves(self._session.metrics, self.run_dir / "curves.png", f"{spec.name} on {data.name}")
 
     def teardown(self) -> None:
-        if self._staged is not None:
+        if self._staged is not None and is_primary():
             self._staged.discard()  # nothing, once published; else the unfinished first epoch
 
 

@@ -45,11 +45,30 @@ def array_checksums(tree: Any) -> dict[str, str]:
     """sha256 of each array of ``tree`` (its dtype, shape and bytes), keyed by the array's path."""
     sums = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        array = np.ascontiguousarray(np.asarray(leaf))
+        array = np.ascontiguousarray(_value_here(leaf))
         digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
         sums[jax.tree_util.keystr(path)] = digest.hexdigest()
     return sums
+
+
+def _value_here(leaf: Any) -> np.ndarray:
+    """A leaf's whole value in this process: an array replicated over several processes' devices from this
+    process's own copy (every process then computes the same checksums without talking to the others)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        if leaf.is_fully_replicated:
+            return np.asarray(leaf.addressable_data(0))
+        from jaxcnn.parallel import fetch
+
+        return np.asarray(fetch(leaf))
+    return np.asarray(leaf)
+
+
+def _here(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+    """An array to restore whole onto this process's first device, whatever devices saved it: a run trained
+    on 4 devices, or by several processes, is read back anywhere (orbax would otherwise insist on the saving
+    topology)."""
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
 class Checkpoints:
@@ -71,7 +90,8 @@ class Checkpoints:
         )
         self.directory = directory.absolute()
         with self._reading("the checkpoint folder"):
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_handlers=ocp.StandardCheckpointHandler())  # fmt: skip
 
     @contextlib.contextmanager
     def _reading(self, what: str, epoch: int | None = None) -> Iterator[None]:
@@ -112,9 +132,9 @@ class Checkpoints:
         return sorted(self._manager.all_steps())
 
     def restore(self, epoch: int, like: Any) -> Any:
-        """Restore ``epoch`` into the structure of ``like`` (arrays or ShapeDtypeStructs)."""
-        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like)
-        return self._restore(epoch, ocp.args.StandardRestore(abstract))
+        """Restore ``epoch`` into the structure of ``like`` (arrays or ShapeDtypeStructs), as NumPy arrays."""
+        abstract = jax.tree_util.tree_map(lambda a: _here(a.shape, a.dtype), like)
+        return jax.tree_util.tree_map(np.asarray, self._restore(epoch, ocp.args.StandardRestore(abstract)))
 
     def _restore(self, epoch: int, args: Any, part: str | tuple[str, ...] = "") -> Any:
         """Restore and verify ``epoch``; ``part`` (key path prefixes such as "['params']") limits the check."""
@@ -143,7 +163,10 @@ class Checkpoints:
         optimizer's state, as NumPy arrays."""
         # Restored without a target, optax's named tuples come back as plain containers with other
         # key paths, so only the parameters and state (plain dicts) are compared with their checksums.
-        restored = self._restore(epoch, ocp.args.StandardRestore(), part=("['params']", "['model_state']"))
+        with self._reading(f"the checkpoint of epoch {epoch} ({epoch}/)", epoch):
+            saved = self._manager.item_metadata(epoch)
+        abstract = jax.tree_util.tree_map(lambda m: _here(m.shape, m.dtype), saved)
+        restored = self._restore(epoch, ocp.args.StandardRestore(abstract), part=("['params']", "['model_state']"))
         params, state = restored["params"], restored.get("model_state", {})
         return jax.tree_util.tree_map(np.asarray, params), jax.tree_util.tree_map(np.asarray, state)
 

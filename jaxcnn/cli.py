@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalize", action="store_true", help="normalise each channel by the training set's mean and std"
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--distributed", action="store_true", help="one of several processes of a cluster job "
+                       "(Slurm, Open MPI, Kubernetes): join the others as the job's environment says (automatic "
+                       "when the launcher started several tasks)")  # fmt: skip
+    train.add_argument("--coordinator", metavar="HOST:PORT", help="a launch by hand: process 0's address, "
+                       "reachable from every process (with --num-processes and --process-id)")  # fmt: skip
+    train.add_argument("--num-processes", type=_positive, metavar="N", help="a launch by hand: how many processes")
+    train.add_argument("--process-id", type=int, metavar="I", help="a launch by hand: this process's index, 0 to N-1")
     train.add_argument("--xla-defaults", action="store_true",
                        help="compile training with XLA's defaults, not jaxcnn's options: slower on a CPU; faster on "
                             "a GPU, but runs with the same seed are no longer identical there")  # fmt: skip
@@ -350,6 +357,18 @@ def _load_heavy_modules(command: str) -> None:
         raise KeyboardInterrupt
 
 
+def _join_processes(args: argparse.Namespace) -> None:
+    """``train`` as one of several processes: join them (by hand, ``--distributed``, or as a cluster launcher
+    that started several tasks says), so the devices of every process train one run."""
+    if args.command != "train":
+        return
+    from jaxcnn.distributed import join, launched_as_several
+
+    by_hand = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or launched_as_several() or any(v is not None for v in by_hand):
+        join(*by_hand)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxcnn`` command; returns the exit status. Ctrl-C at any moment ends it with one
     line and status 130 (training first finishes its step and says what was kept)."""
@@ -362,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sys.unraisablehook = _quiet_unraisables  # for the rest of the process: they come at exit too
     try:
+        _join_processes(args)  # before anything starts JAX's backend
         _load_heavy_modules(args.command)
         return int(args.handler(args))
     except UsageError as err:

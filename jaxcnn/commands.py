@@ -87,7 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    print(f"run saved in {args.out} (config.json, metrics.jsonl, checkpoints/, curves.png)")
+    from jaxcnn.distributed import is_primary
+
+    if is_primary():  # one console for a run of several processes
+        print(f"run saved in {args.out} (config.json, metrics.jsonl, checkpoints/, curves.png)")
     return 0
 
 

@@ -20,18 +20,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxcnn.errors import JaxcnnError
 
 
-def initialize_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
-    """Join a multi-process (multi-host) JAX job before anything else touches JAX's devices.
-
-    Every process runs the same program; afterwards ``jax.devices()`` lists the devices of all
-    processes, so :class:`DataParallel` spans them. On CPUs the cross-process collectives go
-    through gloo. Each process must load the same data set (it is replicated) and use the same
-    seed; ``coordinator`` is ``host:port`` of process 0, reachable from all the others.
-    """
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # affects only the CPU backend
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-
-
 def fetch(tree: Any) -> Any:
     """Every array of ``tree`` as a NumPy array of its global value, on every process.
 
@@ -90,6 +78,22 @@ class DataParallel:
         """What :meth:`replicate` makes of an array of ``shape`` and ``dtype``: for compiling ahead of time a
         function that will be given such arrays."""
         return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(self.mesh, PartitionSpec()))
+
+    def batch_shape(self, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+        """What :meth:`assemble_batch` makes of a batch of ``shape`` (the whole batch's): for compiling ahead of
+        time."""
+        if jax.process_count() == 1:
+            return self.replicated_shape(shape, dtype)
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(self.mesh, PartitionSpec("data")))
+
+    def assemble_batch(self, tree: Any) -> Any:
+        """A training batch on the devices, from the part this process read: with one process, the whole
+        batch, replicated; with several, each process's consecutive share (in process order), which becomes
+        the shards of one batch split along the mesh, so no process reads or holds the others' images."""
+        if jax.process_count() == 1:
+            return self.replicate(tree)
+        sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        return jax.tree.map(lambda local: jax.make_array_from_process_local_data(sharding, local), tree)
 
     def local_gradients(
         self, sums_and_grads: Callable[..., tuple[Any, Any, Any]]

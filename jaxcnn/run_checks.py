@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jaxcnn.data import Dataset
+from jaxcnn.distributed import on_primary
 from jaxcnn.run_files import open_checkpoints, read_config
 from jaxcnn.run_folder import RunError, RunLock, absolute, finish_interrupted_writes
 from jaxcnn.spec import NetworkSpec
@@ -46,14 +47,28 @@ def check_epochs_left(run_dir: Path, total: object) -> None:
 
 @contextlib.contextmanager
 def writing(run_dir: Path | None) -> Iterator[None]:
-    """Hold ``run_dir``'s lock (nothing without a run directory) and finish what a killed writer left."""
+    """Hold ``run_dir``'s lock (nothing without a run directory) and finish what a killed writer left; in a run of
+    several processes, process 0 holds it and the others stop with its error if it cannot."""
     if run_dir is None:
         yield
         return
-    with RunLock(run_dir):
-        for note in finish_interrupted_writes(run_dir):
-            print(f"note: {note}", file=sys.stderr, flush=True)
+
+    def take() -> RunLock:  # by process 0 alone when the run spans processes; the others learn if it failed
+        lock = RunLock(run_dir).acquire()
+        try:
+            for note in finish_interrupted_writes(run_dir):
+                print(f"note: {note}", file=sys.stderr, flush=True)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    lock = on_primary(take, RunError)
+    try:
         yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def check_out(run_dir: Path, overwrite: bool) -> None:

@@ -18,6 +18,7 @@ import jax
 from jaxcnn import console
 from jaxcnn.callbacks import Callback, EarlyStop, EpochFunction, EpochPrinter, ProgressBar, RunWriter, StopOnSignal
 from jaxcnn.data import BUILTIN, IMPORTED, DataError, Dataset, load_dataset, resolve_data_dir
+from jaxcnn.distributed import is_primary, on_primary
 from jaxcnn.memory import check_fits, element_count
 from jaxcnn.model import Model, Params, State
 from jaxcnn.parallel import fetch
@@ -92,13 +93,8 @@ def train_run(
     """
     started = time.perf_counter()
     run_dir = Path(out) if out is not None else None
-    if run_dir is not None and jax.process_count() > 1:
-        raise RunError(
-            f"{run_dir}: writing a run directory from {jax.process_count()} processes is not supported yet "
-            "(checkpoints would need a shared file system); train with out=None, see experiments/multi_process.py"
-        )
     if run_dir is not None:
-        check_out(run_dir, overwrite)
+        on_primary(lambda: check_out(run_dir, overwrite), RunError)
     if not isinstance(spec, NetworkSpec):
         spec = load_spec(spec)
     data = dataset if isinstance(dataset, (Dataset, StreamingData)) else training_data(dataset, data_dir, config,
@@ -126,14 +122,15 @@ def train_run(
         "layer_modules": layer_modules(spec),
         "train": config.to_dict(),
         "versions": library_versions(),
+        "processes": jax.process_count(),
         "command": sys.argv,
     }
     own: list[Callback] = [] if on_epoch is None else [EpochFunction(on_epoch)]
     if stop_at_accuracy is not None or stop_after_epochs is not None:
         own.append(EarlyStop(stop_at_accuracy, stop_after_epochs))
     with writing(run_dir):
-        if run_dir is not None:
-            check_out(run_dir, overwrite)  # again, now that no one else can be writing it
+        if run_dir is not None:  # again, now that no one else can be writing it
+            on_primary(lambda: check_out(run_dir, overwrite), RunError)
         session = Session(spec=spec, data=data, preprocess=preprocess, config=config, run_dir=run_dir, record=record,
                           started=started, data_seconds=data_seconds)  # fmt: skip
         return session.train(progress=progress, verbose=verbose, callbacks=[*own, *callbacks])
@@ -248,6 +245,7 @@ class Session:
     def train(self, *, progress: bool, verbose: bool, callbacks: Sequence[Callback] = ()) -> RunResult:
         """Compile, then for each epoch: step through it, test, save, log; top to bottom."""
         spec, data, config, run_dir = self.spec, self.data, self.config, self.run_dir
+        progress, verbose = progress and is_primary(), verbose and is_primary()  # one console for the job
         model = Model(spec)
         if isinstance(data, StreamingData):
             from jaxcnn.stream_train import StreamTrainer

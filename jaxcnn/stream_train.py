@@ -77,7 +77,8 @@ class StreamTrainer:
         """Compile the step and the evaluation ahead of time; returns the seconds it took."""
         started = time.perf_counter()
         shape, batch, placed = self.model.input_shape, self.config.batch_size, self.parallel.replicated_shape
-        images, labels = placed((batch, *shape), jnp.uint8), placed((batch,), jnp.int32)
+        images = self.parallel.batch_shape((batch, *shape), jnp.uint8)
+        labels = self.parallel.batch_shape((batch,), jnp.int32)
         self._step = self._step.lower(
             state, images, labels, self._draws(0, 0), self._epoch_key(0), np.int32(0)
         ).compile()
@@ -115,7 +116,9 @@ class StreamTrainer:
         """One epoch over the streamed batches; returns the new state, mean train loss and train accuracy."""
         from jaxcnn.train import EpochInterruptedError, _total
 
+        # Each process reads its own share of every batch (all of it when it is the only one).
         batches = loader(self.data.train, self.shape, self.config.batch_size, training=True,
+                         process_index=jax.process_index(), process_count=jax.process_count(),
                          seed=self.config.seed, epoch=epoch, crop=self.config.crop,
                          workers=self.config.loader_workers)  # fmt: skip
         sums: list[StepMetrics] = []
@@ -125,7 +128,7 @@ class StreamTrainer:
         for b in range(self.steps_per_epoch):
             started = time.perf_counter()
             batch = next(iterator)
-            images, labels = self.parallel.replicate((batch["image"], batch["label"]))
+            images, labels = self.parallel.assemble_batch((batch["image"], batch["label"]))
             waited += time.perf_counter() - started
             state, step_sums = self._step(state, images, labels, self._draws(epoch, b), epoch_key, np.int32(b))
             sums.append(step_sums)

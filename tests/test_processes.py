@@ -1,0 +1,133 @@
+"""One run trained by several processes (jaxcnn.distributed), as local processes over loopback with gloo
+collectives on the CPU: 2 processes x 2 devices give the 1 process x 4 devices run's weights, into one run folder
+that any single process reads; a resume with the same or another process count continues it exactly; processes
+started with Slurm's variables join through JAX's own detection; streamed, each process reads its share."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcnn.runs import load_run
+
+from conftest import ROOT
+from datasets import TINY_SPEC, quadrant_dataset, write_class_folders
+
+pytestmark = pytest.mark.slow  # each test trains in several processes
+
+SETTINGS = ["--batch-size", "32", "--lr", "0.05", "--optimizer", "sgd", "--momentum", "0.9", "--eval-batch-size",
+            "32", "--no-progress"]  # fmt: skip  # SGD: a gradient off by a factor shows (Adam would hide it)
+TOLERANCE = 1e-6
+"""Largest difference of a weight between process layouts after 2 epochs (measured 6e-8: float reassociation)."""
+
+
+def free_port(low: int = 0, high: int = 0) -> int:
+    """A port nobody listens on: any (the system's choice), or the first free one from ``low`` to ``high``."""
+    for port in range(low, high + 1) if low else [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free port from {low} to {high}")
+
+
+def launch(argv: list[str], processes: int, devices: int, env: dict[str, str] | None = None) -> list[str]:
+    """``jaxcnn ARGV`` as ``processes`` processes of ``devices`` CPU devices each, joined by hand over loopback
+    (or by ``env`` when given per process); every one must succeed. Returns their outputs."""
+    base = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    port = free_port()
+    started = []
+    for i in range(processes):
+        joined = [] if processes == 1 or env is not None else ["--coordinator", f"127.0.0.1:{port}",
+                                                                "--num-processes", str(processes),
+                                                                "--process-id", str(i)]  # fmt: skip
+        own = base | (env or {}) | ({"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)} if env else {})
+        started.append(subprocess.Popen([sys.executable, "-m", "jaxcnn", *argv, *joined], cwd=ROOT, env=own,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    outputs = [p.communicate(timeout=300)[0] for p in started]
+    for p, out in zip(started, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    return outputs
+
+
+def weights(run: Path) -> list[np.ndarray]:
+    return [np.asarray(a) for a in jax.tree.leaves(load_run(run, "latest").params)]
+
+
+def largest_difference(a: Path, b: Path) -> float:
+    return max(float(np.abs(x - y).max()) for x, y in zip(weights(a), weights(b), strict=True))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    """The data folder and spec, and the reference run: 1 process x 4 devices, 2 epochs."""
+    folder = tmp_path_factory.mktemp("processes")
+    write_class_folders(folder / "data", quadrant_dataset(256, 64))
+    (folder / "tiny.json").write_text(json.dumps(TINY_SPEC))
+    launch(["train", str(folder / "tiny.json"), "--dataset", f"folder:{folder / 'data'}", "--epochs", "2",
+            "--out", str(folder / "one"), *SETTINGS], processes=1, devices=4)  # fmt: skip
+    return folder, folder / "one"
+
+
+def train_args(folder: Path, out: Path, epochs: int, dataset: str = "") -> list[str]:
+    return ["train", str(folder / "tiny.json"), "--dataset", dataset or f"folder:{folder / 'data'}", "--epochs",
+            str(epochs), "--out", str(out), *SETTINGS]  # fmt: skip
+
+
+def test_two_processes_write_one_run_equal_to_one_process(setup, tmp_path):
+    folder, one = setup
+    outputs = launch(train_args(folder, tmp_path / "two", 2), processes=2, devices=2)
+    assert largest_difference(one, tmp_path / "two") < TOLERANCE
+    rows = [
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (one, tmp_path / "two")
+    ]
+    for a, b in zip(*rows, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < TOLERANCE and a["test_accuracy"] == b["test_accuracy"]
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["processes"] == 2 and len(config["devices"]) == 4
+    assert sum(out.count("run saved in") for out in outputs) == 1  # one console: process 0's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".two.lock", "two"]  # no staging folder left behind
+    evaluated = subprocess.run([sys.executable, "-m", "jaxcnn", "evaluate", str(tmp_path / "two")], cwd=ROOT,
+                               capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
+    assert evaluated.returncode == 0 and "test set, 64 images" in evaluated.stdout, evaluated.stderr[-2000:]
+
+
+def test_a_resume_with_the_same_or_another_process_count_continues_the_run(setup, tmp_path):
+    folder, one = setup
+    for resumed_by in ((2, 2), (1, 1)):
+        run = tmp_path / f"resumed-by-{resumed_by[0]}"
+        launch(train_args(folder, run, 1), processes=2, devices=2)
+        launch(["train", "--resume", str(run), "--epochs", "2", "--no-progress"], *resumed_by)
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        assert largest_difference(one, run) < (TOLERANCE if resumed_by == (2, 2) else 1e-5), resumed_by
+
+
+def test_processes_started_with_slurms_variables_join_by_themselves(setup, tmp_path):
+    folder, one = setup
+    port = free_port(61440 + 1000, 65535)  # JAX takes the coordinator's port from the job id: 61440 + id % 4096
+    slurm = {"SLURM_JOB_ID": str(port - 61440), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+             "SLURM_STEP_NUM_NODES": "1"}  # fmt: skip
+    launch(train_args(folder, tmp_path / "slurm", 2), processes=2, devices=2, env=slurm)
+    assert json.loads((tmp_path / "slurm" / "config.json").read_text())["processes"] == 2
+    assert largest_difference(one, tmp_path / "slurm") < TOLERANCE
+
+
+def test_streamed_processes_each_read_their_share_and_train_the_same_run(setup, tmp_path):
+    folder, _ = setup
+    prepared = tmp_path / "prepared"
+    launch(["prepare", f"folder:{folder / 'data'}", "--out", str(prepared)], processes=1, devices=1)
+    for out, processes, devices in (("one", 1, 4), ("two", 2, 2)):
+        args = [*train_args(folder, tmp_path / out, 2, f"prepared:{prepared}"), "--data-in", "stream"]
+        launch(args, processes=processes, devices=devices)
+    assert largest_difference(tmp_path / "one", tmp_path / "two") < TOLERANCE
