@@ -21,6 +21,9 @@ from jaxcnn.errors import JaxcnnError
 
 JOIN_TIMEOUT_SECONDS = 300
 """How long a process waits for all the others at the coordinator before it gives up (JAX's own default)."""
+JAX_HEARTBEAT_SECONDS = 20
+"""A process that has not been heard from for this long is taken as gone by JAX's coordination service,
+which then ends every other process (JAX's default is 100 s)."""
 CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 """A launcher that sets one of these above 1 started several processes of one job: they join by themselves."""
 
@@ -51,7 +54,8 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # affects only the CPU backend
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=timeout)  # fmt: skip
+                                   process_id=process_id, initialization_timeout=timeout,
+                                   heartbeat_timeout_seconds=JAX_HEARTBEAT_SECONDS)  # fmt: skip
     except (RuntimeError, ValueError) as err:
         where = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or "the address the cluster gives"
         if coordinator is None and "coordinator_address" in str(err):
