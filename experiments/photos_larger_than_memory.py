@@ -11,7 +11,7 @@ Machine, time and result: docs/data.md ("A folder larger than memory").
    (real copies, not links), so that writing the folder does not take an hour; the classes are dealt round, so
    the accuracy means nothing: this measures capacity, not learning.
 2. ``jaxcnn train specs/resnet20_cifar10.json --dataset folder:OUT/photos --epochs 1 --loader-workers 2`` in a
-   child process (``--data-in auto`` streams it: its images have many sizes); every 0.5 s the resident set
+   child process (``--data-in auto`` streams it: its images have many sizes); every 2 s the resident set
    (RSS) of the trainer and the proportional set (PSS: shared pages counted once) of the trainer and all its
    workers are read from /proc.
 3. The folder is deleted afterwards unless ``--keep``. Writes OUT/results.json.
@@ -39,6 +39,8 @@ DISTINCT = 24
 SIZES = ((6000, 4000), (4000, 6000), (5472, 3648), (4896, 3264), (3264, 4896))
 CLASSES = 10
 TEST_IMAGES = 100
+POLL_SECONDS = 2.0
+"""How often the memory is read (reading every process's smaps costs CPU the training would use)."""
 
 
 def memory_bytes() -> int:
@@ -92,11 +94,12 @@ def tree(pid: int) -> list[int]:
     found, frontier = [pid], [pid]
     while frontier:
         parent = frontier.pop()
-        with_children = Path(f"/proc/{parent}/task/{parent}/children")
-        try:
-            children = [int(c) for c in with_children.read_text().split()]
-        except OSError:
-            continue
+        children = []
+        for task in Path(f"/proc/{parent}/task").glob("*"):  # every thread's: grain starts its workers from one
+            try:
+                children += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
         found += children
         frontier += children
     return found
@@ -120,7 +123,7 @@ def watch(process: subprocess.Popen[str], peaks: dict[str, int]) -> None:
         total = sum(kilobytes(p, "Pss", "smaps_rollup") for p in pids)
         peaks["tree_pss_kb"] = max(peaks["tree_pss_kb"], total)
         peaks["processes"] = max(peaks["processes"], len(pids))
-        time.sleep(0.5)
+        time.sleep(POLL_SECONDS)
 
 
 def main() -> None:
