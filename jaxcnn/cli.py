@@ -32,6 +32,7 @@ from jaxcnn.commands import (
     option_flag,
 )
 from jaxcnn.config import TrainConfig
+from jaxcnn.distributed import JOIN_TIMEOUT_SECONDS
 from jaxcnn.errors import JaxcnnError
 from jaxcnn.export import DEFAULT_OPSET, FORMATS
 from jaxcnn.numbers import parse_int
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "reachable from every process (with --num-processes and --process-id)")  # fmt: skip
     train.add_argument("--num-processes", type=_positive, metavar="N", help="a launch by hand: how many processes")
     train.add_argument("--process-id", type=int, metavar="I", help="a launch by hand: this process's index, 0 to N-1")
+    train.add_argument("--join-timeout", type=_positive, default=JOIN_TIMEOUT_SECONDS, metavar="SECONDS",
+                       help="with several processes: how long to wait for all of them to join before giving up "
+                       f"(default {JOIN_TIMEOUT_SECONDS})")  # fmt: skip
     train.add_argument("--xla-defaults", action="store_true",
                        help="compile training with XLA's defaults, not jaxcnn's options: slower on a CPU; faster on "
                             "a GPU, but runs with the same seed are no longer identical there")  # fmt: skip
@@ -366,7 +370,7 @@ def _join_processes(args: argparse.Namespace) -> None:
 
     by_hand = (args.coordinator, args.num_processes, args.process_id)
     if args.distributed or launched_as_several() or any(v is not None for v in by_hand):
-        join(*by_hand)
+        join(*by_hand, timeout=args.join_timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,9 +14,6 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
-import jax
-import numpy as np
-
 from jaxcnn.errors import JaxcnnError
 
 JOIN_TIMEOUT_SECONDS = 300
@@ -51,6 +48,10 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
         raise DistributedError(f"--process-id {process_id}: choose 0 to {num_processes - 1} (--num-processes "
                                f"{num_processes})")  # fmt: skip
+    if coordinator is not None and process_id:  # process 0 is the coordinator; the others first wait for it
+        _wait_for(coordinator, timeout)
+    import jax
+
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # affects only the CPU backend
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
@@ -67,13 +68,41 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
         raise DistributedError(message) from None
 
 
+def _wait_for(coordinator: str, timeout: float) -> None:
+    """Wait until something listens at ``coordinator`` (host:port), or raise a DistributedError naming it after
+    ``timeout`` seconds: JAX itself would abort the process with pages of log."""
+    import socket
+    import time
+
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(f"--coordinator {coordinator}: give HOST:PORT, for example 10.0.0.1:12355")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                why = err.strerror or str(err)
+                message = (f"could not reach the coordinator at {coordinator} within {timeout:g} s ({why}); check "
+                           "that process 0 runs there and that its host and port can be reached from here "
+                           "(--join-timeout to wait longer)")  # fmt: skip
+                raise DistributedError(message) from None
+            time.sleep(0.5)
+
+
 def several() -> bool:
     """Whether this run spans more than one process."""
+    import jax
+
     return jax.process_count() > 1
 
 
 def is_primary() -> bool:
     """Whether this is process 0, the one that writes the run folder."""
+    import jax
+
     return jax.process_index() == 0
 
 
@@ -81,6 +110,7 @@ def broadcast_text(text: str) -> str:
     """Process 0's ``text``, on every process (each must call this together)."""
     if not several():
         return text
+    import numpy as np
     from jax.experimental import multihost_utils
 
     data = np.frombuffer(text.encode(), np.uint8) if is_primary() else np.zeros(0, np.uint8)

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -131,3 +132,16 @@ def test_streamed_processes_each_read_their_share_and_train_the_same_run(setup, 
         args = [*train_args(folder, tmp_path / out, 2, f"prepared:{prepared}"), "--data-in", "stream"]
         launch(args, processes=processes, devices=devices)
     assert largest_difference(tmp_path / "one", tmp_path / "two") < TOLERANCE
+
+
+def test_a_process_that_cannot_reach_the_coordinator_names_it_within_its_timeout(setup, tmp_path):
+    folder, _ = setup
+    port = free_port()
+    argv = [sys.executable, "-m", "jaxcnn", *train_args(folder, tmp_path / "run", 1), "--coordinator",
+            f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1", "--join-timeout", "3"]  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    assert result.stderr.startswith(f"error: could not reach the coordinator at 127.0.0.1:{port} within 3 s")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
