@@ -373,6 +373,17 @@ def _join_processes(args: argparse.Namespace) -> None:
         join(*by_hand, timeout=args.join_timeout)
 
 
+def _tell_other_processes(word: str) -> None:
+    """In a run of several processes, an interrupted one stops the others (through jaxcnn.peer_watch), and ends
+    at once: process 0 holds the job's coordination service, and JAX aborts any process that outlives it."""
+    if "jaxcnn.distributed" in sys.modules and sys.modules["jaxcnn.distributed"].tell_watch(word):
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxcnn`` command; returns the exit status. Ctrl-C at any moment ends it with one
     line and status 130 (training first finishes its step and says what was kept)."""
@@ -392,9 +403,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     except JaxcnnError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 130 if type(err).__name__ == "TrainingInterruptedError" else 1
+        if type(err).__name__ == "TrainingInterruptedError":
+            _tell_other_processes("interrupted")
+            return 130
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        _tell_other_processes("interrupted")
         return 130
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jaxcnn.errors import JaxcnnError
 
@@ -66,6 +66,8 @@ def join(coordinator: str | None = None, num_processes: int | None = None, proce
         message = (f"could not join the job at {where} within {timeout} s ({str(err)[:300]}); check that process 0 "
                    "runs and that its host and port can be reached from here")  # fmt: skip
         raise DistributedError(message) from None
+    if several():
+        _start_watch()
 
 
 def _wait_for(coordinator: str, timeout: float) -> None:
@@ -146,3 +148,53 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+WATCH_KEY = "jaxcnn/peer-watch"
+_watcher: list[Any] = []  # the watch process beside this one (jaxcnn.peer_watch), once started
+
+
+def _start_watch() -> None:
+    """Start this process's watcher (:mod:`jaxcnn.peer_watch`): process 0's is the hub, whose address the others
+    read from JAX's key-value store."""
+    import atexit
+    import subprocess
+    import sys
+
+    import jax
+    from jax._src import distributed as jax_distributed
+
+    state = jax_distributed.global_state
+    client = state.client
+    assert client is not None  # joined
+    me, count = jax.process_index(), jax.process_count()
+    from pathlib import Path
+
+    watch = Path(__file__).with_name("peer_watch.py")  # run as a script: importing the package would load JAX
+    command = [sys.executable, str(watch), str(os.getpid()), str(me), str(count)]
+    if me == 0:
+        watcher = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert watcher.stdout is not None
+        port = watcher.stdout.readline().strip()
+        host = (state.coordinator_address or "127.0.0.1").rpartition(":")[0] or "127.0.0.1"
+        client.key_value_set(WATCH_KEY, f"{host}:{port}")
+    else:
+        address = client.blocking_key_value_get(WATCH_KEY, JOIN_TIMEOUT_SECONDS * 1000)
+        watcher = subprocess.Popen([*command, address], stdin=subprocess.PIPE, text=True)
+    _watcher.append(watcher)
+    atexit.register(tell_watch, "done")
+
+
+def tell_watch(word: str) -> bool:
+    """Tell this process's watcher that it ends normally (``done``) or was interrupted (``interrupted``: the
+    watchers then stop every other process of the run). Whether there was a watcher to tell."""
+    told = bool(_watcher)
+    while _watcher:
+        watcher = _watcher.pop()
+        try:
+            watcher.stdin.write(f"{word}\n")
+            watcher.stdin.close()
+            watcher.wait(timeout=5)
+        except Exception:  # a watcher already gone: nothing to tell
+            pass
+    return told

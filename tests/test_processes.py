@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -145,3 +146,33 @@ def test_a_process_that_cannot_reach_the_coordinator_names_it_within_its_timeout
     assert result.returncode == 1 and time.monotonic() - started < 30
     assert result.stderr.startswith(f"error: could not reach the coordinator at 127.0.0.1:{port} within 3 s")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_when_one_process_dies_or_is_interrupted_all_stop_and_resume_equals_the_whole_run(setup, tmp_path,
+                                                                                        signal_number):  # fmt: skip
+    """Process 1 of 2 is killed (or gets Ctrl-C) in the middle of epoch 2: both end within 60 s, process 0 with
+    one line naming process 1; a resume with 2 processes then equals the uninterrupted run."""
+    folder, _ = setup
+    big = tmp_path / "big"
+    write_class_folders(big, quadrant_dataset(4096, 64))
+    args = train_args(folder, tmp_path / "run", 3, f"folder:{big}")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    port = free_port()
+    started = [subprocess.Popen([sys.executable, "-m", "jaxcnn", *args, "--coordinator", f"127.0.0.1:{port}",
+                                 "--num-processes", "2", "--process-id", str(i)], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started[1].send_signal(signal_number)
+    stopped = time.monotonic()
+    outputs = [p.communicate(timeout=90)[0] for p in started]
+    assert time.monotonic() - stopped < 60
+    assert all(p.returncode != 0 for p in started), outputs
+    named = "process 1 of 2 was interrupted" if signal_number == signal.SIGINT else "lost process 1 of 2"
+    assert f"error: {named}; every process of the run stops" in outputs[0], outputs[0][-3000:]
+    launch(["train", "--resume", str(tmp_path / "run"), "--no-progress"], processes=2, devices=1)
+    launch(train_args(folder, tmp_path / "whole", 3, f"folder:{big}"), processes=2, devices=1)
+    assert largest_difference(tmp_path / "run", tmp_path / "whole") < TOLERANCE
