@@ -176,3 +176,26 @@ def test_when_one_process_dies_or_is_interrupted_all_stop_and_resume_equals_the_
     launch(["train", "--resume", str(tmp_path / "run"), "--no-progress"], processes=2, devices=1)
     launch(train_args(folder, tmp_path / "whole", 3, f"folder:{big}"), processes=2, devices=1)
     assert largest_difference(tmp_path / "run", tmp_path / "whole") < TOLERANCE
+
+
+def test_a_second_trainer_on_the_run_of_two_processes_is_refused(setup, tmp_path):
+    folder, _ = setup
+    big = tmp_path / "big"
+    write_class_folders(big, quadrant_dataset(4096, 64))
+    args = train_args(folder, tmp_path / "run", 50, f"folder:{big}")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    port = free_port()
+    started = [subprocess.Popen([sys.executable, "-m", "jaxcnn", *args, "--coordinator", f"127.0.0.1:{port}",
+                                 "--num-processes", "2", "--process-id", str(i)], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "jaxcnn", *args, "--overwrite"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    started[0].send_signal(signal.SIGINT)
+    outputs = [p.communicate(timeout=90)[0] for p in started]
+    assert second.returncode == 1 and "another jaxcnn process is writing this run" in second.stderr, second.stderr
+    assert started[0].returncode == 130 and started[1].returncode != 0, outputs
+    assert "error: process 0 of 2 was interrupted; every process of the run stops" in outputs[1]
