@@ -11,8 +11,9 @@ Result:   each process prints its final train losses and a checksum of the param
 
 Every process loads the same data (here a small synthetic 4-class image set, or MNIST with
 --dataset mnist) and seed; the batch is split across the devices of all processes and XLA
-all-reduces the gradients (gloo on CPUs). No run directory is written: checkpointing from
-several hosts needs a shared file system and is not done yet.
+all-reduces the gradients (gloo on CPUs). No run directory is written here: to train a run into a
+folder from several processes, launch ``jaxcnn train`` itself (docs/devices.md, "Several processes
+and hosts").
 """
 
 from __future__ import annotations
