@@ -43,9 +43,9 @@ def free_port(low: int = 0, high: int = 0) -> int:
     raise RuntimeError(f"no free port from {low} to {high}")
 
 
-def launch(argv: list[str], processes: int, devices: int, env: dict[str, str] | None = None) -> list[str]:
+def start(argv: list[str], processes: int, devices: int, env: dict[str, str] | None = None) -> list[subprocess.Popen]:
     """``jaxcnn ARGV`` as ``processes`` processes of ``devices`` CPU devices each, joined by hand over loopback
-    (or by ``env`` when given per process); every one must succeed. Returns their outputs."""
+    (or by ``env`` when given per process), their output (both streams) in pipes."""
     base = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     port = free_port()
     started = []
@@ -56,10 +56,29 @@ def launch(argv: list[str], processes: int, devices: int, env: dict[str, str] | 
         own = base | (env or {}) | ({"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)} if env else {})
         started.append(subprocess.Popen([sys.executable, "-m", "jaxcnn", *argv, *joined], cwd=ROOT, env=own,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    return started
+
+
+def launch(argv: list[str], processes: int, devices: int, env: dict[str, str] | None = None) -> list[str]:
+    """:func:`start`, and wait: every process must succeed. Returns their outputs."""
+    started = start(argv, processes, devices, env)
     outputs = [p.communicate(timeout=300)[0] for p in started]
     for p, out in zip(started, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     return outputs
+
+
+def until_first_epoch(run: Path) -> None:
+    """Wait until ``run`` has its first epoch saved (a row in metrics.jsonl)."""
+    metrics, deadline = run / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def longer_set(tmp_path: Path) -> str:
+    """A data folder of 4,096 training images: epochs of a second or two, long enough to stop one mid-way."""
+    write_class_folders(tmp_path / "big", quadrant_dataset(4096, 64))
+    return f"folder:{tmp_path / 'big'}"
 
 
 def weights(run: Path) -> list[np.ndarray]:
@@ -154,18 +173,9 @@ def test_when_one_process_dies_or_is_interrupted_all_stop_and_resume_equals_the_
     """Process 1 of 2 is killed (or gets Ctrl-C) in the middle of epoch 2: both end within 60 s, process 0 with
     one line naming process 1; a resume with 2 processes then equals the uninterrupted run."""
     folder, _ = setup
-    big = tmp_path / "big"
-    write_class_folders(big, quadrant_dataset(4096, 64))
-    args = train_args(folder, tmp_path / "run", 3, f"folder:{big}")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    port = free_port()
-    started = [subprocess.Popen([sys.executable, "-m", "jaxcnn", *args, "--coordinator", f"127.0.0.1:{port}",
-                                 "--num-processes", "2", "--process-id", str(i)], cwd=ROOT, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]  # fmt: skip
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    data = longer_set(tmp_path)
+    started = start(train_args(folder, tmp_path / "run", 3, data), processes=2, devices=1)
+    until_first_epoch(tmp_path / "run")
     started[1].send_signal(signal_number)
     stopped = time.monotonic()
     outputs = [p.communicate(timeout=90)[0] for p in started]
@@ -174,24 +184,16 @@ def test_when_one_process_dies_or_is_interrupted_all_stop_and_resume_equals_the_
     named = "process 1 of 2 was interrupted" if signal_number == signal.SIGINT else "lost process 1 of 2"
     assert f"error: {named}; every process of the run stops" in outputs[0], outputs[0][-3000:]
     launch(["train", "--resume", str(tmp_path / "run"), "--no-progress"], processes=2, devices=1)
-    launch(train_args(folder, tmp_path / "whole", 3, f"folder:{big}"), processes=2, devices=1)
+    launch(train_args(folder, tmp_path / "whole", 3, data), processes=2, devices=1)
     assert largest_difference(tmp_path / "run", tmp_path / "whole") < TOLERANCE
 
 
 def test_a_second_trainer_on_the_run_of_two_processes_is_refused(setup, tmp_path):
     folder, _ = setup
-    big = tmp_path / "big"
-    write_class_folders(big, quadrant_dataset(4096, 64))
-    args = train_args(folder, tmp_path / "run", 50, f"folder:{big}")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    port = free_port()
-    started = [subprocess.Popen([sys.executable, "-m", "jaxcnn", *args, "--coordinator", f"127.0.0.1:{port}",
-                                 "--num-processes", "2", "--process-id", str(i)], cwd=ROOT, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]  # fmt: skip
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    args = train_args(folder, tmp_path / "run", 50, longer_set(tmp_path))
+    started = start(args, processes=2, devices=1)
+    until_first_epoch(tmp_path / "run")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     second = subprocess.run([sys.executable, "-m", "jaxcnn", *args, "--overwrite"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     started[0].send_signal(signal.SIGINT)
