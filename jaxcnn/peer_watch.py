@@ -181,7 +181,14 @@ def spoke(trainer: int, index: int, count: int, address: str) -> None:
             return  # the connection closes with this process: the hub takes it as lost
         if time.monotonic() - heard > LOST_AFTER_SECONDS:
             _stop_trainer(trainer, f"lost process 0 of {count} (silent for {LOST_AFTER_SECONDS:g} s)", False)
-        connection.sendall(b"beat\n")
+        try:
+            connection.sendall(b"beat\n")
+        except OSError:  # the hub closed: normally after telling that process 0 is done (read it), else it is gone
+            connection.setblocking(False)
+            with contextlib.suppress(OSError):
+                if b"done" in connection.recv(4096):
+                    return
+            _stop_trainer(trainer, f"lost process 0 of {count} (the coordinator)", False)
 
 
 def main() -> None:

@@ -341,7 +341,7 @@ def training_data(name: str, data_dir: str | Path | None, config: TrainConfig,
     stream = config.data_in == "stream" or (config.data_in == "auto" and name.startswith("prepared:"))
     if config.data_in == "auto" and name.startswith("folder:"):
         stream = _folder_needs_streaming(Path(name[len("folder:") :]).expanduser(), spec)
-    elif config.data_in == "auto" and ":" not in name and name not in (*BUILTIN, IMPORTED):
+    elif config.data_in == "auto" and not name.startswith("prepared:") and name not in (*BUILTIN, IMPORTED):
         from jaxcnn.tfds_source import find_prepared
 
         stream = find_prepared(name, resolve_data_dir(data_dir)) is not None

@@ -118,6 +118,7 @@ def test_two_processes_write_one_run_equal_to_one_process(setup, tmp_path):
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     assert config["processes"] == 2 and len(config["devices"]) == 4
     assert sum(out.count("run saved in") for out in outputs) == 1  # one console: process 0's
+    assert not any("warning:" in out or "error:" in out for out in outputs), outputs  # a normal end is quiet
     assert sorted(p.name for p in tmp_path.iterdir()) == [".two.lock", "two"]  # no staging folder left behind
     evaluated = subprocess.run([sys.executable, "-m", "jaxcnn", "evaluate", str(tmp_path / "two")], cwd=ROOT,
                                capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
