@@ -33,7 +33,8 @@ class DistributedError(JaxcnnError):
 
 def launched_as_several() -> bool:
     """Whether a cluster launcher (Slurm's srun, mpirun) started this process as one of several."""
-    return any(int(os.environ.get(name, "1") or "1") > 1 for name in CLUSTER_SIZE_VARIABLES)
+    values = (os.environ.get(name, "").strip() for name in CLUSTER_SIZE_VARIABLES)
+    return any(value.isdigit() and int(value) > 1 for value in values)
 
 
 def join(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
