@@ -144,17 +144,17 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         arrays, classes = read_class_folders(root)
         return Dataset(name=name, class_names=classes, source=f"class folders {root}", **arrays)
     if name.startswith("prepared:"):
-        from jaxcnn.prepared import Prepared
+        from jaxcnn.stream_data import open_streaming
 
-        return Prepared.open(name[len("prepared:") :]).in_memory(name)
+        return open_streaming(name).in_memory()
     if name == IMPORTED:
         raise DataError("this run was imported (jaxcnn import) and records no data set of its own; name one with "
                         "--dataset NAME (mnist, cifar10, folder:PATH, ...)")  # fmt: skip
     if name not in BUILTIN:
-        from jaxcnn.tfds_source import find_prepared, read_whole
+        from jaxcnn.tfds_source import find_prepared, streaming
 
         found = find_prepared(name, folder)  # prepared as ArrayRecord: read without TensorFlow
-        return read_whole(found) if found is not None else _load_with_tfds(name, folder)
+        return streaming(found).in_memory() if found is not None else _load_with_tfds(name, folder)
     if name == "cifar10":
         return _load_cifar10(folder)
     classes = MNIST_CLASSES if name == "mnist" else FASHION_MNIST_CLASSES

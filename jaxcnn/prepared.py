@@ -126,22 +126,6 @@ class Prepared:
         return cls(root, tuple(manifest["class_names"]), tuple(shape) if shape else None, splits,
                    manifest.get("source", ""), list(manifest.get("skipped", [])))  # fmt: skip
 
-    def in_memory(self, name: str) -> Any:
-        """The whole set as an in-memory :class:`jaxcnn.data.Dataset` (for ``evaluate``, ``show``, ``explore``
-        and ``--data-in memory``), when its images have one size."""
-        from jaxcnn.dataset import Dataset
-
-        if self.image_shape is None:
-            raise DataError(f"{self.root}: its images have many sizes, so it is only streamed (jaxcnn train); to "
-                            "evaluate or explore a run on it, name a data set of one size with --dataset")  # fmt: skip
-        arrays: dict[str, np.ndarray] = {}
-        for split in SPLITS:
-            source = self.splits[split].source()
-            examples = [decode_record(source[i], f"{self.root}:{split}[{i}]") for i in range(len(source))]
-            arrays[f"{split}_images"] = np.stack([image for image, _ in examples])
-            arrays[f"{split}_labels"] = np.asarray([label for _, label in examples], np.int32)
-        return Dataset(name=name, class_names=self.class_names, source=f"prepared shards in {self.root}", **arrays)
-
     def read(self, split: str, index: int) -> tuple[np.ndarray, int]:
         """One example (decoded image, label) by its index in ``split``."""
         source = self.splits[split].source()

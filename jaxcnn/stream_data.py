@@ -26,7 +26,7 @@ class StreamingData:
     source: str
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int] | None
-    train: Any  # jaxcnn.streaming.FolderImages or RecordImages (imported with grain, when used)
+    train: Any  # a jaxcnn.streaming.ImageSource (imported with grain, when used)
     test: Any
 
     @property
@@ -40,6 +40,24 @@ class StreamingData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def in_memory(self) -> Any:
+        """The whole set as an in-memory :class:`jaxcnn.data.Dataset` (for ``evaluate``, ``show``, ``explore`` and
+        ``--data-in memory``), when its images have one size: each decoded as the loader decodes it."""
+        from jaxcnn.dataset import Dataset
+        from jaxcnn.streaming import centre_view, decoded
+
+        shape = self.image_shape
+        if shape is None:
+            raise DataError(f"{self.name}: its images have many sizes, so it is only streamed (jaxcnn train); to "
+                            "evaluate or explore a run on it, name a data set of one size with --dataset")  # fmt: skip
+        arrays: dict[str, np.ndarray] = {}
+        for split, images in (("train", self.train), ("test", self.test)):
+            examples = [decoded(images[i]) for i in range(len(images))]
+            # A grey image among colour ones (some sets have a few) takes the set's channels, as the loader gives it.
+            arrays[f"{split}_images"] = np.stack([centre_view(image, shape) for image, _ in examples])
+            arrays[f"{split}_labels"] = np.asarray([label for _, label in examples], np.int32)
+        return Dataset(name=self.name, class_names=self.class_names, source=self.source, **arrays)
 
 
 def open_streaming(name: str, data_dir: str | Path | None = None) -> StreamingData:

@@ -1,5 +1,6 @@
 """Image-classification sets that tensorflow-datasets has prepared in its ArrayRecord format, read through its
-data sources (``builder.as_data_source``) without TensorFlow: streamed as they train, or read whole.
+data sources (``builder.as_data_source``) without TensorFlow: streamed as they train, or read whole
+(:meth:`jaxcnn.stream_data.StreamingData.in_memory`).
 
 A set is prepared once on the user's machine (``tfds build NAME --file_format=array_record``, or
 ``builder.download_and_prepare(file_format="array_record")``) under tensorflow-datasets' data folder
@@ -15,8 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from jaxcnn.errors import DataError
 
@@ -127,27 +126,6 @@ class TfdsImages:
 
     def __getstate__(self) -> dict[str, Any]:  # workers reopen the files themselves
         return {"dataset": self.dataset, "split": self.split}
-
-
-def read_whole(found: TfdsSet) -> Any:
-    """The whole set as an in-memory :class:`jaxcnn.data.Dataset`, when its images have one size."""
-    from jaxcnn.dataset import Dataset
-    from jaxcnn.images import decode_image, fitted_image
-
-    if found.image_shape is None:
-        raise DataError(f"{found.name}: its images have many sizes, so it is only streamed (jaxcnn train); to "
-                        "evaluate or explore a run on it, name a data set of one size with --dataset")  # fmt: skip
-    arrays: dict[str, np.ndarray] = {}
-    for split in ("train", "test"):
-        images = TfdsImages(found, split)
-        examples = [images[i] for i in range(len(images))]
-        decoded = [decode_image(e["record"], e["where"]) for e in examples]
-        # A grey JPEG among colour ones (some sets have a few) takes the set's channels, as the loader gives it.
-        arrays[f"{split}_images"] = np.stack([image if image.shape == found.image_shape else
-                                              fitted_image(e["record"], e["where"], found.image_shape)
-                                              for image, e in zip(decoded, examples, strict=True)])  # fmt: skip
-        arrays[f"{split}_labels"] = np.asarray([e["label"] for e in examples], np.int32)
-    return Dataset(name=found.name, class_names=found.class_names, source=_source_text(found), **arrays)
 
 
 def _source_text(found: TfdsSet) -> str:
