@@ -34,7 +34,7 @@ class StreamTrainer:
     """Compiled training and evaluation over streamed batches: what :class:`jaxcnn.train.Trainer` offers."""
 
     def __init__(self, model: Model, config: TrainConfig, preprocess: Preprocess, data: StreamingData) -> None:
-        from jaxcnn.train import check_batch_within, check_batches
+        from jaxcnn.train import check_batch_within, check_batches, evaluation_batch_size
 
         self.parallel = DataParallel.over(config.devices)
         check_batches(model, config, self.parallel)
@@ -55,9 +55,7 @@ class StreamTrainer:
             return step(state, images, labels, plan, jnp.int32(0))
 
         self._step: Any = jit(one_batch, donate_argnums=0)
-        self.eval_batch_size = (
-            -(-min(config.eval_batch_size, data.test_count) // self.parallel.size) * self.parallel.size
-        )
+        self.eval_batch_size = evaluation_batch_size(config.eval_batch_size, data.test_count, self.parallel)
         self._eval_batch: Any = make_eval_batch(model, preprocess, self.parallel.split_batch(), config.tta)
         self.compile_seconds = self.step_compile_seconds = 0.0
         self.data_wait_seconds = 0.0
@@ -145,17 +143,13 @@ class StreamTrainer:
 
     def evaluate(self, params: Params, model_state: State | None = None) -> tuple[float, float, np.ndarray]:
         """Test loss, test accuracy and the predicted class of every test image, over the streamed test set."""
-        from jaxcnn.train import _total
+        from jaxcnn.train import _total, padded_with_mask
 
         results, count = [], 0
         for batch in loader(self.data.test, self.shape, self.eval_batch_size, training=False,
                             workers=self.config.loader_workers):  # fmt: skip
             n = len(batch["label"])
-            extra = self.eval_batch_size - n
-            images = np.concatenate([batch["image"], np.zeros((extra, *batch["image"].shape[1:]), np.uint8)])
-            labels = np.concatenate([batch["label"], np.zeros(extra, np.int32)])
-            mask = np.concatenate([np.ones(n, np.float32), np.zeros(extra, np.float32)])
-            placed = self.parallel.replicate((images, labels, mask))
+            placed = self.parallel.replicate(padded_with_mask(batch["image"], batch["label"], self.eval_batch_size))
             results.append((self._eval_batch(params, model_state or {}, *placed), n))
             count += n
         sums = [r[0][0] for r in results]

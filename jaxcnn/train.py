@@ -65,6 +65,20 @@ class EpochInterruptedError(Exception):
         super().__init__(f"interrupted in epoch {epoch} after step {steps_done} of {steps_per_epoch}")
 
 
+def evaluation_batch_size(requested: int, test_count: int, parallel: DataParallel) -> int:
+    """Evaluation batches of ``requested`` images (at most the test set), rounded up to split evenly over the
+    devices."""
+    return -(-min(requested, test_count) // parallel.size) * parallel.size
+
+
+def padded_with_mask(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``images`` and ``labels`` padded with zeros up to ``size``, and the mask (1 for a real image, 0 for padding)."""
+    count, extra = len(images), size - len(images)
+    images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels, np.zeros(extra, labels.dtype)])
+    return images, labels, np.concatenate([np.ones(count, np.float32), np.zeros(extra, np.float32)])
+
+
 @dataclass
 class EvalSet:
     """A test set on the device as whole batches (the last one padded), with masks for the padding.
@@ -79,12 +93,9 @@ class EvalSet:
     def build(cls, images: np.ndarray, labels: np.ndarray, eval_batch_size: int, parallel: DataParallel) -> EvalSet:
         """Batches of ``eval_batch_size`` (at most the test set), rounded up to split evenly over the devices."""
         count = len(images)
-        batch_size = -(-min(eval_batch_size, count) // parallel.size) * parallel.size
+        batch_size = evaluation_batch_size(eval_batch_size, count, parallel)
         padded = -(-count // batch_size) * batch_size
-        extra = padded - count
-        images = np.concatenate([images, np.zeros((extra, *images.shape[1:]), images.dtype)])
-        labels = np.concatenate([labels, np.zeros(extra, labels.dtype)])
-        mask = np.concatenate([np.ones(count, np.float32), np.zeros(extra, np.float32)])
+        images, labels, mask = padded_with_mask(images, labels, padded)
         parts = [slice(start, start + batch_size) for start in range(0, padded, batch_size)]
         batches = [parallel.replicate((images[part], labels[part], mask[part])) for part in parts]
         return cls(batches, count)
