@@ -338,14 +338,17 @@ def training_data(name: str, data_dir: str | Path | None, config: TrainConfig,
     folders and tensorflow-datasets sets prepared as ArrayRecord are streamed, class folders when their images
     have many sizes or would not fit STREAM_ABOVE_BYTES, other sets are read into memory; ``memory`` reads a
     prepared set of one image size whole)."""
+    offline = resolve_data_dir(data_dir)
     stream = config.data_in == "stream" or (config.data_in == "auto" and name.startswith("prepared:"))
     if config.data_in == "auto" and name.startswith("folder:"):
         stream = _folder_needs_streaming(Path(name[len("folder:") :]).expanduser(), spec)
     elif config.data_in == "auto" and not name.startswith("prepared:") and name not in (*BUILTIN, IMPORTED):
-        from jaxcnn.tfds_source import find_prepared
+        from jaxcnn.tfds_source import find_prepared, streaming
 
-        stream = find_prepared(name, resolve_data_dir(data_dir)) is not None
-    return open_streaming(name, resolve_data_dir(data_dir)) if stream else load_dataset(name, data_dir)
+        found = find_prepared(name, offline)  # looked up once: streamed from it when tensorflow-datasets has it
+        if found is not None:
+            return streaming(found)
+    return open_streaming(name, offline) if stream else load_dataset(name, data_dir)
 
 
 def _folder_needs_streaming(root: Path, spec: NetworkSpec) -> bool:
