@@ -74,6 +74,11 @@ class DataParallel:
         """Put every array of ``tree`` (NumPy or JAX) on every device of the mesh, as JAX arrays."""
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
+    @property
+    def split_sharding(self) -> NamedSharding:
+        """Arrays split along their first (batch) axis across the mesh."""
+        return NamedSharding(self.mesh, PartitionSpec("data"))
+
     def replicated_shape(self, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
         """What :meth:`replicate` makes of an array of ``shape`` and ``dtype``: for compiling ahead of time a
         function that will be given such arrays."""
@@ -84,7 +89,7 @@ class DataParallel:
         time."""
         if jax.process_count() == 1:
             return self.replicated_shape(shape, dtype)
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(self.mesh, PartitionSpec("data")))
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=self.split_sharding)
 
     def assemble_batch(self, tree: Any) -> Any:
         """A training batch on the devices, from the part this process read: with one process, the whole
@@ -92,8 +97,7 @@ class DataParallel:
         the shards of one batch split along the mesh, so no process reads or holds the others' images."""
         if jax.process_count() == 1:
             return self.replicate(tree)
-        sharding = NamedSharding(self.mesh, PartitionSpec("data"))
-        return jax.tree.map(lambda local: jax.make_array_from_process_local_data(sharding, local), tree)
+        return jax.tree.map(lambda local: jax.make_array_from_process_local_data(self.split_sharding, local), tree)
 
     def local_gradients(
         self, sums_and_grads: Callable[..., tuple[Any, Any, Any]]
@@ -131,5 +135,4 @@ class DataParallel:
 
     def split_batch(self) -> Callable[[Any], Any]:
         """Inside jit: constrain an array to be split along its first (batch) axis."""
-        sharding = NamedSharding(self.mesh, PartitionSpec("data"))
-        return lambda x: jax.lax.with_sharding_constraint(x, sharding)
+        return lambda x: jax.lax.with_sharding_constraint(x, self.split_sharding)
