@@ -8,6 +8,9 @@ only in how XLA is asked to do the work:
   fuses into one elementwise loop;
 - weight gradients computed ``WGRAD_CHUNK`` images at a time and summed (XLA's CPU weight
   gradient slows down per image as the batch grows);
+- gradients of stride-1 convolutions as convolutions in XLA's own NHWC/HWIO layout
+  (:func:`input_gradient_conv`, :func:`kernel_gradient_conv`), which the CPU backend runs fast
+  inside loops too (``lax.scan`` over repeated blocks), where it runs any other layout 20x slower;
 - the input gradient as the transpose of matrix products and shifted adds
   (:func:`column_stacked_conv`, :func:`row_stacked_conv`) where :func:`input_gradient_form` finds
   that faster than XLA's transposed convolution;
@@ -22,6 +25,7 @@ versions. What each form gains, measured, is in ``docs/performance.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -238,6 +242,46 @@ def _conv_jvp(
     return y, jnp.zeros_like(y) if dy is None else dy
 
 
+def _transpose_of(
+    linear: Callable[[jax.Array], jax.Array], argument: jax.ShapeDtypeStruct, tangent: object
+) -> jax.Array:
+    """``linear``'s transpose applied to ``tangent`` (``linear`` takes arrays shaped like ``argument``).
+
+    A tangent written this way is what a custom JVP needs when the gradient must take a given
+    form: reverse mode transposes the tangent back into ``linear``, operation for operation.
+    """
+    return jax.linear_transpose(linear, argument)(tangent)[0]
+
+
+def has_layout_gradients(stride: IntPair, dilation: IntPair, groups: int) -> bool:
+    """Whether both gradients are computed as NHWC/HWIO convolutions (:func:`input_gradient_conv`,
+    :func:`kernel_gradient_conv`): stride 1, no dilation, no groups."""
+    return stride == (1, 1) and dilation == (1, 1) and groups == 1
+
+
+def input_gradient_conv(dy: jax.Array, kernel: jax.Array, pads: PaddingPairs) -> jax.Array:
+    """The input gradient of a stride-1 convolution, itself a convolution in NHWC/HWIO: the kernel
+    turned half a circle with its channel axes swapped, padded ``f - 1 - p`` (negative: cropped)."""
+    fh, fw = kernel.shape[0], kernel.shape[1]
+    turned = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+    back = ((fh - 1 - pads[0][0], fh - 1 - pads[0][1]), (fw - 1 - pads[1][0], fw - 1 - pads[1][1]))
+    return lax_conv(dy, turned, (1, 1), back, (1, 1), 1)
+
+
+def kernel_gradient_conv(x: jax.Array, dy: jax.Array, pads: PaddingPairs) -> jax.Array:
+    """The kernel gradient of a stride-1 convolution, ``WGRAD_CHUNK`` images at a time, each chunk a
+    convolution in NHWC/HWIO: the input with channels as its batch (C, H, W, N) by the output
+    gradient as a kernel (H', W', N, K) gives (C, fh, fw, K), turned into HWIO at the end."""
+    total = None
+    for start in range(0, x.shape[0], WGRAD_CHUNK):
+        images = jnp.transpose(x[start : start + WGRAD_CHUNK], (3, 1, 2, 0))
+        gradients = jnp.transpose(dy[start : start + WGRAD_CHUNK], (1, 2, 0, 3))
+        part = lax_conv(images, gradients, (1, 1), pads, (1, 1), 1)
+        total = part if total is None else total + part
+    assert total is not None  # a batch has at least one image
+    return jnp.transpose(total, (1, 2, 0, 3))
+
+
 def _conv_tangent(
     x: jax.Array,
     kernel: jax.Array,
@@ -250,20 +294,29 @@ def _conv_tangent(
 ) -> jax.Array | None:
     """``conv(dx, kernel) + conv(x, dkernel)`` in the forms whose transposes are fast (None: both zero)."""
     terms = []
+    in_layout = has_layout_gradients(stride, dilation, groups)
+    y_like = jax.ShapeDtypeStruct(  # the output's shape, for the transposed forms
+        (x.shape[0], *(output_size(x.shape[1 + a], kernel.shape[a], stride[a], *pads[a], dilation[a]) for a in (0, 1)),
+         kernel.shape[3]), jnp.result_type(x, kernel))  # fmt: skip
     if not _is_zero(dx):
         form = input_gradient_form(x.shape, kernel.shape, stride, pads, dilation) if groups == 1 else "lax"
         if form != "lax":  # reverse mode transposes this into the faster input gradient
             # materialize's transpose writes that gradient to memory before the layer below reads it.
             stacked = column_stacked_conv if form == "column" else row_stacked_conv
             terms.append(stacked(materialize(dx), kernel, stride, pads, dilation))  # type: ignore[arg-type]
+        elif in_layout:
+            terms.append(_transpose_of(lambda dy: input_gradient_conv(dy, kernel, pads), y_like, dx))
         else:
             terms.append(lax_conv(dx, kernel, stride, pads, dilation, groups))  # type: ignore[arg-type]
     if not _is_zero(dkernel):
-        chunks = [
-            lax_conv(x[start : start + WGRAD_CHUNK], dkernel, stride, pads, dilation, groups)  # type: ignore[arg-type]
-            for start in range(0, x.shape[0], WGRAD_CHUNK)
-        ]
-        terms.append(chunks[0] if len(chunks) == 1 else jnp.concatenate(chunks, axis=0))
+        if in_layout:
+            terms.append(_transpose_of(lambda dy: kernel_gradient_conv(x, dy, pads), y_like, dkernel))
+        else:
+            chunks = [
+                lax_conv(x[start : start + WGRAD_CHUNK], dkernel, stride, pads, dilation, groups)  # type: ignore[arg-type]
+                for start in range(0, x.shape[0], WGRAD_CHUNK)
+            ]
+            terms.append(chunks[0] if len(chunks) == 1 else jnp.concatenate(chunks, axis=0))
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else terms[0] + terms[1]

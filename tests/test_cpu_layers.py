@@ -257,3 +257,43 @@ def test_lenet_fast_equals_lax_on_real_valued_inputs():
         model = Model.from_file(SPECS_DIR / "lenet_mnist.json", impl=impl)
         outputs[impl] = jax.jit(model.apply)(model.init(jax.random.key(2)), x)
     np.testing.assert_allclose(outputs["fast"], outputs["lax"], rtol=1e-5, atol=1e-5)
+
+
+LAYOUT_CASES = [
+    # (batch, h, w, cin, cout, size, padding): stride 1, so both gradients are NHWC/HWIO convolutions
+    (40, 8, 8, 32, 32, 3, ((1, 1), (1, 1))),  # a ResNet shape: XLA's transposed-convolution input gradient
+    (3, 6, 7, 4, 5, 3, ((3, 1), (0, 3))),  # padding beyond the kernel: the input gradient crops
+    (5, 7, 6, 40, 3, (2, 3), ((0, 1), (2, 0))),  # non-square kernel, asymmetric padding
+]
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES, ids=str)
+def test_layout_gradients_equal_lax_and_run_inside_scan(case):
+    """The NHWC/HWIO gradient forms give lax's gradients, in reverse and forward mode, and inside a
+    ``lax.scan`` every convolution XLA compiles is in that layout (the one its CPU loops run fast)."""
+    n, h, w, cin, cout, size, pads = case
+    size = size if isinstance(size, tuple) else (size, size)
+    kx, kw, kd = jax.random.split(jax.random.key(n), 3)
+    x = jax.random.normal(kx, (n, h, w, cin))
+    kernel = jax.random.normal(kw, (*size, cin, cout)) / np.sqrt(size[0] * size[1] * cin)
+    dy = jax.random.normal(kd, (n, h + sum(pads[0]) - size[0] + 1, w + sum(pads[1]) - size[1] + 1, cout))
+
+    def grads(f):
+        y, vjp = jax.vjp(f, x, kernel)
+        return y, *vjp(dy), jax.jvp(f, (x, kernel), (x, kernel))[1]
+
+    fast = grads(jax.jit(lambda a, b: cpu_layers.conv(a, b, (1, 1), pads, (1, 1), 1)))
+    plain = grads(jax.jit(lambda a, b: cpu_layers.lax_conv(a, b, (1, 1), pads, (1, 1), 1)))
+    for name, a, b in zip(("value", "input gradient", "kernel gradient", "tangent"), fast, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=name)
+
+    def scanned(a, kernels):
+        def body(carry, k):
+            return carry + cpu_layers.conv(carry, k, (1, 1), ((1, 1), (1, 1)), (1, 1), 1), None
+
+        return jax.lax.scan(body, a, kernels)[0].sum()
+
+    square = jnp.zeros((2, 3, 3, cin, cin))
+    text = jax.jit(jax.grad(scanned, argnums=(0, 1))).lower(x, square).compile().as_text() or ""
+    layouts = [line.split("dim_labels=")[1].split(",")[0] for line in text.splitlines() if " convolution(" in line]
+    assert layouts and set(layouts) == {"b01f_01io->b01f"}
