@@ -1,0 +1,108 @@
+"""Repeated block copies run as one lax.scan in training: which runs are found, and the same values as unrolled."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn.model import Model
+from jaxcnn.spec import load_spec, parse_spec
+
+from conftest import SPECS_DIR
+
+RESIDUAL = {
+    "description": "two convolutions with batch norm, added to the block's input",
+    "params": {"filters": None},
+    "layers": [
+        {"type": "conv", "name": "conv1", "filters": "$filters", "size": 3, "padding": 1, "use_bias": False},
+        {"type": "batch_norm", "name": "bn1"},
+        {"type": "activation", "name": "relu1", "activation": "relu"},
+        {"type": "conv", "name": "conv2", "filters": "$filters", "size": 3, "padding": 1},
+        {"type": "add", "name": "add", "inputs": ["conv2", "input"]},
+        {"type": "activation", "name": "relu2", "activation": "relu"},
+    ],
+}
+
+
+def small_spec(**change: Any) -> dict[str, Any]:
+    """4 residual copies on 6x6x4 (the first changes nothing either: 4 filters in, 4 out), then a classifier."""
+    spec = {
+        "format": "jaxcnn.spec/1",
+        "name": "repeats",
+        "input": [6, 6, 4],
+        "blocks": {"res": copy.deepcopy(RESIDUAL)},
+        "layers": [
+            {"block": "res", "name": "stage", "repeat": 4, "filters": 4},
+            {"type": "global_avg_pool", "name": "pool"},
+            {"type": "dense", "name": "out", "units": 3, "activation": "softmax"},
+        ],
+    }
+    spec.update(change)
+    return spec
+
+
+def runs(spec: dict) -> list[tuple[str, int]]:
+    return [(run.template[0].name, len(run.copies)) for run in Model(parse_spec(spec))._runs.values()]
+
+
+def test_runs_found_in_the_resnets_and_not_in_vgg():
+    def found(name):
+        return [(run.template[0].name, len(run.copies)) for run in Model(load_spec(SPECS_DIR / name))._runs.values()]
+
+    assert found("resnet20_cifar10.json") == [("stage1.block1.conv1", 3), ("stage2.block1.conv1", 2),
+                                              ("stage3.block1.conv1", 2)]  # fmt: skip
+    assert found("resnet56_cifar10.json") == [("stage1.block1.conv1", 9), ("stage2.block1.conv1", 8),
+                                              ("stage3.block1.conv1", 8)]  # fmt: skip
+    assert found("vgg_bn_cifar10.json") == []  # each stage's first copy changes the channels: one copy left
+    assert Model(load_spec(SPECS_DIR / "resnet20_cifar10.json"), scan_repeats=False)._runs == {}
+
+
+def test_copies_that_differ_or_draw_random_numbers_are_not_scanned():
+    assert runs(small_spec()) == [("stage.block1.conv1", 4)]
+    # The first copy of a plain stack maps 3 channels to 4, so it differs: copies 2-4 run.
+    plain = small_spec(input=[6, 6, 3])
+    conv = {"type": "conv", "name": "conv", "filters": "$filters", "size": 3, "padding": 1, "activation": "relu"}
+    plain["blocks"]["plain"] = {"params": {"filters": None}, "layers": [conv]}
+    plain["layers"][0]["block"] = "plain"
+    assert runs(plain) == [("stage.block2.conv", 3)]
+    # Dropout folds its layer's index into the key, which differs per copy: no run.
+    dropout = small_spec()
+    dropout["blocks"]["res"]["layers"].insert(3, {"type": "dropout", "name": "drop", "rate": 0.1})
+    assert runs(dropout) == []
+    # A repeat of one copy is nothing to scan.
+    single = small_spec()
+    single["layers"][0]["repeat"] = 1
+    assert runs(single) == []
+
+
+@pytest.mark.parametrize("spec", [small_spec(), "resnet20_cifar10.json"], ids=["small", "resnet20"])
+def test_scanned_training_pass_equals_the_unrolled_one(spec):
+    resolved = parse_spec(spec) if isinstance(spec, dict) else load_spec(SPECS_DIR / spec)
+    scanned, unrolled = Model(resolved), Model(resolved, scan_repeats=False)
+    assert scanned._runs and not unrolled._runs
+    params, state = scanned.init_with_state(0)
+    x = jax.random.normal(jax.random.key(1), (8, *scanned.input_shape))
+
+    def step(model):
+        def loss(p):
+            y, new_state = model.apply_with_state(p, state, x, training=True)
+            return jnp.mean(y**2), new_state
+
+        (value, new_state), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return value, new_state, grads
+
+    (loss_a, state_a, grads_a), (loss_b, state_b, grads_b) = step(scanned), step(unrolled)
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+    assert str(jax.tree.structure(state_a)) == str(jax.tree.structure(state_b))
+    assert str(jax.tree.structure(grads_a)) == str(jax.tree.structure(grads_b))
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()) + 1e-7)
+    # Evaluation is not scanned, and is unchanged.
+    np.testing.assert_array_equal(scanned.apply(params, x, state=state), unrolled.apply(params, x, state=state))
