@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcnn import repeats
 from jaxcnn.model import Model
 from jaxcnn.spec import load_spec, parse_spec
 
@@ -54,33 +55,34 @@ def test_runs_found_in_the_resnets_and_not_in_vgg():
     def found(name):
         return [(run.template[0].name, len(run.copies)) for run in Model(load_spec(SPECS_DIR / name))._runs.values()]
 
-    assert found("resnet20_cifar10.json") == [("stage1.block1.conv1", 3), ("stage2.block1.conv1", 2),
-                                              ("stage3.block1.conv1", 2)]  # fmt: skip
+    assert found("resnet20_cifar10.json") == []  # runs of 3 and 2 copies: fewer than MIN_COPIES
     assert found("resnet56_cifar10.json") == [("stage1.block1.conv1", 9), ("stage2.block1.conv1", 8),
                                               ("stage3.block1.conv1", 8)]  # fmt: skip
     assert found("vgg_bn_cifar10.json") == []  # each stage's first copy changes the channels: one copy left
-    assert Model(load_spec(SPECS_DIR / "resnet20_cifar10.json"), scan_repeats=False)._runs == {}
+    assert Model(load_spec(SPECS_DIR / "resnet56_cifar10.json"), scan_repeats=False)._runs == {}
 
 
 def test_copies_that_differ_or_draw_random_numbers_are_not_scanned():
     assert runs(small_spec()) == [("stage.block1.conv1", 4)]
-    # The first copy of a plain stack maps 3 channels to 4, so it differs: copies 2-4 run.
+    # The first copy of a plain stack maps 3 channels to 4, so it differs: copies 2-5 run.
     plain = small_spec(input=[6, 6, 3])
     conv = {"type": "conv", "name": "conv", "filters": "$filters", "size": 3, "padding": 1, "activation": "relu"}
     plain["blocks"]["plain"] = {"params": {"filters": None}, "layers": [conv]}
-    plain["layers"][0]["block"] = "plain"
-    assert runs(plain) == [("stage.block2.conv", 3)]
+    plain["layers"][0] |= {"block": "plain", "repeat": 5}
+    assert runs(plain) == [("stage.block2.conv", 4)]
     # Dropout folds its layer's index into the key, which differs per copy: no run.
     dropout = small_spec()
     dropout["blocks"]["res"]["layers"].insert(3, {"type": "dropout", "name": "drop", "rate": 0.1})
     assert runs(dropout) == []
-    # A repeat of one copy is nothing to scan.
-    single = small_spec()
-    single["layers"][0]["repeat"] = 1
-    assert runs(single) == []
+    # Fewer than MIN_COPIES copies stay unrolled.
+    short = small_spec()
+    short["layers"][0]["repeat"] = repeats.MIN_COPIES - 1
+    assert runs(short) == []
 
 
-@pytest.mark.parametrize("spec", [small_spec(), "resnet20_cifar10.json"], ids=["small", "resnet20"])
+@pytest.mark.parametrize(
+    "spec", [small_spec(), pytest.param("resnet56_cifar10.json", marks=pytest.mark.slow)], ids=["small", "resnet56"]
+)
 def test_scanned_training_pass_equals_the_unrolled_one(spec):
     resolved = parse_spec(spec) if isinstance(spec, dict) else load_spec(SPECS_DIR / spec)
     scanned, unrolled = Model(resolved), Model(resolved, scan_repeats=False)
