@@ -127,15 +127,21 @@ def split_cpu(devices: int = RECIPE_CPU_DEVICES) -> None:
 
 
 def machine() -> str:
-    """The CPU model, core count and JAX devices, for the results table."""
+    """The CPU model (with its family and model numbers and whether it has AVX-512: virtual machines
+    often name only the vendor), core count and JAX devices, for the results table."""
     model = platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
+            if key.strip() in ("model name", "cpu family", "model", "flags")
+        )
     except OSError:
-        pass
+        fields = {}
+    if "model name" in fields:
+        vector = "AVX-512" if "avx512f" in fields.get("flags", "").split() else "no AVX-512"
+        family, number = fields.get("cpu family", "?"), fields.get("model", "?")
+        model = f"{fields['model name']} (family {family} model {number}, {vector})"
     devices = jax.devices()
     count = f"{len(devices)} x " if len(devices) > 1 else ""
     return (f"{model}, {os.cpu_count()} cores; JAX {jax.__version__} on {count}{devices[0].platform} "
