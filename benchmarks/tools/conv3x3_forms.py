@@ -2,7 +2,7 @@
 gradients) in three forms, interleaved, at the shapes of ResNet-20 and ``vgg_bn_cifar10``.
 
 Command:  python benchmarks/tools/conv3x3_forms.py [--rounds 5] [--batch 128]
-Smoke:    python benchmarks/tools/conv3x3_forms.py --batch 4 --rounds 1   (seconds)
+Smoke:    python benchmarks/tools/conv3x3_forms.py --smoke   (seconds)
 Result:   a Markdown table, median ms over the rounds (each round times every form once, in turn), and each
           form's largest difference from lax's; figures in docs/performance.md ("Winograd").
 
@@ -66,7 +66,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--smoke", action="store_true", help="batch 2, 1 round")
     args = p.parse_args()
+    if args.smoke:
+        args.batch, args.rounds = 2, 1
     rng = np.random.default_rng(0)
     rows = []
     for size, cin, cout in SHAPES:
