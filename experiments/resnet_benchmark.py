@@ -13,13 +13,17 @@ jaxcnn is timed through its real training path (``jaxcnn.train.Trainer``: uint8 
 the device, batch norm's state threaded through the step); Flax and PyTorch through a plain step on a
 float batch. Compile time, kept out of the throughput, is the first training step's; for jaxcnn it
 is also measured for ResNet-56 (ResNet-20's blocks, three times as many) to show how it grows with
-depth.
+depth. A second jaxcnn column trains with the CPU split into ``RECIPE_CPU_DEVICES`` XLA devices
+(data-parallel over the cores, as ``cifar10_minutes.py`` and ``fashion_mnist.py`` train), measured in
+a child process since the split must be set before JAX starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from jaxcnn.model import Model
 from jaxcnn.spec import load_spec
 from jaxcnn.train import TrainConfig, Trainer
 
-from common import ROOT, machine, markdown_table, random_training_data, timed_windows
+from common import RECIPE_CPU_DEVICES, ROOT, machine, markdown_table, random_training_data, split_cpu, timed_windows
 
 SGD: dict[str, Any] = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
 
@@ -218,6 +222,30 @@ def torch_train(build: Any, batch: int, steps: int, windows: int, threads: int) 
     return timed_windows(window, batch * steps, windows), weights
 
 
+def jaxcnn_split_cpu(batch: int, steps: int, windows: int) -> dict[str, dict[str, float]] | None:
+    """jaxcnn's img/s for each network with the CPU split into ``RECIPE_CPU_DEVICES`` XLA devices
+    (data-parallel, as the recipe scripts train), measured in a child process: the split must be
+    set before JAX starts. None when the child fails (its error is printed)."""
+    argv = [sys.executable, __file__, "--split-cpu-child", "--batch", str(batch), "--images", str(batch * steps),
+            "--windows", str(windows)]  # fmt: skip
+    child = subprocess.run(argv, capture_output=True, text=True, check=False)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        print(f"the split-CPU measurement failed:\n{child.stderr[-2000:]}", flush=True)
+        return None
+    result: dict[str, dict[str, float]] = json.loads(lines[-1])
+    return result
+
+
+def split_cpu_child(batch: int, steps: int, windows: int) -> None:
+    """The child of :func:`jaxcnn_split_cpu`: one JSON line of img/s by network."""
+    split_cpu(RECIPE_CPU_DEVICES)
+    rates = {}
+    for spec, _, _ in NETWORKS:
+        rates[spec.removesuffix(".json")] = jaxcnn_train(spec, batch, steps, windows)[0]
+    print(json.dumps(rates), flush=True)
+
+
 NETWORKS = (
     ("resnet20_cifar10.json", flax_resnet20, torch_resnet20),
     ("vgg_bn_cifar10.json", flax_vgg_bn, torch_vgg_bn),
@@ -232,10 +260,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default 2)")
     p.add_argument("--out", default=str(ROOT / "benchmarks"), help="where resnet_results.{json,md} go")
     p.add_argument("--smoke", action="store_true", help="batch 16, tiny windows, no ResNet-56: a minute")
+    p.add_argument("--split-cpu-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.smoke:
         args.batch, args.images, args.windows = 16, 32, 1
     steps = max(1, args.images // args.batch)
+    if args.split_cpu_child:
+        split_cpu_child(args.batch, steps, args.windows)
+        return
+    split = jaxcnn_split_cpu(args.batch, steps, args.windows)
 
     def cell(r: dict[str, float] | None) -> str:
         return "skipped" if r is None else f"{r['median']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f})"
@@ -260,16 +293,20 @@ def main() -> None:
             print(f"PyTorch {label}: {torch_fit['median']:,.0f} img/s", flush=True)
         weights = Model(load_spec(ROOT / "specs" / spec)).param_count()
         assert flax_weights == weights and (torch_result is None or torch_result[1] == weights), "not the same network"
+        halves = None if split is None else split[label]
         rows.append([label, f"{weights:,}", cell(ours), cell(flax_fit), cell(torch_fit), ratio(ours, flax_fit),
-                     ratio(ours, torch_fit), f"{ours_compile:.1f}", f"{flax_compile:.1f}"])  # fmt: skip
+                     ratio(ours, torch_fit), cell(halves), "-" if halves is None else ratio(halves, torch_fit),
+                     f"{ours_compile:.1f}", f"{flax_compile:.1f}"])  # fmt: skip
         raw["networks"][label] = {"weights": weights, "jaxcnn_train": ours, "flax_train": flax_fit,
-                                  "torch_train": torch_fit, "jaxcnn_compile_seconds": ours_compile,
+                                  "torch_train": torch_fit, "jaxcnn_split_cpu_train": halves,
+                                  "jaxcnn_compile_seconds": ours_compile,
                                   "flax_compile_seconds": flax_compile}  # fmt: skip
     compile20 = raw["networks"]["resnet20_cifar10"]["jaxcnn_compile_seconds"]
     compile56 = None if args.smoke else jaxcnn_train("resnet56_cifar10.json", args.batch, steps, 0)[1]
     raw["jaxcnn_compile_resnet56_seconds"] = compile56
     header = ["network", "weights", "jaxcnn train img/s", "Flax train", "PyTorch train", "vs Flax", "vs PyTorch",
-              "jaxcnn compile (s)", "Flax compile (s)"]  # fmt: skip
+              f"jaxcnn, CPU as {RECIPE_CPU_DEVICES} devices", "vs PyTorch", "jaxcnn compile (s)",
+              "Flax compile (s)"]  # fmt: skip
     table = markdown_table(header, rows)
     depth = ("" if compile56 is None else f"\n\njaxcnn's ResNet-56 step compiled in {compile56:.1f} s: "
              f"{compile56 / compile20:.2f}x ResNet-20's.")  # fmt: skip

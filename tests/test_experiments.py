@@ -193,6 +193,7 @@ def test_resnet_benchmark_smoke_trains_the_same_networks_in_jaxcnn_and_flax(monk
     raw = json.loads((tmp_path / "resnet_results_smoke.json").read_text())
     for figures in raw["networks"].values():
         assert figures["jaxcnn_train"]["median"] > 0 and figures["flax_train"]["median"] > 0
+        assert figures["jaxcnn_split_cpu_train"]["median"] > 0  # the child process with the CPU split
 
 
 @pytest.mark.slow
