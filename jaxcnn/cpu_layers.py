@@ -242,7 +242,7 @@ def _conv_jvp(
     return y, jnp.zeros_like(y) if dy is None else dy
 
 
-def _transpose_of(
+def transposed_tangent(
     linear: Callable[[jax.Array], jax.Array], argument: jax.ShapeDtypeStruct, tangent: object
 ) -> jax.Array:
     """``linear``'s transpose applied to ``tangent`` (``linear`` takes arrays shaped like ``argument``).
@@ -305,12 +305,12 @@ def _conv_tangent(
             stacked = column_stacked_conv if form == "column" else row_stacked_conv
             terms.append(stacked(materialize(dx), kernel, stride, pads, dilation))  # type: ignore[arg-type]
         elif in_layout:
-            terms.append(_transpose_of(lambda dy: input_gradient_conv(dy, kernel, pads), y_like, dx))
+            terms.append(transposed_tangent(lambda dy: input_gradient_conv(dy, kernel, pads), y_like, dx))
         else:
             terms.append(lax_conv(dx, kernel, stride, pads, dilation, groups))  # type: ignore[arg-type]
     if not _is_zero(dkernel):
         if in_layout:
-            terms.append(_transpose_of(lambda dy: kernel_gradient_conv(x, dy, pads), y_like, dkernel))
+            terms.append(transposed_tangent(lambda dy: kernel_gradient_conv(x, dy, pads), y_like, dkernel))
         else:
             chunks = [
                 lax_conv(x[start : start + WGRAD_CHUNK], dkernel, stride, pads, dilation, groups)  # type: ignore[arg-type]

@@ -137,9 +137,9 @@ class Model:
         self._runs = {run.template[0].index: run for run in runs}
 
     @classmethod
-    def from_file(cls, path: str | Path, impl: str = "auto") -> Model:
+    def from_file(cls, path: str | Path, impl: str = "auto", scan_repeats: bool = True) -> Model:
         """Load a spec file and build its model (raises ``SpecError`` on a bad spec)."""
-        return cls(load_spec(path), impl)
+        return cls(load_spec(path), impl, scan_repeats)
 
     @property
     def input_shape(self) -> Shape:
@@ -237,15 +237,16 @@ class Model:
         output = self._output
         values: dict[str, jax.Array] = {INPUT: x}
         new_state: State = {}
-        fused: set[str] = set()
+        done: set[str] = set()  # layers already run: a max pool inside the convolution before it, a loop's copies
         for layer in layers:
-            if layer.name in fused:  # this max pool ran inside the convolution before it
+            if layer.name in done:
                 continue
-            # Training only: there the loop saves compile time at no cost; in evaluation it ran ResNet-20 5% slower.
+            # Training only: the loop is there for the training step's compile time; evaluation compiles
+            # quickly unrolled and measured faster so (docs/performance.md).
             run = self._runs.get(layer.index) if mode.training and keep is None and offsets is None else None
             if run is not None:
                 values[run.output] = self._scan_run(run, params, state, values[run.carry_in], mode, new_state)
-                fused |= run.names
+                done |= run.names
                 continue
             inputs = [values[name] for name in layer.inputs]
             if keep is None and offsets is None and self._pools_in_one_step(layer.index):
@@ -255,7 +256,7 @@ class Model:
                 values[pool.name] = L.conv2d(inputs[0], weights["kernel"], weights.get("bias"), padding=layer.padding,
                                              dilation=layer.dilation, impl=self.impl, pool=pool.size,
                                              relu_before_pool=layer.activation == "relu")  # fmt: skip
-                fused.add(pool.name)
+                done.add(pool.name)
                 continue
             y, layer_state = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), inputs, mode)
             if layer_state:
@@ -276,7 +277,7 @@ class Model:
         """The copies of ``run`` applied in turn to ``carry`` as one ``lax.scan`` over their stacked
         weights and state; each copy's new state is put into ``new_state`` under its own name."""
 
-        locals_ = self._locals(run)
+        locals_ = run.local_names
 
         def stacked(tree: Params | State) -> dict[str, Any]:
             """{local name: that layer's leaves of every copy stacked on a new first axis}."""
@@ -304,10 +305,6 @@ class Model:
             for k, copy in enumerate(run.copies):
                 new_state[copy[i].name] = jax.tree.map(lambda leaf, k=k: leaf[k], stacked_state)
         return carry
-
-    @staticmethod
-    def _locals(run: repeats.RepeatRun) -> list[str]:
-        return [repeats.local_name(layer) for layer in run.template]
 
     def _pools_in_one_step(self, index: int) -> bool:
         """Whether conv layer ``index`` and the tiled max pool after it run as one

@@ -45,6 +45,11 @@ class RepeatRun:
         return self.copies[0]
 
     @property
+    def local_names(self) -> list[str]:
+        """The template's layers' names within their copy (``conv1``, ``bn1``, ...), in order."""
+        return [local_name(layer) for layer in self.template]
+
+    @property
     def output(self) -> str:
         return self.copies[-1][-1].name
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn.cpu_layers import transposed_tangent
 from jaxcnn.geometry import PaddingPairs
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
@@ -141,7 +142,7 @@ def _conv3x3_jvp(
         def input_gradient(cotangent: jax.Array) -> jax.Array:
             return _conv(cotangent, _turned(kernel), _backward_pads(pads))
 
-        (dy,) = jax.linear_transpose(input_gradient, jax.ShapeDtypeStruct(y.shape, y.dtype))(dx)
+        dy = transposed_tangent(input_gradient, jax.ShapeDtypeStruct(y.shape, y.dtype), dx)
     if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
         term = _outputs(_products(tiles, transformed_kernel(dkernel)), t)  # type: ignore[arg-type]
         dy = term if dy is None else dy + term
