@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import jax
@@ -14,7 +18,7 @@ from jaxcnn import repeats
 from jaxcnn.model import Model
 from jaxcnn.spec import load_spec, parse_spec
 
-from conftest import SPECS_DIR
+from conftest import ROOT, SPECS_DIR
 
 RESIDUAL = {
     "description": "two convolutions with batch norm, added to the block's input",
@@ -108,3 +112,42 @@ def test_scanned_training_pass_equals_the_unrolled_one(spec):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()) + 1e-7)
     # Evaluation is not scanned, and is unchanged.
     np.testing.assert_array_equal(scanned.apply(params, x, state=state), unrolled.apply(params, x, state=state))
+
+
+MULTI_DEVICE_SCRIPT = """
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, "tests")
+from datasets import quadrant_dataset
+from test_repeats import RESIDUAL
+from jaxcnn import repeats
+from jaxcnn.model import Model
+from jaxcnn.runs import train_run
+from jaxcnn.spec import parse_spec
+from jaxcnn.train import TrainConfig
+
+spec = parse_spec({"format": "jaxcnn.spec/1", "name": "looped", "input": [8, 8, 1], "blocks": {"res": RESIDUAL},
+                   "layers": [{"type": "conv", "name": "stem", "filters": 4, "size": 3, "padding": 1},
+                              {"block": "res", "name": "stage", "repeat": 4, "filters": 4},
+                              {"type": "global_avg_pool"}, {"type": "dense", "units": 4, "activation": "softmax"}]})
+config = TrainConfig(epochs=2, batch_size=32, lr=0.05, eval_batch_size=50, devices=2, optimizer="sgd", momentum=0.9)
+looped = train_run(spec, quadrant_dataset(256, 100), config, None, progress=False, verbose=False)
+loops = len(Model(spec)._runs)
+repeats.MIN_COPIES = 10**6  # no run is long enough: the same training unrolled
+unrolled = train_run(spec, quadrant_dataset(256, 100), config, None, progress=False, verbose=False)
+a, b = jax.tree.leaves(looped.params), jax.tree.leaves(unrolled.params)
+print(json.dumps({"devices": jax.device_count(), "loops": loops, "unrolled_loops": len(Model(spec)._runs),
+                  "diff": max(float(np.abs(x - y).max()) for x, y in zip(a, b))}))
+"""
+
+
+@pytest.mark.slow
+def test_a_looped_network_trains_on_two_devices_as_unrolled():
+    """The loop over copies runs inside the data-parallel step (each device's batch norm over its share)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["loops"] == 1 and out["unrolled_loops"] == 0
+    assert out["diff"] < 1e-4
