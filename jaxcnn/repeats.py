@@ -24,9 +24,9 @@ from jaxcnn.layer_base import Layer
 
 _COPY_NAME = re.compile(r"^(?P<use>.+)\.block(?P<copy>\d+)\.(?P<local>[^.].*)$")
 MIN_COPIES = 4
-"""The fewest copies run as a loop. Fewer do not repay the loop's fixed cost (stacking the weights and
-their gradients): on the 2-core CPU ResNet-20's runs of 2 and 3 copies trained 4% slower as loops,
-ResNet-56's runs of 8 and 9 7% faster, and its step compiled in half the time."""
+"""The fewest copies run as a loop. On the CPU, shorter runs (ResNet-20's 2 and 3) trained slower as
+loops, the loop's fixed cost (stacking the weights and their gradients) unpaid, while longer ones
+(ResNet-56's 8 and 9) trained faster and compiled in half the time: docs/performance.md."""
 CARRY = "\0carry"
 """The local name of the value a copy reads from outside: the previous copy's output."""
 
