@@ -259,13 +259,22 @@ def has_layout_gradients(stride: IntPair, dilation: IntPair, groups: int) -> boo
     return stride == (1, 1) and dilation == (1, 1) and groups == 1
 
 
+def turned_kernel(kernel: jax.Array) -> jax.Array:
+    """The kernel of a stride-1 convolution's input gradient: turned half a circle, its input and
+    output channel axes swapped (HWIO)."""
+    return jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+
+
+def input_gradient_pads(kernel_shape: tuple[int, ...], pads: PaddingPairs) -> PaddingPairs:
+    """The padding of a stride-1 convolution's input gradient: ``f - 1 - p`` on each side (negative: cropped)."""
+    fh, fw = kernel_shape[0], kernel_shape[1]
+    return ((fh - 1 - pads[0][0], fh - 1 - pads[0][1]), (fw - 1 - pads[1][0], fw - 1 - pads[1][1]))
+
+
 def input_gradient_conv(dy: jax.Array, kernel: jax.Array, pads: PaddingPairs) -> jax.Array:
-    """The input gradient of a stride-1 convolution, itself a convolution in NHWC/HWIO: the kernel
-    turned half a circle with its channel axes swapped, padded ``f - 1 - p`` (negative: cropped)."""
-    fh, fw = kernel.shape[0], kernel.shape[1]
-    turned = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    back = ((fh - 1 - pads[0][0], fh - 1 - pads[0][1]), (fw - 1 - pads[1][0], fw - 1 - pads[1][1]))
-    return lax_conv(dy, turned, (1, 1), back, (1, 1), 1)
+    """The input gradient of a stride-1 convolution, itself a convolution in NHWC/HWIO
+    (:func:`turned_kernel`, :func:`input_gradient_pads`)."""
+    return lax_conv(dy, turned_kernel(kernel), (1, 1), input_gradient_pads(kernel.shape, pads), (1, 1), 1)
 
 
 def kernel_gradient_conv(x: jax.Array, dy: jax.Array, pads: PaddingPairs) -> jax.Array:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn.cpu_layers import transposed_tangent
+from jaxcnn.cpu_layers import input_gradient_pads, transposed_tangent, turned_kernel
 from jaxcnn.geometry import PaddingPairs
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
@@ -110,16 +110,6 @@ def _conv(x: jax.Array, kernel: jax.Array, pads: PaddingPairs) -> jax.Array:
     return _outputs(_products(transformed_tiles(x, pads), transformed_kernel(kernel)), _tiling(x.shape, pads))
 
 
-def _backward_pads(pads: PaddingPairs) -> PaddingPairs:
-    """The padding of the input gradient's convolution: 2 - p on each side (3x3 kernel)."""
-    return ((2 - pads[0][0], 2 - pads[0][1]), (2 - pads[1][0], 2 - pads[1][1]))
-
-
-def _turned(kernel: jax.Array) -> jax.Array:
-    """The kernel of the input gradient's convolution: turned half a circle, input and output swapped."""
-    return jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-
-
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
 def conv3x3(x: jax.Array, kernel: jax.Array, pads: PaddingPairs) -> jax.Array:
     """A 3x3, stride-1 convolution of NHWC ``x`` with an HWIO ``kernel`` (groups 1, no dilation)
@@ -140,7 +130,7 @@ def _conv3x3_jvp(
         # conv(dx, kernel), written as the transpose of the input gradient's own Winograd convolution,
         # so that reverse mode (which transposes the tangent) computes that convolution.
         def input_gradient(cotangent: jax.Array) -> jax.Array:
-            return _conv(cotangent, _turned(kernel), _backward_pads(pads))
+            return _conv(cotangent, turned_kernel(kernel), input_gradient_pads(kernel.shape, pads))
 
         dy = transposed_tangent(input_gradient, jax.ShapeDtypeStruct(y.shape, y.dtype), dx)
     if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
