@@ -117,20 +117,6 @@ def smoke_output(script: str, monkeypatch, capsys, *args: str) -> str:
 
 
 @pytest.mark.slow
-def test_conv3x3_forms_smoke_times_lax_the_cpu_path_and_winograd(monkeypatch, capsys):
-    printed = smoke_output("conv3x3_forms", monkeypatch, capsys)
-    for shape in ("| 8x8x64 -> 64 | lax |", "| 8x8x64 -> 64 | cpu |", "| 8x8x64 -> 64 | winograd |"):
-        assert shape in printed
-
-
-@pytest.mark.slow
-def test_scan_repeats_smoke_times_the_scanned_and_unrolled_network(monkeypatch, capsys):
-    spec = str(ROOT / "specs" / "resnet20_cifar10.json")
-    printed = smoke_output("scan_repeats", monkeypatch, capsys, "--spec", spec, "--min-copies", "2")
-    assert "| scanned | 3 |" in printed and "| unrolled | 0 |" in printed  # ResNet-20's three stages
-
-
-@pytest.mark.slow
 def test_input_gradient_forms_smoke_times_every_form_and_names_the_chosen_one(monkeypatch, capsys):
     printed = smoke_output("input_gradient_forms", monkeypatch, capsys)
     assert "| shape | column form | row form | XLA's transpose | chosen |" in printed
