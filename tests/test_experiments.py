@@ -168,21 +168,6 @@ def test_augment_cost_smoke_times_every_variant_against_the_plain_epoch(monkeypa
 
 
 @pytest.mark.slow
-def test_resnet_benchmark_smoke_trains_the_same_networks_in_jaxcnn_and_flax(monkeypatch, capsys, tmp_path):
-    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    resnet_benchmark = importlib.import_module("resnet_benchmark")
-    monkeypatch.setattr(sys, "argv", ["resnet_benchmark.py", "--smoke", "--out", str(tmp_path)])
-    resnet_benchmark.main()  # asserts that Flax's (and PyTorch's) networks have the specs' weight counts
-    printed = capsys.readouterr().out
-    assert "| network | weights | jaxcnn train img/s | Flax train |" in printed
-    assert "| resnet20_cifar10 | 272,474 |" in printed and "| vgg_bn_cifar10 | 551,146 |" in printed
-    raw = json.loads((tmp_path / "resnet_results_smoke.json").read_text())
-    for figures in raw["networks"].values():
-        assert figures["jaxcnn_train"]["median"] > 0 and figures["flax_train"]["median"] > 0
-        assert figures["jaxcnn_split_cpu_train"]["median"] > 0  # the child process with the CPU split
-
-
-@pytest.mark.slow
 def test_resnet_profile_smoke_prints_its_three_tables(monkeypatch, capsys):
     printed = smoke_output("resnet_profile", monkeypatch, capsys)
     assert "| 3x3 conv, forward + both gradients | jaxcnn lax (ms) | jaxcnn fast (ms) | PyTorch (ms) |" in printed
