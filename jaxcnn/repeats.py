@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jaxcnn.layer_base import Layer
+from jaxcnn.spec import draws_random
 
 _COPY_NAME = re.compile(r"^(?P<use>.+)\.block(?P<copy>\d+)\.(?P<local>[^.].*)$")
 MIN_COPIES = 4
@@ -131,7 +132,7 @@ def _run(group: list[tuple[Layer, ...]]) -> RepeatRun | None:
     carry_in = outside.pop()
     if first[-1].output_shape != _shape_of(first, carry_in):
         return None
-    if any(_draws_random(layer) for copy in group for layer in copy):
+    if any(draws_random(layer) for copy in group for layer in copy):
         return None
     return RepeatRun(tuple(group), carry_in)
 
@@ -142,7 +143,3 @@ def _shape_of(copy: tuple[Layer, ...], name: str) -> Any:
             if input_name == name:
                 return shape
     return None
-
-
-def _draws_random(layer: Layer) -> bool:
-    return layer.type == "dropout" and getattr(layer, "rate", 0) > 0

@@ -163,7 +163,12 @@ class NetworkSpec:
     @property
     def needs_key(self) -> bool:
         """Whether training draws random numbers inside the network (dropout)."""
-        return any(isinstance(layer, DropoutLayer) and layer.rate > 0 for layer in self.layers)
+        return any(draws_random(layer) for layer in self.layers)
+
+
+def draws_random(layer: Layer) -> bool:
+    """Whether the layer draws random numbers in training (dropout with a rate above 0)."""
+    return isinstance(layer, DropoutLayer) and layer.rate > 0
 
 
 def _origin_describer(by_name: dict[str, Layer]) -> Any:
