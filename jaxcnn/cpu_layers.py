@@ -207,7 +207,8 @@ def uses_shift_add(kernel_shape: tuple[int, ...], groups: int) -> bool:
     return groups == 1 and fh * fw * channels <= SHIFT_ADD_MAX_TAPS
 
 
-def _is_zero(tangent: object) -> bool:
+def is_zero_tangent(tangent: object) -> bool:
+    """Whether a custom JVP's tangent is JAX's symbolic zero (that input is not being differentiated)."""
     return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
 
 
@@ -307,7 +308,7 @@ def _conv_tangent(
     y_like = jax.ShapeDtypeStruct(  # the output's shape, for the transposed forms
         (x.shape[0], *(output_size(x.shape[1 + a], kernel.shape[a], stride[a], *pads[a], dilation[a]) for a in (0, 1)),
          kernel.shape[3]), jnp.result_type(x, kernel))  # fmt: skip
-    if not _is_zero(dx):
+    if not is_zero_tangent(dx):
         form = input_gradient_form(x.shape, kernel.shape, stride, pads, dilation) if groups == 1 else "lax"
         if form != "lax":  # reverse mode transposes this into the faster input gradient
             # materialize's transpose writes that gradient to memory before the layer below reads it.
@@ -317,7 +318,7 @@ def _conv_tangent(
             terms.append(transposed_tangent(lambda dy: input_gradient_conv(dy, kernel, pads), y_like, dx))
         else:
             terms.append(lax_conv(dx, kernel, stride, pads, dilation, groups))  # type: ignore[arg-type]
-    if not _is_zero(dkernel):
+    if not is_zero_tangent(dkernel):
         if in_layout:
             terms.append(transposed_tangent(lambda dy: kernel_gradient_conv(x, dy, pads), y_like, dkernel))
         else:
@@ -389,7 +390,7 @@ def _conv_max_pool_jvp(
     The phase form's own derivative is correct too but trained LeNet about 30% slower in XLA
     (four phase tangents and weight gradients), so only inference takes the phase form.
     """
-    moving = [i for i, t in enumerate(tangents) if not _is_zero(t)]
+    moving = [i for i, t in enumerate(tangents) if not is_zero_tangent(t)]
 
     def separate(*args: jax.Array) -> jax.Array:
         x, kernel, bias = (args[moving.index(i)] if i in moving else primals[i] for i in range(3))

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn.cpu_layers import input_gradient_pads, transposed_tangent, turned_kernel
+from jaxcnn.cpu_layers import input_gradient_pads, is_zero_tangent, transposed_tangent, turned_kernel
 from jaxcnn.geometry import PaddingPairs
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
@@ -126,14 +126,14 @@ def _conv3x3_jvp(
     tiles = transformed_tiles(x, pads)  # kept for the kernel gradient
     y = _outputs(_products(tiles, transformed_kernel(kernel)), t)
     dy = None
-    if not isinstance(dx, jax.custom_derivatives.SymbolicZero):
+    if not is_zero_tangent(dx):
         # conv(dx, kernel), written as the transpose of the input gradient's own Winograd convolution,
         # so that reverse mode (which transposes the tangent) computes that convolution.
         def input_gradient(cotangent: jax.Array) -> jax.Array:
             return _conv(cotangent, turned_kernel(kernel), input_gradient_pads(kernel.shape, pads))
 
         dy = transposed_tangent(input_gradient, jax.ShapeDtypeStruct(y.shape, y.dtype), dx)
-    if not isinstance(dkernel, jax.custom_derivatives.SymbolicZero):
+    if not is_zero_tangent(dkernel):
         term = _outputs(_products(tiles, transformed_kernel(dkernel)), t)  # type: ignore[arg-type]
         dy = term if dy is None else dy + term
     return y, jnp.zeros_like(y) if dy is None else dy
